@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages p2pd's demo and tests use, if any is missing.
+# Debian/Ubuntu; needs root (or sudo) only when something has to be installed.
+set -euo pipefail
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing: ${need[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install a Rust toolchain (https://rustup.rs) first" >&2
+    exit 1
+fi

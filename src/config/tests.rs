@@ -1,0 +1,661 @@
+//! Unit tests for the command line: every option's forms, defaults, each refusal, the
+//! one-line error rule, sizes, host:port, `get` URLs, help output and the man page.
+
+use super::*;
+
+/// A directory to publish, alive as long as the returned guard.
+fn publish_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_string_lossy().into_owned();
+    (dir, path)
+}
+
+fn parse(args: &[&str]) -> Result<Command, CliError> {
+    parse_args(std::iter::once("p2pd").chain(args.iter().copied()))
+}
+
+/// Parses a node command line that publishes a fresh directory plus `args`.
+fn serve(args: &[&str]) -> ServeConfig {
+    let (_dir, path) = publish_dir();
+    let mut all = vec!["-p", path.as_str()];
+    all.extend_from_slice(args);
+    match parse(&all) {
+        Ok(Command::Serve(cfg)) => cfg,
+        other => panic!("{args:?}: expected a node config, got {other:?}"),
+    }
+}
+
+fn get(args: &[&str]) -> GetConfig {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    match parse(&all) {
+        Ok(Command::Get(cfg)) => cfg,
+        other => panic!("{args:?}: expected a get config, got {other:?}"),
+    }
+}
+
+fn err(args: &[&str]) -> CliError {
+    match parse(args) {
+        Err(e) => e,
+        Ok(cmd) => panic!("{args:?}: expected an error, got {cmd:?}"),
+    }
+}
+
+/// Same as [`err`] with `-p <fresh dir>` in front.
+fn serve_err(args: &[&str]) -> CliError {
+    let (_dir, path) = publish_dir();
+    let mut all = vec!["-p", path.as_str()];
+    all.extend_from_slice(args);
+    err(&all)
+}
+
+/// A usage error: exit 2, stderr, one line starting "p2pd", containing `needle`.
+fn assert_usage(e: &CliError, needle: &str) {
+    assert_eq!(e.exit_code, 2, "{e:?}");
+    assert!(!e.to_stdout, "{e:?}");
+    assert!(e.message.starts_with("p2pd"), "{e:?}");
+    assert!(!e.message.contains('\n'), "not one line: {:?}", e.message);
+    assert!(!e.message.ends_with(' '), "{e:?}");
+    assert!(
+        e.message.contains(needle),
+        "{:?} lacks {needle:?}",
+        e.message
+    );
+}
+
+#[test]
+fn defaults() {
+    let (_dir, path) = publish_dir();
+    let Ok(Command::Serve(cfg)) = parse(&["-p", &path]) else {
+        panic!("-p alone must run an origin");
+    };
+    assert_eq!(cfg.publish_dir, std::fs::canonicalize(&path).unwrap());
+    assert_eq!(cfg.block_size_bytes, DEFAULT_BLOCK_SIZE_BYTES);
+    assert_eq!(cfg.digest, DigestAlgo::Sha256);
+    assert!(cfg.mirrors.is_empty());
+    assert!(cfg.allowed_hosts.is_empty());
+    assert_eq!(cfg.memory_cache_bytes, DEFAULT_MEMORY_CACHE_BYTES);
+    assert_eq!(cfg.port, DEFAULT_PORT);
+    assert_eq!(cfg.bind, IpAddr::from([0, 0, 0, 0]));
+    assert_eq!(cfg.threads, default_threads());
+    assert!(cfg.threads >= 1 && cfg.threads <= MAX_THREADS);
+    assert_eq!(cfg.index_dir, None);
+    assert!(!cfg.playlist);
+    assert!(!cfg.start_cold);
+    assert_eq!(cfg.debug_level, 0);
+    assert_eq!(cfg.rescan_interval_ms, DEFAULT_RESCAN_INTERVAL_MS);
+    assert_eq!(cfg.max_connections, DEFAULT_MAX_CONNECTIONS);
+}
+
+#[test]
+fn publish_short_and_long_are_canonical() {
+    let (dir, _) = publish_dir();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    // A path with "." and ".." components canonicalizes to the directory itself.
+    let winding = dir.path().join("sub/../sub/.");
+    let winding = winding.to_str().unwrap();
+    for opt in ["-p", "--publish"] {
+        let Ok(Command::Serve(cfg)) = parse(&[opt, winding]) else {
+            panic!("{opt}");
+        };
+        assert_eq!(cfg.publish_dir, std::fs::canonicalize(&sub).unwrap());
+    }
+    let Ok(Command::Serve(cfg)) = parse(&[&format!("--publish={winding}")]) else {
+        panic!("--publish=");
+    };
+    assert_eq!(cfg.publish_dir, std::fs::canonicalize(&sub).unwrap());
+}
+
+#[test]
+fn allow_host_forms() {
+    for opt in ["-A", "--allow-host"] {
+        let cfg = serve(&[opt, "CDN.Example.com", opt, "10.0.0.1", opt, "[::1]"]);
+        assert_eq!(cfg.allowed_hosts, ["cdn.example.com", "10.0.0.1", "::1"]);
+    }
+    assert_usage(&serve_err(&["-A", "a b"]), "-A/--allow-host");
+    assert_usage(&serve_err(&["--allow-host", ""]), "-A/--allow-host");
+}
+
+#[test]
+fn block_size_forms() {
+    assert_eq!(serve(&["-b", "1M"]).block_size_bytes, 1024 * 1024);
+    assert_eq!(serve(&["--block-size", "64k"]).block_size_bytes, 64 * 1024);
+    assert_eq!(
+        serve(&["--block-size=16384"]).block_size_bytes,
+        MIN_BLOCK_SIZE_BYTES
+    );
+    assert_eq!(serve(&["-b16M"]).block_size_bytes, MAX_BLOCK_SIZE_BYTES);
+}
+
+#[test]
+fn block_size_refusals() {
+    let e = serve_err(&["-b", "5000"]);
+    assert_eq!(
+        e.message,
+        "p2pd: -b/--block-size: 5000 is not a multiple of 4 KiB"
+    );
+    assert_usage(&e, "-b/--block-size");
+    assert_usage(&serve_err(&["-b", "5k"]), "5120 bytes");
+    assert_usage(
+        &serve_err(&["--block-size", "8k"]),
+        "outside 16 KiB..16 MiB",
+    );
+    assert_usage(&serve_err(&["-b", "32M"]), "outside 16 KiB..16 MiB");
+    assert_usage(&serve_err(&["-b", "1T"]), "outside 16 KiB..16 MiB");
+    assert_usage(
+        &serve_err(&["-b", "12x"]),
+        "-b/--block-size: '12x' is not a size",
+    );
+}
+
+#[test]
+fn debug_forms() {
+    assert_eq!(serve(&["-d"]).debug_level, 1);
+    assert_eq!(serve(&["-dd"]).debug_level, 2);
+    assert_eq!(serve(&["--debug", "--debug", "-d"]).debug_level, 3);
+}
+
+#[test]
+fn mirror_forms() {
+    for opt in ["-l", "--mirror"] {
+        let cfg = serve(&[
+            opt,
+            "m1.example.com:2222",
+            opt,
+            "[2001:db8::1]:80",
+            opt,
+            "m2",
+        ]);
+        assert_eq!(
+            cfg.mirrors,
+            [
+                HostPort {
+                    host: "m1.example.com".into(),
+                    port: 2222
+                },
+                HostPort {
+                    host: "2001:db8::1".into(),
+                    port: 80
+                },
+                HostPort {
+                    host: "m2".into(),
+                    port: DEFAULT_PORT
+                },
+            ]
+        );
+    }
+    assert_usage(&serve_err(&["-l", "m1:x"]), "-l/--mirror");
+    assert_usage(&serve_err(&["--mirror", "a b:1"]), "-l/--mirror");
+}
+
+#[test]
+fn memory_cache_forms() {
+    assert_eq!(serve(&["-M", "1G"]).memory_cache_bytes, 1 << 30);
+    assert_eq!(serve(&["--memory-cache-size", "0"]).memory_cache_bytes, 0);
+    assert_usage(
+        &serve_err(&["-M", "12x"]),
+        "-M/--memory-cache-size: '12x' is not a size",
+    );
+}
+
+#[test]
+fn digest_forms() {
+    assert_eq!(serve(&["-m", "sha512"]).digest, DigestAlgo::Sha512);
+    assert_eq!(
+        serve(&["--digest", "SHA512-256"]).digest,
+        DigestAlgo::Sha512_256
+    );
+    let e = serve_err(&["-m", "md5"]);
+    assert_usage(&e, "p2pd: -m/--digest: unknown digest algorithm 'md5'");
+    for algo in crate::digest::ALL_ALGOS {
+        assert!(
+            e.message.contains(algo.name()),
+            "{e:?} lists {}",
+            algo.name()
+        );
+    }
+}
+
+#[test]
+fn port_forms() {
+    assert_eq!(serve(&["-P", "8080"]).port, 8080);
+    assert_eq!(serve(&["--port", "0"]).port, 0);
+    assert_eq!(serve(&["--port=65535"]).port, 65535);
+    assert_usage(&serve_err(&["-P", "x"]), "--port");
+    assert_usage(&serve_err(&["--port", "65536"]), "--port");
+}
+
+#[test]
+fn flag_forms() {
+    assert!(serve(&["-T"]).playlist);
+    assert!(serve(&["--playlist"]).playlist);
+    assert!(serve(&["-Z"]).start_cold);
+    assert!(serve(&["--cold"]).start_cold);
+    let cfg = serve(&["-dTZ"]);
+    assert!(cfg.playlist && cfg.start_cold && cfg.debug_level == 1);
+}
+
+#[test]
+fn long_only_options() {
+    let cfg = serve(&[
+        "--bind",
+        "::1",
+        "--threads",
+        "3",
+        "--index-dir",
+        "/var/lib/p2pd",
+        "--rescan-interval",
+        "100",
+        "--max-connections",
+        "1",
+    ]);
+    assert_eq!(cfg.bind, "::1".parse::<IpAddr>().unwrap());
+    assert_eq!(cfg.threads, 3);
+    assert_eq!(cfg.index_dir, Some(PathBuf::from("/var/lib/p2pd")));
+    assert_eq!(cfg.rescan_interval_ms, MIN_RESCAN_INTERVAL_MS);
+    assert_eq!(cfg.max_connections, 1);
+    assert_eq!(serve(&["--threads", "1024"]).threads, MAX_THREADS);
+
+    assert_usage(&serve_err(&["--bind", "x"]), "--bind");
+    assert_usage(
+        &serve_err(&["--threads", "0"]),
+        "p2pd: --threads: 0 is outside",
+    );
+    assert_usage(&serve_err(&["--threads", "1025"]), "--threads");
+    assert_usage(&serve_err(&["--threads=-1"]), "--threads");
+    assert_usage(
+        &serve_err(&["--rescan-interval", "99"]),
+        "p2pd: --rescan-interval:",
+    );
+    assert_usage(
+        &serve_err(&["--max-connections", "0"]),
+        "p2pd: --max-connections:",
+    );
+    assert_usage(&serve_err(&["--index-dir", ""]), "--index-dir");
+}
+
+#[test]
+fn publish_refusals() {
+    let (dir, _) = publish_dir();
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let e = err(&["-p", missing]);
+    assert_eq!(
+        e.message,
+        format!("p2pd: -p/--publish: {missing}: no such directory")
+    );
+    assert_usage(&e, "-p/--publish");
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let e = err(&["--publish", file.to_str().unwrap()]);
+    assert_usage(&e, "-p/--publish");
+    assert!(e.message.ends_with("not a directory"), "{e:?}");
+}
+
+#[test]
+fn publish_with_cache_is_refused() {
+    let (_dir, path) = publish_dir();
+    for args in [
+        ["-p", &path, "-c", "/tmp/c"],
+        ["--cache", "/tmp/c", "--publish", &path],
+    ] {
+        let e = err(&args);
+        assert_eq!(
+            e.message,
+            "p2pd: -p/--publish and -c/--cache cannot be used together \
+             (a node is an origin or a cache)"
+        );
+        assert_usage(&e, "-c/--cache");
+    }
+}
+
+#[test]
+fn no_role_is_refused() {
+    let e = err(&[]);
+    assert_eq!(
+        e.message,
+        "p2pd: the client cache role (no -p) is not supported yet; \
+         publish a directory with -p DIR"
+    );
+    assert_usage(&e, "-p");
+    assert_usage(&err(&["-d", "-P", "2000"]), "client cache role");
+}
+
+#[test]
+fn later_release_options_are_refused() {
+    let cases: [(&[&str], &[&str], &str); 7] = [
+        (&["-c", "/tmp/c"], &["--cache", "/tmp/c"], "-c/--cache"),
+        (
+            &["-C", "1G"],
+            &["--disk-cache-size", "1G"],
+            "-C/--disk-cache-size",
+        ),
+        (
+            &["-n", "10.0.0.0/8"],
+            &["--recursive-subnet", "::/0"],
+            "-n/--recursive-subnet",
+        ),
+        (&["-S", "parent:1"], &["--parent", "[::1]"], "-S/--parent"),
+        (&["-i"], &["--p2p"], "-i/--p2p"),
+        (
+            &["-N", "10.1.0.0/16"],
+            &["--locality", "10.1.0.0/16"],
+            "-N/--locality",
+        ),
+        (&["-D"], &["--detach"], "-D/--detach"),
+    ];
+    for (short, long, label) in cases {
+        for args in [short, long] {
+            // -c cannot go with -p, so it is tried on its own.
+            let e = if label == "-c/--cache" {
+                err(args)
+            } else {
+                serve_err(args)
+            };
+            assert_eq!(
+                e.message,
+                format!(
+                    "p2pd: {label}: not supported yet (this release runs the origin role only)"
+                ),
+                "{args:?}"
+            );
+            assert_usage(&e, label);
+        }
+    }
+}
+
+#[test]
+fn first_refused_option_given_is_named() {
+    assert_usage(
+        &serve_err(&["-N", "10.0.0.0/8", "-i", "-D"]),
+        "-N/--locality",
+    );
+    assert_usage(&serve_err(&["-i", "-N", "10.0.0.0/8"]), "-i/--p2p");
+    assert_usage(&serve_err(&["--detach", "-S", "p:1"]), "-D/--detach");
+    assert_usage(&err(&["-c", "/tmp/c", "-n", "0.0.0.0/0"]), "-c/--cache");
+    assert_usage(
+        &err(&["-n", "0.0.0.0/0", "-c", "/tmp/c"]),
+        "-n/--recursive-subnet",
+    );
+    assert_usage(&serve_err(&["-dDiTZ"]), "not supported yet");
+}
+
+#[test]
+fn refused_options_are_still_validated() {
+    let e = serve_err(&["-n", "10.0.0.0/33"]);
+    assert_eq!(
+        e.message,
+        "p2pd: -n/--recursive-subnet: '10.0.0.0/33' is not a subnet in CIDR form"
+    );
+    assert_usage(&e, "-n/--recursive-subnet");
+    assert_usage(
+        &serve_err(&["-N", "10.1.0.0"]),
+        "-N/--locality: '10.1.0.0' is not a subnet",
+    );
+    assert_usage(
+        &serve_err(&["-C", "12x"]),
+        "-C/--disk-cache-size: '12x' is not a size",
+    );
+    assert_usage(&serve_err(&["-S", "p:99999"]), "-S/--parent");
+    assert_usage(
+        &err(&["-c", "/tmp/c", "-C", "lots"]),
+        "-C/--disk-cache-size",
+    );
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size_bytes("256k"), Ok(262_144));
+    assert_eq!(parse_size_bytes("256K"), Ok(262_144));
+    assert_eq!(parse_size_bytes("512"), Ok(512));
+    assert_eq!(parse_size_bytes("1G"), Ok(1 << 30));
+    assert_eq!(parse_size_bytes("1T"), Ok(1 << 40));
+    assert_eq!(parse_size_bytes("1.5M"), Ok(1_572_864));
+    assert_eq!(parse_size_bytes("256KiB"), Ok(262_144));
+    for bad in ["12x", "", "k", "-1", "1.5.5M"] {
+        let e = parse_size_bytes(bad).expect_err(bad);
+        assert!(e.contains(&format!("'{bad}'")) && !e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn host_port_forms() {
+    let hp = |h: &str, p: u16| HostPort {
+        host: h.to_string(),
+        port: p,
+    };
+    assert_eq!(HostPort::parse("host"), Ok(hp("host", DEFAULT_PORT)));
+    assert_eq!(HostPort::parse("host:2"), Ok(hp("host", 2)));
+    assert_eq!(HostPort::parse("1.2.3.4:5"), Ok(hp("1.2.3.4", 5)));
+    assert_eq!(HostPort::parse("[::1]"), Ok(hp("::1", DEFAULT_PORT)));
+    assert_eq!(
+        HostPort::parse("[2001:DB8::1]:443"),
+        Ok(hp("2001:db8::1", 443))
+    );
+    assert_eq!(HostPort::parse("fe80::2"), Ok(hp("fe80::2", DEFAULT_PORT)));
+    assert_eq!("a.b-c_d:7".parse::<HostPort>(), Ok(hp("a.b-c_d", 7)));
+
+    assert_eq!(hp("host", 2).to_string(), "host:2");
+    assert_eq!(hp("::1", 1111).to_string(), "[::1]:1111");
+    for s in ["h:1", "[::1]:9"] {
+        assert_eq!(HostPort::parse(s).unwrap().to_string(), s);
+    }
+
+    for bad in [
+        "",
+        "host:",
+        "host:0",
+        "host:x",
+        "host:70000",
+        "a b",
+        "[::1",
+        "[::1]x",
+        "[x]:1",
+        ":1",
+        "a:b:c",
+        "h/x",
+    ] {
+        let e = HostPort::parse(bad).expect_err(bad);
+        assert!(e.contains(&format!("'{bad}'")) && !e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn get_forms_and_defaults() {
+    let cfg = get(&["spp://origin.example.com/movies/a.mp4"]);
+    assert_eq!(cfg.url, "spp://origin.example.com/movies/a.mp4");
+    assert_eq!(cfg.output, None);
+    assert_eq!(cfg.timeout_ms, DEFAULT_GET_TIMEOUT_MS);
+    assert!(!cfg.quiet);
+    assert_eq!(cfg.debug_level, 0);
+
+    let cfg = get(&[
+        "-o",
+        "out.bin",
+        "--timeout",
+        "5",
+        "-q",
+        "-dd",
+        "spp://h:9/x",
+    ]);
+    assert_eq!(cfg.output, Some(PathBuf::from("out.bin")));
+    assert_eq!((cfg.timeout_ms, cfg.quiet, cfg.debug_level), (5, true, 2));
+
+    let cfg = get(&["spp://h/x", "--output", "o", "--quiet", "--debug"]);
+    assert_eq!(cfg.output, Some(PathBuf::from("o")));
+    assert!(cfg.quiet);
+    assert_eq!(cfg.debug_level, 1);
+
+    assert_eq!(get(&["spp://h/x", "-o", "-"]).output, None);
+}
+
+#[test]
+fn spp_urls() {
+    let u = SppUrl::parse("spp://origin/a/b.mp4").unwrap();
+    assert_eq!(
+        u.origin,
+        HostPort {
+            host: "origin".into(),
+            port: DEFAULT_PORT
+        }
+    );
+    assert_eq!(u.path, "/a/b.mp4");
+    let u = SppUrl::parse("spp://[::1]:2222/x").unwrap();
+    assert_eq!(
+        u.origin,
+        HostPort {
+            host: "::1".into(),
+            port: 2222
+        }
+    );
+    let u = SppUrl::parse("spp://10.0.0.1:3/x%20y").unwrap();
+    assert_eq!(
+        (u.origin.host.as_str(), u.path.as_str()),
+        ("10.0.0.1", "/x%20y")
+    );
+}
+
+#[test]
+fn get_refusals() {
+    for bad in [
+        "x",
+        "http://h/x",
+        "spp://h",
+        "spp://h/",
+        "spp:///x",
+        "spp:/x",
+        "spp://h:99999/x",
+    ] {
+        let e = err(&["get", bad]);
+        assert_eq!(
+            e.message,
+            format!("p2pd get: '{bad}' is not an spp:// URL (expected spp://host[:port]/path)")
+        );
+        assert_usage(&e, "spp://");
+    }
+    assert_usage(&err(&["get", "spp://h/x", "--timeout", "0"]), "--timeout");
+    assert_usage(
+        &err(&["get", "spp://h/x", "--timeout", "soon"]),
+        "--timeout",
+    );
+    assert_usage(&err(&["get"]), "<URL>");
+}
+
+#[test]
+fn server_options_with_get_are_refused() {
+    let (_dir, path) = publish_dir();
+    assert_usage(&err(&["-p", &path, "get", "spp://h/x"]), "get");
+    assert_usage(&err(&["get", "spp://h/x", "-p", &path]), "'-p'");
+    assert_usage(&err(&["-P", "1", "get", "spp://h/x"]), "p2pd: ");
+}
+
+#[test]
+fn clap_errors_are_one_line() {
+    let e = serve_err(&["-P", "x"]);
+    assert_eq!(
+        e.message,
+        "p2pd: invalid value 'x' for '--port <portnumber>': invalid digit found in string"
+    );
+    assert_usage(&serve_err(&["-x"]), "'-x'");
+    assert_usage(&serve_err(&["--no-such-option"]), "--no-such-option");
+    assert_usage(&serve_err(&["stray"]), "'stray'");
+    assert_usage(&serve_err(&["-b"]), "--block-size");
+    assert_usage(&serve_err(&["-P", "1", "-P", "2"]), "--port");
+}
+
+#[test]
+fn help_and_version_go_to_stdout() {
+    for args in [&["--help"][..], &["-h"], &["get", "--help"], &["get", "-h"]] {
+        let e = err(args);
+        assert_eq!((e.exit_code, e.to_stdout), (0, true), "{args:?}");
+        assert!(e.message.contains("Usage: p2pd"), "{args:?}: {}", e.message);
+        assert!(!e.message.ends_with('\n'));
+    }
+    let long = err(&["--help"]).message;
+    for opt in [
+        "--publish",
+        "--block-size",
+        "--max-connections",
+        "-dDiTZ",
+        "p2pd get URL",
+    ] {
+        assert!(long.contains(opt), "--help lacks {opt}");
+    }
+    assert!(!long.contains("\u{1b}["), "no colour codes in help");
+    assert!(err(&["get", "--help"]).message.contains("--timeout"));
+    for args in [["--version"], ["-V"]] {
+        let e = err(&args);
+        assert_eq!((e.exit_code, e.to_stdout), (0, true));
+        assert_eq!(e.message, format!("p2pd {}", env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn man_subcommand_is_hidden() {
+    assert!(matches!(parse(&["man"]), Ok(Command::Man)));
+    assert!(!err(&["--help"]).message.contains("man "));
+}
+
+#[test]
+fn man_page_lists_every_option() {
+    let page = String::from_utf8(man_page()).expect("utf-8");
+    assert!(page.starts_with(".ie"), "preamble first");
+    assert!(page.contains(".TH p2pd 8"));
+    assert_eq!(page.matches(".ds Aq").count(), 2, "preamble once");
+    for long in [
+        "allow\\-host",
+        "block\\-size",
+        "disk\\-cache\\-size",
+        "cache",
+        "debug",
+        "detach",
+        "p2p",
+        "mirror",
+        "memory\\-cache\\-size",
+        "digest",
+        "locality",
+        "recursive\\-subnet",
+        "port",
+        "publish",
+        "parent",
+        "playlist",
+        "cold",
+        "bind",
+        "threads",
+        "index\\-dir",
+        "rescan\\-interval",
+        "max\\-connections",
+        "output",
+        "timeout",
+        "quiet",
+    ] {
+        assert!(
+            page.contains(&format!("\\fB\\-\\-{long}\\fR")),
+            "man page lacks --{long}"
+        );
+    }
+    assert!(page.contains("[\\fB\\-dDiTZ\\fR]"));
+    assert!(
+        !page.contains("p2pd\\-man"),
+        "hidden subcommand stays hidden"
+    );
+}
+
+/// The committed docs/p2pd.8 must be what the definitions render; run with
+/// `P2PD_WRITE_MAN=1 cargo test man_page_is_current` to regenerate it.
+#[test]
+fn man_page_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/p2pd.8");
+    let rendered = man_page();
+    if std::env::var_os("P2PD_WRITE_MAN").is_some() {
+        std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/docs")).unwrap();
+        std::fs::write(path, &rendered).unwrap();
+    }
+    let committed = std::fs::read(path).unwrap_or_default();
+    assert!(
+        committed == rendered,
+        "{path} is out of date: run P2PD_WRITE_MAN=1 cargo test man_page_is_current"
+    );
+}

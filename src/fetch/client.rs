@@ -1,0 +1,283 @@
+//! One SPP connection to an upstream node: handshake, file info (all digest ranges),
+//! and pipelined block requests. Every wait has a deadline; every block is verified by
+//! the caller against the digests from [`RemoteFile`] before use.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::AsyncWriteExt;
+
+use crate::digest::DigestAlgo;
+use crate::protocol::{
+    encode, limits, Decoder, ErrorCode, FileRef, Frame, Get, Hello, InfoRequest, Role,
+    PROTOCOL_VERSION,
+};
+use crate::runtime::{self, TcpStream};
+
+/// Bytes read from the socket per call; a Data frame needs up to a block plus header.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Why a fetch failed, with where it came from, so callers can decide to retry
+/// elsewhere (upstream faults) or give up (the file does not exist).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("timed out after {ms} ms waiting for {what} from {addr}")]
+    Timeout {
+        addr: SocketAddr,
+        what: &'static str,
+        ms: u64,
+    },
+    #[error("{addr} answered: {code}: {message}")]
+    Remote {
+        addr: SocketAddr,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("{addr} broke the protocol: {message}")]
+    Protocol { addr: SocketAddr, message: String },
+    #[error("{addr} closed the connection")]
+    Closed { addr: SocketAddr },
+    #[error("block {block} from {addr} failed its {algo} digest check")]
+    Digest {
+        addr: SocketAddr,
+        block: u64,
+        algo: &'static str,
+    },
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A file as the upstream described it.
+#[derive(Debug, Clone)]
+pub struct RemoteFile {
+    pub handle: u32,
+    pub size: u64,
+    pub block_size: u32,
+    pub algo: DigestAlgo,
+    pub version: u64,
+    pub mtime_unix_secs: i64,
+    /// Every block's digest, concatenated.
+    pub digests: Vec<u8>,
+}
+
+impl RemoteFile {
+    pub fn block_count(&self) -> u64 {
+        crate::index::block_count(self.size, self.block_size)
+    }
+    pub fn digest(&self, idx: u64) -> &[u8] {
+        let l = self.algo.len();
+        &self.digests[idx as usize * l..(idx as usize + 1) * l]
+    }
+    pub fn block_len(&self, idx: u64) -> usize {
+        (self.size - idx * u64::from(self.block_size)).min(u64::from(self.block_size)) as usize
+    }
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    pub addr: SocketAddr,
+    buf: BytesMut,
+    dec: Decoder,
+    out: BytesMut,
+    timeout: Duration,
+    next_req: u32,
+    pub remote_role: Role,
+}
+
+impl Connection {
+    /// Connects and exchanges Hellos.
+    pub async fn connect(
+        addr: SocketAddr,
+        role: Role,
+        listen_port: u16,
+        timeout: Duration,
+    ) -> Result<Connection, FetchError> {
+        let stream =
+            runtime::connect(addr, timeout)
+                .await
+                .map_err(|source| match source.kind() {
+                    std::io::ErrorKind::TimedOut => FetchError::Timeout {
+                        addr,
+                        what: "the connection",
+                        ms: timeout.as_millis() as u64,
+                    },
+                    _ => FetchError::Connect { addr, source },
+                })?;
+        let mut c = Connection {
+            stream,
+            addr,
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            dec: Decoder::new(),
+            out: BytesMut::new(),
+            timeout,
+            next_req: 1,
+            remote_role: Role::Origin,
+        };
+        c.send(&Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            role,
+            listen_port,
+            capabilities: 0,
+        }))
+        .await?;
+        match c.recv("the handshake").await? {
+            Frame::Hello(h) if h.version == PROTOCOL_VERSION => {
+                c.remote_role = h.role;
+                Ok(c)
+            }
+            Frame::Hello(h) => Err(c.protocol(format!("speaks version {}", h.version))),
+            other => Err(c.unexpected(other)),
+        }
+    }
+
+    fn protocol(&self, message: String) -> FetchError {
+        FetchError::Protocol {
+            addr: self.addr,
+            message,
+        }
+    }
+
+    fn unexpected(&self, f: Frame) -> FetchError {
+        match f {
+            Frame::Error(e) => FetchError::Remote {
+                addr: self.addr,
+                code: e.code,
+                message: e.message,
+            },
+            other => self.protocol(format!(
+                "unexpected frame {:?}",
+                std::mem::discriminant(&other)
+            )),
+        }
+    }
+
+    pub fn next_req_id(&mut self) -> u32 {
+        let id = self.next_req;
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        id
+    }
+
+    pub async fn send(&mut self, f: &Frame) -> Result<(), FetchError> {
+        self.out.clear();
+        encode(f, &mut self.out)
+            .map_err(|e| self.protocol(format!("cannot encode request: {e}")))?;
+        let addr = self.addr;
+        match runtime::timeout(self.timeout, self.stream.write_all(&self.out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(FetchError::Io { addr, source }),
+            Err(_) => Err(FetchError::Timeout {
+                addr,
+                what: "a write",
+                ms: self.timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// The next frame, waiting at most the connection's timeout for each read.
+    pub async fn recv(&mut self, what: &'static str) -> Result<Frame, FetchError> {
+        loop {
+            match self.dec.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+            let want = self
+                .dec
+                .wanted(&self.buf)
+                .clamp(READ_CHUNK_BYTES, limits::MAX_BLOCK_BYTES as usize + 64);
+            let addr = self.addr;
+            match runtime::timeout(
+                self.timeout,
+                runtime::read_some(&mut self.stream, &mut self.buf, want),
+            )
+            .await
+            {
+                Ok(Ok(0)) => return Err(FetchError::Closed { addr }),
+                Ok(Ok(_)) => {}
+                Ok(Err(source)) => return Err(FetchError::Io { addr, source }),
+                Err(_) => {
+                    return Err(FetchError::Timeout {
+                        addr,
+                        what,
+                        ms: self.timeout.as_millis() as u64,
+                    })
+                }
+            }
+        }
+    }
+
+    /// File info with every block's digest (asked for in ranges for large files).
+    pub async fn file_info(&mut self, file: &FileRef) -> Result<RemoteFile, FetchError> {
+        let mut rf: Option<RemoteFile> = None;
+        let mut start = 0u64;
+        loop {
+            let req_id = self.next_req_id();
+            self.send(&Frame::InfoRequest(InfoRequest {
+                req_id,
+                file: file.clone(),
+                digest_start: start,
+                digest_count: limits::MAX_DIGESTS_PER_INFO,
+            }))
+            .await?;
+            let info = match self.recv("file info").await? {
+                Frame::Info(i) if i.req_id == req_id => i,
+                other => return Err(self.unexpected(other)),
+            };
+            let r = rf.get_or_insert_with(|| RemoteFile {
+                handle: info.handle,
+                size: info.size,
+                block_size: info.block_size,
+                algo: info.algo,
+                version: info.version,
+                mtime_unix_secs: info.mtime_unix_secs,
+                digests: Vec::new(),
+            });
+            if info.version != r.version || info.digest_start != start {
+                return Err(FetchError::Remote {
+                    addr: self.addr,
+                    code: ErrorCode::VersionChanged,
+                    message: "the file changed while its digests were read".into(),
+                });
+            }
+            let total = r.block_count();
+            let got = (info.digests.len() / r.algo.len()) as u64;
+            r.digests.extend_from_slice(&info.digests);
+            start += got;
+            if start >= total {
+                break;
+            }
+            if got == 0 {
+                return Err(self.protocol("info answer carried no digests".into()));
+            }
+        }
+        rf.ok_or_else(|| self.protocol("no info".into()))
+    }
+
+    /// Asks for `count` blocks from `first`; the answer is Data frames with `req_id`.
+    pub async fn get(
+        &mut self,
+        file: &RemoteFile,
+        first: u64,
+        count: u32,
+    ) -> Result<u32, FetchError> {
+        let req_id = self.next_req_id();
+        self.send(&Frame::Get(Get {
+            req_id,
+            handle: file.handle,
+            version: file.version,
+            first_block: first,
+            block_count: count,
+        }))
+        .await?;
+        Ok(req_id)
+    }
+}

@@ -1,0 +1,21 @@
+//! p2pd: a video-on-demand content distribution daemon (origin, site cache, client
+//! proxy) speaking the SPP block protocol between nodes and HTTP to players.
+//!
+//! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod digest;
+pub mod fetch;
+pub mod get;
+pub mod http;
+pub mod index;
+pub mod metrics;
+pub mod pathsafe;
+pub mod protocol;
+pub mod publish;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod shard;

@@ -1,0 +1,185 @@
+//! Counters and gauges. Each shard writes only its own [`ShardMetrics`] (relaxed
+//! atomics on its own cache lines, so no contention); `/_p2pd/metrics` sums them on
+//! demand and renders the Prometheus text format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One shard's counters. Padded so two shards never share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct ShardMetrics {
+    pub bytes_sent_spp: AtomicU64,
+    pub bytes_sent_http: AtomicU64,
+    pub requests_spp: AtomicU64,
+    pub requests_http: AtomicU64,
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub digest_failures: AtomicU64,
+    pub memory_cache_hits: AtomicU64,
+    pub memory_cache_misses: AtomicU64,
+    pub memory_cache_bytes: AtomicI64,
+    pub disk_read_bytes: AtomicU64,
+    pub router_forwarded: AtomicU64,
+}
+
+impl ShardMetrics {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// All shards' counters, indexed by shard.
+#[derive(Clone)]
+pub struct Metrics {
+    pub shards: Arc<Vec<ShardMetrics>>,
+}
+
+impl Metrics {
+    pub fn new(n: usize) -> Metrics {
+        Metrics {
+            shards: Arc::new((0..n).map(|_| ShardMetrics::default()).collect()),
+        }
+    }
+
+    pub fn shard(&self, i: usize) -> &ShardMetrics {
+        &self.shards[i]
+    }
+
+    fn sum(&self, f: impl Fn(&ShardMetrics) -> u64) -> u64 {
+        self.shards.iter().map(f).sum()
+    }
+
+    fn sum_i(&self, f: impl Fn(&ShardMetrics) -> i64) -> i64 {
+        self.shards.iter().map(f).sum()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, files_published: usize, publish: &crate::publish::PublishStats) -> String {
+        let mut o = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(o, "{name}{labels} {v}");
+            }
+        };
+        counter(
+            "p2pd_bytes_sent_total",
+            "Bytes of block data and bodies sent to downstream nodes and players.",
+            &[
+                (
+                    "{proto=\"spp\"}",
+                    self.sum(|s| s.bytes_sent_spp.load(Relaxed)),
+                ),
+                (
+                    "{proto=\"http\"}",
+                    self.sum(|s| s.bytes_sent_http.load(Relaxed)),
+                ),
+            ],
+        );
+        counter(
+            "p2pd_requests_total",
+            "Requests received (SPP frames that ask for something, HTTP requests).",
+            &[
+                (
+                    "{proto=\"spp\"}",
+                    self.sum(|s| s.requests_spp.load(Relaxed)),
+                ),
+                (
+                    "{proto=\"http\"}",
+                    self.sum(|s| s.requests_http.load(Relaxed)),
+                ),
+            ],
+        );
+        counter(
+            "p2pd_connections_total",
+            "Connections accepted.",
+            &[("", self.sum(|s| s.connections_total.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_connections_refused_total",
+            "Connections closed at once because the connection limit was reached.",
+            &[("", self.sum(|s| s.connections_refused.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_protocol_errors_total",
+            "Connections closed for breaking the protocol (bad frames, bad HTTP).",
+            &[("", self.sum(|s| s.protocol_errors.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_digest_failures_total",
+            "Blocks whose bytes did not match the origin's digest (never served).",
+            &[("", self.sum(|s| s.digest_failures.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_memory_cache_hits_total",
+            "Block reads answered from the memory cache.",
+            &[("", self.sum(|s| s.memory_cache_hits.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_memory_cache_misses_total",
+            "Block reads that went to disk.",
+            &[("", self.sum(|s| s.memory_cache_misses.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_disk_read_bytes_total",
+            "Bytes read from disk.",
+            &[("", self.sum(|s| s.disk_read_bytes.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_router_forwarded_total",
+            "Block requests forwarded to the owning shard.",
+            &[("", self.sum(|s| s.router_forwarded.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_index_builds_total",
+            "Digest indexes built by hashing a published file.",
+            &[("", publish.index_builds.load(Relaxed))],
+        );
+        counter(
+            "p2pd_index_reuses_total",
+            "Digest indexes found current on disk and reused without hashing.",
+            &[("", publish.index_reuses.load(Relaxed))],
+        );
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_connections_open Connections open now.\n# TYPE p2pd_connections_open gauge\np2pd_connections_open {}",
+            self.sum_i(|s| s.connections_open.load(Relaxed))
+        );
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_memory_cache_bytes Bytes held in the memory cache.\n# TYPE p2pd_memory_cache_bytes gauge\np2pd_memory_cache_bytes {}",
+            self.sum_i(|s| s.memory_cache_bytes.load(Relaxed))
+        );
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_files_published Files in the published catalog.\n# TYPE p2pd_files_published gauge\np2pd_files_published {files_published}"
+        );
+        let _ = writeln!(o, "# HELP p2pd_shards Executors (one per core).\n# TYPE p2pd_shards gauge\np2pd_shards {}", self.shards.len());
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_over_shards() {
+        let m = Metrics::new(3);
+        ShardMetrics::add(&m.shard(0).bytes_sent_spp, 10);
+        ShardMetrics::add(&m.shard(2).bytes_sent_spp, 5);
+        m.shard(1).connections_open.fetch_add(2, Relaxed);
+        let t = m.render(7, &Default::default());
+        assert!(
+            t.contains("p2pd_bytes_sent_total{proto=\"spp\"} 15\n"),
+            "{t}"
+        );
+        assert!(t.contains("p2pd_connections_open 2\n"));
+        assert!(t.contains("p2pd_files_published 7\n"));
+        assert!(t.contains("p2pd_digest_failures_total 0\n"));
+    }
+}

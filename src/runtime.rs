@@ -1,0 +1,243 @@
+//! The one place that calls glommio: executors, tasks, timers, sockets, DMA files and
+//! cross-shard channels. Everything else uses these wrappers, so moving to another
+//! thread-per-core runtime touches this file only.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::Task;
+
+/// glommio refuses to start below this locked-memory limit (it registers io_uring rings).
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+/// glommio's default registered I/O buffer memory per executor.
+const DEFAULT_IO_MEMORY_BYTES: u64 = 10 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("timed out")]
+pub struct Elapsed;
+
+/// Spawns a task on the current shard and lets it run on its own.
+pub fn spawn_detached<F: Future<Output = ()> + 'static>(fut: F) {
+    glommio::spawn_local(fut).detach();
+}
+
+/// Spawns a task on the current shard; the returned handle yields its output.
+pub fn spawn<T: 'static, F: Future<Output = T> + 'static>(fut: F) -> Task<T> {
+    glommio::spawn_local(fut)
+}
+
+pub async fn sleep(d: Duration) {
+    glommio::timer::sleep(d).await
+}
+
+/// Runs `fut` for at most `d`.
+pub async fn timeout<T, F: Future<Output = T>>(d: Duration, fut: F) -> Result<T, Elapsed> {
+    futures_lite::future::or(async { Ok(fut.await) }, async {
+        sleep(d).await;
+        Err(Elapsed)
+    })
+    .await
+}
+
+/// Lets other tasks run if this one has used its time slice (long CPU work, e.g. hashing).
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
+/// Connects with a deadline and sets `TCP_NODELAY` (we write whole frames ourselves).
+pub async fn connect(addr: SocketAddr, d: Duration) -> io::Result<TcpStream> {
+    let s = match timeout(d, TcpStream::connect(addr)).await {
+        Ok(r) => r.map_err(io::Error::from)?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    };
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Turns a listening std socket (bound before the shards start, with `SO_REUSEPORT`)
+/// into this shard's listener.
+pub fn listener_from_std(l: std::net::TcpListener) -> TcpListener {
+    // SAFETY: the fd comes from a live listening socket whose ownership we take.
+    unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }
+}
+
+/// Reads into the free tail of `buf`, growing it by up to `max_read` bytes. Returns the
+/// number of bytes read; 0 means the peer closed.
+pub async fn read_some<S: futures_lite::AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut bytes::BytesMut,
+    max_read: usize,
+) -> io::Result<usize> {
+    let len = buf.len();
+    buf.resize(len + max_read, 0);
+    let r = s.read(&mut buf[len..]).await;
+    let n = *r.as_ref().unwrap_or(&0);
+    buf.truncate(len + n);
+    r
+}
+
+/// Writes all of `parts` in order (header and block payload without joining them).
+pub async fn write_all_parts<S: futures_lite::AsyncWrite + Unpin>(
+    s: &mut S,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    for p in parts {
+        s.write_all(p).await?;
+    }
+    Ok(())
+}
+
+/// A media file opened for block reads with direct I/O where the filesystem allows it
+/// (tmpfs and some others do not; glommio falls back to buffered reads there).
+pub struct BlockFile {
+    file: glommio::io::DmaFile,
+}
+
+impl BlockFile {
+    pub async fn open(path: &Path) -> io::Result<BlockFile> {
+        let file = glommio::io::DmaFile::open(path)
+            .await
+            .map_err(io::Error::from)?;
+        Ok(BlockFile { file })
+    }
+
+    /// Reads `len` bytes at `offset` (an aligned block start) into an immutable shared
+    /// buffer: the one copy from the DMA buffer that lets the block cross shards freely.
+    /// A short result means the file shrank.
+    pub async fn read_block(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let aligned = (len as u64).div_ceil(4096) * 4096;
+        let r = self
+            .file
+            .read_at_aligned(offset, aligned as usize)
+            .await
+            .map_err(io::Error::from)?;
+        let n = r.len().min(len);
+        Ok(Bytes::copy_from_slice(&r[..n]))
+    }
+
+    pub async fn close(self) {
+        let _ = self.file.close().await;
+    }
+}
+
+/// Checks io_uring and the locked-memory limit before any executor exists, raising the
+/// soft limit where allowed, and says in one line what is wrong otherwise. Returns the
+/// io_memory each executor may register.
+pub fn preflight(executors: usize) -> Result<usize, String> {
+    // io_uring_setup(2) with a tiny ring tells whether the kernel and seccomp allow it.
+    let mut params = [0u8; 120];
+    // SAFETY: plain syscall with a zeroed io_uring_params-sized buffer.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::ENOSYS) => "the kernel has no io_uring (Linux 5.8 or newer is needed)",
+            Some(libc::EPERM) => "io_uring is disabled (check /proc/sys/kernel/io_uring_disabled or the container's seccomp profile)",
+            Some(libc::ENOMEM) => "the locked-memory limit is too low for io_uring (raise `ulimit -l`)",
+            _ => "io_uring is unavailable",
+        };
+        return Err(format!("{hint}: {e}"));
+    }
+    // SAFETY: closing the fd we just opened.
+    unsafe { libc::close(fd as i32) };
+
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Err(format!(
+            "cannot read RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    let want = DEFAULT_IO_MEMORY_BYTES * executors as u64 + MIN_MEMLOCK_BYTES * 4;
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < want {
+        let raised = libc::rlimit {
+            rlim_cur: if lim.rlim_max == libc::RLIM_INFINITY {
+                want
+            } else {
+                want.min(lim.rlim_max)
+            },
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit with a value within the hard limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < MIN_MEMLOCK_BYTES {
+        return Err(format!(
+            "the locked-memory limit is {} KiB, io_uring needs at least {} KiB: run `ulimit -l {}` or set LimitMEMLOCK in the systemd unit",
+            lim.rlim_cur / 1024,
+            MIN_MEMLOCK_BYTES / 1024,
+            (want / 1024).max(MIN_MEMLOCK_BYTES / 1024)
+        ));
+    }
+    let per = if lim.rlim_cur == libc::RLIM_INFINITY {
+        DEFAULT_IO_MEMORY_BYTES
+    } else {
+        (lim.rlim_cur.saturating_sub(MIN_MEMLOCK_BYTES * 2) / executors.max(1) as u64)
+            .min(DEFAULT_IO_MEMORY_BYTES)
+    };
+    Ok(per as usize)
+}
+
+/// Runs `f` on `n` executors pinned one per CPU (spread over the machine), each with
+/// its shard index, and waits for all of them.
+pub fn run_shards<F, Fut>(n: usize, io_memory: usize, f: F) -> Result<(), String>
+where
+    F: Fn(usize) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cpus = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let placement = if n <= cpus {
+        glommio::PoolPlacement::MaxSpread(n, None)
+    } else {
+        // More shards than CPUs (tests, oversubscribed hosts): do not pin.
+        glommio::PoolPlacement::Unbound(n)
+    };
+    // Shard indexes are handed out in start order; glommio's executor ids are global
+    // counters and need not start at 1.
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handles = glommio::LocalExecutorPoolBuilder::new(placement)
+        .name("p2pd-shard")
+        .io_memory(io_memory)
+        .on_all_shards(move || {
+            let f = f.clone();
+            let idx = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { f(idx).await }
+        })
+        .map_err(|e| format!("cannot start executors: {e}"))?;
+    for r in handles.join_all() {
+        if let Err(e) = r {
+            return Err(format!("executor failed: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one future on a single executor on the calling thread (the `get` client).
+pub fn run_single<T: 'static, Fut: Future<Output = T> + 'static>(
+    io_memory: usize,
+    fut: Fut,
+) -> Result<T, String> {
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("p2pd-get")
+        .io_memory(io_memory)
+        .make()
+        .map_err(|e| format!("cannot start executor: {e}"))?;
+    Ok(ex.run(fut))
+}

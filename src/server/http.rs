@@ -1,0 +1,392 @@
+//! Serving one HTTP/1.1 connection: keep-alive, `GET`/`HEAD`, ranges, conditional
+//! requests, the `-T` playlist, and the operator endpoints under `/_p2pd/`.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+
+use super::{
+    Ctx, IDLE_TIMEOUT, INDEX_WAIT_TIMEOUT, READAHEAD_BLOCKS, READ_CHUNK_BYTES, WRITE_TIMEOUT,
+};
+use crate::http::range::{if_range_allows, resolve_range, RangeSpec};
+use crate::http::request::{parse_request, Method, Request, Target};
+use crate::http::response::{
+    content_range, content_range_unsatisfied, content_type_for, etag_for, etag_matches, http_date,
+    not_modified_since, playlist_body, write_error, write_head, PLAYLIST_CONTENT_TYPE,
+};
+use crate::metrics::ShardMetrics;
+use crate::pathsafe::{normalize_request_path, PathError};
+use crate::publish::{FileEntry, LookupError};
+use crate::runtime::{self, TcpStream};
+use crate::shard::Shard;
+
+/// Time allowed for the rest of a request head once its first byte arrived.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn serve(
+    shard: Rc<Shard>,
+    ctx: Ctx,
+    mut stream: TcpStream,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) {
+    let mut out = BytesMut::with_capacity(1024);
+    loop {
+        // Read one request head.
+        let req = loop {
+            match parse_request(&buf) {
+                Ok(Some((req, head_len))) => {
+                    buf.advance(head_len);
+                    break req;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    ShardMetrics::add(&shard.m().protocol_errors, 1);
+                    tracing::debug!(%peer, error = %e, "bad HTTP request");
+                    out.clear();
+                    write_error(&mut out, e.status(), &e.to_string(), false, false);
+                    let _ = send(&mut stream, &[&out]).await;
+                    return;
+                }
+            }
+            let wait = if buf.is_empty() {
+                IDLE_TIMEOUT
+            } else {
+                HEAD_TIMEOUT
+            };
+            match runtime::timeout(
+                wait,
+                runtime::read_some(&mut stream, &mut buf, READ_CHUNK_BYTES),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        };
+        ShardMetrics::add(&shard.m().requests_http, 1);
+        let keep_alive = req.keep_alive();
+        match respond(&shard, &ctx, &mut stream, &req, keep_alive, local).await {
+            Ok(()) if keep_alive => {}
+            _ => return,
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, parts: &[&[u8]]) -> Result<(), ()> {
+    match runtime::timeout(WRITE_TIMEOUT, runtime::write_all_parts(stream, parts)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn error(
+    stream: &mut TcpStream,
+    status: u16,
+    msg: &str,
+    keep_alive: bool,
+    head_only: bool,
+) -> Result<(), ()> {
+    let mut out = BytesMut::new();
+    write_error(&mut out, status, msg, keep_alive, head_only);
+    send(stream, &[&out]).await
+}
+
+async fn respond(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    req: &Request,
+    keep_alive: bool,
+    local: Option<SocketAddr>,
+) -> Result<(), ()> {
+    let head_only = match &req.method {
+        Method::Get => false,
+        Method::Head => true,
+        Method::Other(_) => {
+            let mut out = BytesMut::new();
+            let body = "405 Method Not Allowed: only GET and HEAD\n";
+            let len = body.len().to_string();
+            write_head(
+                &mut out,
+                405,
+                &[
+                    ("Allow", "GET, HEAD"),
+                    ("Content-Type", "text/plain"),
+                    ("Content-Length", &len),
+                ],
+                keep_alive,
+            );
+            out.extend_from_slice(body.as_bytes());
+            return send(stream, &[&out]).await;
+        }
+    };
+    let (raw_path, query) = match &req.target {
+        Target::Origin { path, query } => (path.as_str(), query.as_deref()),
+        Target::Absolute { path, query, .. } => (path.as_str(), query.as_deref()),
+    };
+    let _ = query;
+    if let Some(op) = raw_path.strip_prefix("/_p2pd/") {
+        return operator(ctx, stream, op, keep_alive, head_only).await;
+    }
+    let allowed = &ctx.config.allowed_hosts;
+    if !allowed.is_empty() {
+        let host = req.authority().map(|(h, _)| h);
+        if !host
+            .as_deref()
+            .is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(h)))
+        {
+            return error(
+                stream,
+                403,
+                "this host is not served here",
+                keep_alive,
+                head_only,
+            )
+            .await;
+        }
+    }
+    let path = match normalize_request_path(raw_path) {
+        Ok(p) => p,
+        Err(PathError::Escape) | Err(PathError::Nul) => {
+            return error(stream, 400, "bad path", keep_alive, head_only).await
+        }
+        Err(_) => return error(stream, 404, "not found", keep_alive, head_only).await,
+    };
+    let entry = match runtime::timeout(INDEX_WAIT_TIMEOUT, ctx.publisher.lookup(&path)).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(LookupError::NotFound)) => {
+            return error(stream, 404, "not found", keep_alive, head_only).await
+        }
+        Ok(Err(LookupError::Busy)) | Err(_) => {
+            return error(
+                stream,
+                503,
+                "file is being indexed, retry",
+                keep_alive,
+                head_only,
+            )
+            .await
+        }
+        Ok(Err(LookupError::Failed(m))) => {
+            return error(stream, 500, &m, keep_alive, head_only).await
+        }
+    };
+    if ctx.config.playlist && !req.has_query_flag("direct") {
+        return playlist(
+            ctx, stream, req, raw_path, &entry, keep_alive, head_only, local,
+        )
+        .await;
+    }
+    serve_file(shard, stream, req, &entry, keep_alive, head_only).await
+}
+
+async fn operator(
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    op: &str,
+    keep_alive: bool,
+    head_only: bool,
+) -> Result<(), ()> {
+    let (body, ctype) = match op {
+        "health" => ("ok\n".to_string(), "text/plain"),
+        "metrics" => (
+            ctx.metrics
+                .render(ctx.publisher.file_count(), &ctx.publisher.stats),
+            "text/plain; version=0.0.4",
+        ),
+        _ => {
+            return error(
+                stream,
+                404,
+                "no such operator endpoint",
+                keep_alive,
+                head_only,
+            )
+            .await
+        }
+    };
+    let mut out = BytesMut::new();
+    let len = body.len().to_string();
+    write_head(
+        &mut out,
+        200,
+        &[
+            ("Content-Type", ctype),
+            ("Content-Length", &len),
+            ("Cache-Control", "no-store"),
+        ],
+        keep_alive,
+    );
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    send(stream, &[&out]).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn playlist(
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    req: &Request,
+    raw_path: &str,
+    entry: &FileEntry,
+    keep_alive: bool,
+    head_only: bool,
+    local: Option<SocketAddr>,
+) -> Result<(), ()> {
+    let host = match req.authority() {
+        Some((h, _)) if h.contains(':') => format!("[{h}]"),
+        Some((h, _)) => h,
+        None => match local {
+            Some(SocketAddr::V6(a)) => format!("[{}]", a.ip()),
+            Some(a) => a.ip().to_string(),
+            None => "localhost".into(),
+        },
+    };
+    let base = format!("{host}:{}{raw_path}", ctx.port);
+    let body = playlist_body(
+        &format!("spp://{base}"),
+        &format!("http://{base}?direct"),
+        entry.size(),
+    );
+    let mut out = BytesMut::new();
+    let len = body.len().to_string();
+    write_head(
+        &mut out,
+        200,
+        &[
+            ("Content-Type", PLAYLIST_CONTENT_TYPE),
+            ("Content-Length", &len),
+        ],
+        keep_alive,
+    );
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    send(stream, &[&out]).await
+}
+
+async fn serve_file(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    req: &Request,
+    entry: &Arc<FileEntry>,
+    keep_alive: bool,
+    head_only: bool,
+) -> Result<(), ()> {
+    let size = entry.size();
+    let etag = etag_for(entry.version());
+    let mtime = u64::try_from(entry.mtime_unix_secs()).unwrap_or(0);
+    let last_modified = http_date(UNIX_EPOCH + Duration::from_secs(mtime));
+    let ctype = content_type_for(&entry.rel_path);
+    let common = [
+        ("ETag", etag.as_str()),
+        ("Last-Modified", last_modified.as_str()),
+        ("Accept-Ranges", "bytes"),
+    ];
+
+    let not_modified = match (&req.if_none_match, &req.if_modified_since) {
+        (Some(inm), _) => etag_matches(inm, &etag),
+        (None, Some(ims)) => not_modified_since(ims, entry.mtime_unix_secs()),
+        _ => false,
+    };
+    let mut out = BytesMut::with_capacity(512);
+    if not_modified {
+        write_head(&mut out, 304, &common, keep_alive);
+        return send(stream, &[&out]).await;
+    }
+    let range = if if_range_allows(req.if_range.as_deref(), &etag, &last_modified) {
+        resolve_range(req.range.as_deref(), size)
+    } else {
+        RangeSpec::Full
+    };
+    let (status, start, end_excl, crange) = match range {
+        RangeSpec::Full => (200, 0, size, None),
+        RangeSpec::Partial {
+            start,
+            end_inclusive,
+        } => (
+            206,
+            start,
+            end_inclusive + 1,
+            Some(content_range(start, end_inclusive, size)),
+        ),
+        RangeSpec::Unsatisfiable => {
+            let cr = content_range_unsatisfied(size);
+            let body = "416 Range Not Satisfiable\n";
+            let len = body.len().to_string();
+            let mut h = common.to_vec();
+            h.extend([
+                ("Content-Range", cr.as_str()),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", len.as_str()),
+            ]);
+            write_head(&mut out, 416, &h, keep_alive);
+            if !head_only {
+                out.extend_from_slice(body.as_bytes());
+            }
+            return send(stream, &[&out]).await;
+        }
+    };
+    let len = (end_excl - start).to_string();
+    let mut h = common.to_vec();
+    h.extend([("Content-Type", ctype), ("Content-Length", len.as_str())]);
+    if let Some(cr) = &crange {
+        h.push(("Content-Range", cr.as_str()));
+    }
+    write_head(&mut out, status, &h, keep_alive);
+    send(stream, &[&out]).await?;
+    if head_only || start == end_excl {
+        return Ok(());
+    }
+    stream_body(shard, stream, entry, start, end_excl).await
+}
+
+/// Writes bytes `start..end` of the file, block by block, reading a few blocks ahead.
+/// A block that cannot be produced ends the connection: the length was promised, so a
+/// short body is the only honest signal left.
+async fn stream_body(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    entry: &Arc<FileEntry>,
+    start: u64,
+    end: u64,
+) -> Result<(), ()> {
+    let bs = u64::from(entry.index.block_size);
+    let (first, last) = (start / bs, (end - 1) / bs);
+    let mut next = first;
+    let mut pending = FuturesOrdered::new();
+    let mut idx = first;
+    loop {
+        while pending.len() < READAHEAD_BLOCKS && next <= last {
+            let (shard, entry, i) = (shard.clone(), entry.clone(), next);
+            pending.push_back(async move { shard.block(&entry, i).await });
+            next += 1;
+        }
+        let Some(result) = pending.next().await else {
+            return Ok(());
+        };
+        let block = match result {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %entry.rel_path, block = idx, error = %e, "cannot serve block; closing");
+                return Err(());
+            }
+        };
+        let block_start = idx * bs;
+        let from = start.saturating_sub(block_start) as usize;
+        let to = ((end - block_start) as usize).min(block.len());
+        if from >= to {
+            return Err(());
+        }
+        send(stream, &[&block[from..to]]).await?;
+        ShardMetrics::add(&shard.m().bytes_sent_http, (to - from) as u64);
+        idx += 1;
+    }
+}

@@ -1,0 +1,220 @@
+//! A shard: one executor's state. It owns a slice of the block space (see
+//! [`owner_of`]): the memory-cache entries of its blocks and their single in-flight
+//! disk read. Other shards reach those blocks through the [`router`](crate::router).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+
+use crate::cache::{BlockCache, BlockKey};
+use crate::digest::MAX_DIGEST_BYTES;
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::publish::{FileEntry, Publisher};
+use crate::router::Router;
+use crate::runtime::{self, BlockFile};
+
+/// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
+/// a single hot title still spreads over every core.
+pub const STRIPE_BLOCKS: u64 = 4;
+/// Open media files kept per shard.
+pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
+/// Bytes hashed between two chances for other tasks to run.
+const VERIFY_SLICE_BYTES: usize = 256 * 1024;
+
+/// Why a block could not be produced.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlockError {
+    #[error("read failed: {0}")]
+    Io(String),
+    /// The bytes on disk no longer match the published digest (file changed).
+    #[error("content changed on disk")]
+    Changed,
+    #[error("shard unavailable")]
+    ShardGone,
+}
+
+/// The shard that owns block `index` of file `file_id`.
+pub fn owner_of(file_id: u64, index: u64, shards: usize) -> usize {
+    let stripe = index / STRIPE_BLOCKS;
+    (mix64(file_id ^ stripe.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % shards as u64) as usize
+}
+
+/// splitmix64's finaliser: cheap, and spreads consecutive stripes evenly.
+pub fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+type LoadFuture = Shared<LocalBoxFuture<'static, Result<Bytes, BlockError>>>;
+
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub metrics: Metrics,
+    pub publisher: Publisher,
+    pub router: Router,
+    cache: RefCell<BlockCache>,
+    /// One disk read per missing block, however many requesters wait for it.
+    inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
+    files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        shards: usize,
+        cache_bytes: u64,
+        metrics: Metrics,
+        publisher: Publisher,
+        router: Router,
+    ) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            shards,
+            metrics,
+            publisher,
+            router,
+            cache: RefCell::new(BlockCache::new(cache_bytes)),
+            inflight: RefCell::new(HashMap::new()),
+            files: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub fn m(&self) -> &ShardMetrics {
+        self.metrics.shard(self.id)
+    }
+
+    /// A verified block, from whichever shard owns it.
+    pub async fn block(
+        self: &Rc<Self>,
+        entry: &Arc<FileEntry>,
+        index: u64,
+    ) -> Result<Bytes, BlockError> {
+        let owner = owner_of(entry.file_id, index, self.shards);
+        if owner == self.id {
+            self.local_block(entry.clone(), index).await
+        } else {
+            ShardMetrics::add(&self.m().router_forwarded, 1);
+            self.router.read(owner, entry.clone(), index).await
+        }
+    }
+
+    /// A block this shard owns: memory cache, else one shared disk read.
+    pub async fn local_block(
+        self: &Rc<Self>,
+        entry: Arc<FileEntry>,
+        index: u64,
+    ) -> Result<Bytes, BlockError> {
+        let key = BlockKey {
+            file_id: entry.file_id,
+            version: entry.version(),
+            index,
+        };
+        if let Some(b) = self.cache.borrow_mut().get(&key) {
+            ShardMetrics::add(&self.m().memory_cache_hits, 1);
+            return Ok(b);
+        }
+        let existing = self.inflight.borrow().get(&key).cloned();
+        let fut = match existing {
+            Some(f) => f,
+            None => {
+                ShardMetrics::add(&self.m().memory_cache_misses, 1);
+                let me = self.clone();
+                let f = async move {
+                    let r = me.load(&entry, index).await;
+                    me.inflight.borrow_mut().remove(&key);
+                    if let Ok(b) = &r {
+                        let mut c = me.cache.borrow_mut();
+                        c.insert(key, b.clone());
+                        me.m()
+                            .memory_cache_bytes
+                            .store(c.used_bytes() as i64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    r
+                }
+                .boxed_local()
+                .shared();
+                self.inflight.borrow_mut().insert(key, f.clone());
+                f
+            }
+        };
+        fut.await
+    }
+
+    async fn open_file(&self, entry: &FileEntry) -> Result<Rc<BlockFile>, BlockError> {
+        let k = (entry.file_id, entry.version());
+        if let Some(f) = self.files.borrow().get(&k) {
+            return Ok(f.clone());
+        }
+        let f = Rc::new(
+            BlockFile::open(&entry.abs_path)
+                .await
+                .map_err(|e| BlockError::Io(e.to_string()))?,
+        );
+        let mut files = self.files.borrow_mut();
+        if files.len() >= MAX_OPEN_FILES_PER_SHARD {
+            // Dropping an Rc closes the file once no read uses it any more.
+            files.clear();
+        }
+        files.insert(k, f.clone());
+        Ok(f)
+    }
+
+    /// Reads a block from disk and checks it against the published digest, so no byte
+    /// leaves that the index does not vouch for (a file edited in place is caught here).
+    async fn load(&self, entry: &FileEntry, index: u64) -> Result<Bytes, BlockError> {
+        let file = self.open_file(entry).await?;
+        let len = entry.index.block_len(index);
+        let offset = index * u64::from(entry.index.block_size);
+        let data = file
+            .read_block(offset, len)
+            .await
+            .map_err(|e| BlockError::Io(e.to_string()))?;
+        ShardMetrics::add(&self.m().disk_read_bytes, data.len() as u64);
+        let mut ok = data.len() == len;
+        if ok {
+            let mut h = entry.index.algo.hasher();
+            for chunk in data.chunks(VERIFY_SLICE_BYTES) {
+                h.update(chunk);
+                runtime::yield_if_needed().await;
+            }
+            let mut out = [0u8; MAX_DIGEST_BYTES];
+            ok = h.finish_into(&mut out) == entry.index.digest(index);
+        }
+        if !ok {
+            ShardMetrics::add(&self.m().digest_failures, 1);
+            tracing::warn!(path = %entry.rel_path, block = index, "block on disk does not match its digest; re-indexing");
+            self.files
+                .borrow_mut()
+                .remove(&(entry.file_id, entry.version()));
+            self.publisher
+                .report_stale(&entry.rel_path, entry.version());
+            return Err(BlockError::Changed);
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_spreads_stripes_over_shards() {
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            counts[owner_of(42, i, 4)] += 1;
+        }
+        for c in counts {
+            assert!(c > 700, "{counts:?}");
+        }
+        // A stripe stays on one shard.
+        assert_eq!(owner_of(7, 0, 8), owner_of(7, STRIPE_BLOCKS - 1, 8));
+        assert_eq!(owner_of(7, 5, 1), 0);
+    }
+}
