@@ -1,0 +1,548 @@
+//! The origin over SPP: `p2pd get` of every size that matters, index reuse and
+//! rebuild, files added while running, protocol requests (locate, cancel, version
+//! change), hostile input that must close only its own connection, and `get`'s
+//! refusal of a block that fails its digest.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use p2pd::digest::{DigestAlgo, MAX_DIGEST_BYTES};
+use p2pd::protocol::*;
+
+const TAG: u8 = 23;
+const BS: usize = 16 * 1024;
+
+fn origin(dir: &std::path::Path, idx: &std::path::Path, extra: &[&str]) -> Node {
+    let mut args = vec![
+        "-p",
+        dir.to_str().unwrap(),
+        "--index-dir",
+        idx.to_str().unwrap(),
+        "-b",
+        "16k",
+        "--threads",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    Node::start(host_ip(TAG), &args)
+}
+
+/// A minimal blocking SPP client for protocol-level tests.
+struct Spp {
+    s: TcpStream,
+    buf: BytesMut,
+    dec: Decoder,
+}
+
+impl Spp {
+    fn connect(addr: SocketAddr) -> Spp {
+        let mut c = Spp {
+            s: connect(addr),
+            buf: BytesMut::new(),
+            dec: Decoder::new(),
+        };
+        c.send(&Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Client,
+            listen_port: 0,
+            capabilities: 0,
+        }));
+        match c.recv() {
+            Frame::Hello(h) => assert_eq!((h.version, h.role), (PROTOCOL_VERSION, Role::Origin)),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        c
+    }
+    fn send(&mut self, f: &Frame) {
+        let mut out = BytesMut::new();
+        encode(f, &mut out).unwrap();
+        self.s.write_all(&out).unwrap();
+    }
+    fn recv(&mut self) -> Frame {
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            if let Some(f) = self
+                .dec
+                .decode(&mut self.buf)
+                .expect("server sent a valid frame")
+            {
+                return f;
+            }
+            let n = self.s.read(&mut chunk).expect("read frame");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    fn info(&mut self, host: &str, path: &str) -> Frame {
+        self.send(&Frame::InfoRequest(InfoRequest {
+            req_id: 7,
+            file: FileRef {
+                host: host.into(),
+                port: 1111,
+                path: path.into(),
+            },
+            digest_start: 0,
+            digest_count: limits::MAX_DIGESTS_PER_INFO,
+        }));
+        self.recv()
+    }
+}
+
+#[test]
+fn files_of_every_edge_size_come_back_byte_identical_through_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let sizes = [0, 1, BS - 1, BS, BS + 1, 5 * 1024 * 1024 + 333];
+    for (i, &n) in sizes.iter().enumerate() {
+        write_file(dir.path(), &format!("f{n}.bin"), &content(n, i as u64));
+    }
+    let node = origin(dir.path(), idx.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let mut total = 0u64;
+    for (i, &n) in sizes.iter().enumerate() {
+        let dest = out.path().join(format!("got{n}"));
+        let (code, err) = p2pd_get(&node.spp_url(&format!("f{n}.bin")), &dest, &[]);
+        assert_eq!(code, 0, "get of {n} bytes failed: {err}");
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            content(n, i as u64),
+            "{n}-byte file differs"
+        );
+        assert!(!out.path().join(format!("got{n}.part")).exists());
+        total += n as u64;
+    }
+    // Stdout works too.
+    let o = run_p2pd(&["get", &node.spp_url(&format!("f{}.bin", BS + 1))]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, content(BS + 1, 4));
+    total += (BS + 1) as u64;
+    assert_eq!(node.metric("p2pd_bytes_sent_total{proto=\"spp\"}"), total);
+    assert_eq!(node.metric("p2pd_digest_failures_total"), 0);
+}
+
+#[test]
+fn index_is_reused_after_restart_and_rebuilt_after_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "a.mp4", &content(100_000, 1));
+    write_file(dir.path(), "b.mp4", &content(50_000, 2));
+    let dest = out.path().join("a");
+
+    let node = origin(dir.path(), idx.path(), &["--rescan-interval", "200"]);
+    node.wait_for("both files indexed", |n| {
+        n.metric("p2pd_index_builds_total") == 2
+    });
+    assert_eq!(p2pd_get(&node.spp_url("a.mp4"), &dest, &[]).0, 0);
+    drop(node);
+
+    // Restart: nothing changed, so nothing is hashed again.
+    let node = origin(dir.path(), idx.path(), &["--rescan-interval", "200"]);
+    node.wait_for("both indexes reused", |n| {
+        n.metric("p2pd_index_reuses_total") == 2
+    });
+    assert_eq!(node.metric("p2pd_index_builds_total"), 0);
+    assert_eq!(p2pd_get(&node.spp_url("a.mp4"), &dest, &[]).0, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(100_000, 1));
+
+    // Change a file while running: it is re-indexed and the new bytes are served.
+    std::thread::sleep(Duration::from_millis(20));
+    write_file(dir.path(), "a.mp4", &content(70_000, 9));
+    node.wait_for("changed file re-indexed", |n| {
+        n.metric("p2pd_index_builds_total") == 1
+    });
+    assert_eq!(p2pd_get(&node.spp_url("a.mp4"), &dest, &[]).0, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(70_000, 9));
+    drop(node);
+
+    // Changed while stopped: rebuilt at start, the other one reused.
+    write_file(dir.path(), "b.mp4", &content(60_000, 3));
+    let node = origin(dir.path(), idx.path(), &[]);
+    node.wait_for("indexes checked", |n| {
+        n.metric("p2pd_index_builds_total") + n.metric("p2pd_index_reuses_total") == 2
+    });
+    assert_eq!(node.metric("p2pd_index_builds_total"), 1);
+    assert_eq!(p2pd_get(&node.spp_url("b.mp4"), &dest, &[]).0, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(60_000, 3));
+    drop(node);
+
+    // -Z starts cold: every index is rebuilt.
+    let node = origin(dir.path(), idx.path(), &["-Z"]);
+    node.wait_for("indexes rebuilt", |n| {
+        n.metric("p2pd_index_builds_total") == 2
+    });
+    assert_eq!(node.metric("p2pd_index_reuses_total"), 0);
+}
+
+#[test]
+fn a_file_added_while_running_is_served_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // A long rescan interval: the file must be found by the on-demand lookup.
+    let node = origin(dir.path(), idx.path(), &["--rescan-interval", "600000"]);
+    write_file(dir.path(), "new/late.mp4", &content(40_000, 5));
+    let dest = out.path().join("late");
+    let (code, err) = p2pd_get(&node.spp_url("new/late.mp4"), &dest, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), content(40_000, 5));
+}
+
+#[test]
+fn spp_requests_locate_cancel_version_and_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(10 * BS + 5, 11);
+    write_file(dir.path(), "m.ts", &data);
+    let node = origin(
+        dir.path(),
+        idx.path(),
+        &["-l", "127.0.0.9:2222", "-l", "127.0.0.10:3333"],
+    );
+    let mut c = Spp::connect(node.addr);
+    let info = match c.info("cdn.example.com", "m.ts") {
+        Frame::Info(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (info.size, info.block_size, info.algo),
+        (data.len() as u64, BS as u32, DigestAlgo::Sha256)
+    );
+    assert_eq!(info.digests.len(), 11 * 32);
+    let mut d = [0u8; MAX_DIGEST_BYTES];
+    assert_eq!(
+        &info.digests[32..64],
+        DigestAlgo::Sha256.digest_into(&data[BS..2 * BS], &mut d)
+    );
+
+    // Locate: the origin itself, then its -l mirrors.
+    c.send(&Frame::LocateRequest(LocateRequest {
+        req_id: 8,
+        handle: info.handle,
+        first_block: 0,
+        block_count: 11,
+    }));
+    match c.recv() {
+        Frame::Locate(l) => {
+            let addrs: Vec<SocketAddr> = l.locations.iter().map(|x| x.addr).collect();
+            assert_eq!(
+                addrs,
+                vec![
+                    node.addr,
+                    "127.0.0.9:2222".parse().unwrap(),
+                    "127.0.0.10:3333".parse().unwrap()
+                ]
+            );
+            assert!(l.locations.iter().all(|x| x.holds == Holds::All));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Pipelined gets answered in order; the last block is short.
+    c.send(&Frame::Get(Get {
+        req_id: 20,
+        handle: info.handle,
+        version: info.version,
+        first_block: 9,
+        block_count: 2,
+    }));
+    c.send(&Frame::Get(Get {
+        req_id: 21,
+        handle: info.handle,
+        version: info.version,
+        first_block: 0,
+        block_count: 1,
+    }));
+    for (req, block, range) in [
+        (20, 9, 9 * BS..10 * BS),
+        (20, 10, 10 * BS..data.len()),
+        (21, 0, 0..BS),
+    ] {
+        match c.recv() {
+            Frame::Data(dt) => {
+                assert_eq!((dt.req_id, dt.block), (req, block));
+                assert_eq!(&dt.payload[..], &data[range]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Cancel: a long get stops early; the connection keeps working.
+    let big = content(400 * BS, 12);
+    write_file(dir.path(), "big.ts", &big);
+    let binfo = match c.info("h", "big.ts") {
+        Frame::Info(i) => i,
+        other => panic!("{other:?}"),
+    };
+    c.send(&Frame::Get(Get {
+        req_id: 30,
+        handle: binfo.handle,
+        version: binfo.version,
+        first_block: 0,
+        block_count: 400,
+    }));
+    c.send(&Frame::Cancel { req_id: 30 });
+    c.send(&Frame::Ping(99));
+    let mut data_frames = 0;
+    loop {
+        match c.recv() {
+            Frame::Data(dt) => {
+                assert_eq!(dt.req_id, 30);
+                data_frames += 1;
+            }
+            Frame::Pong(99) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        data_frames < 400,
+        "cancel did not stop the get ({data_frames} blocks sent)"
+    );
+
+    // A stale version, an unknown handle and blocks past the end are refused per request.
+    c.send(&Frame::Get(Get {
+        req_id: 40,
+        handle: info.handle,
+        version: info.version ^ 1,
+        first_block: 0,
+        block_count: 1,
+    }));
+    c.send(&Frame::Get(Get {
+        req_id: 41,
+        handle: 999,
+        version: info.version,
+        first_block: 0,
+        block_count: 1,
+    }));
+    c.send(&Frame::Get(Get {
+        req_id: 42,
+        handle: info.handle,
+        version: info.version,
+        first_block: 10,
+        block_count: 2,
+    }));
+    for (req, code) in [
+        (40, ErrorCode::VersionChanged),
+        (41, ErrorCode::BadRequest),
+        (42, ErrorCode::BadRequest),
+    ] {
+        match c.recv() {
+            Frame::Error(e) => assert_eq!((e.req_id, e.code), (req, code), "{}", e.message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Paths that escape the directory are not found, and nothing outside is read.
+    for p in [
+        "../etc/passwd",
+        "a/../../etc/passwd",
+        "/etc/passwd",
+        "..",
+        "x\0y",
+    ] {
+        match c.info("h", p) {
+            Frame::Error(e) => assert!(
+                matches!(e.code, ErrorCode::NotFound | ErrorCode::BadRequest),
+                "{p}: {e:?}"
+            ),
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    match c.info("h", "missing.ts") {
+        Frame::Error(e) => assert_eq!(e.code, ErrorCode::NotFound),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn garbage_and_absurd_frames_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let big = content(6 * 1024 * 1024 + 7, 21);
+    write_file(dir.path(), "big.mp4", &big);
+    let node = origin(dir.path(), idx.path(), &[]);
+
+    // A transfer in progress on its own connection, read slowly.
+    let mut a = connect(node.addr);
+    a.write_all(b"GET /big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 100_000];
+    a.read_exact(&mut first).unwrap();
+
+    // Garbage bytes (not an HTTP method, so taken as SPP, and not a valid frame).
+    let mut g = connect(node.addr);
+    g.write_all(&[0x00, 0xff, 0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0])
+        .unwrap();
+    assert!(closed_by_peer(&mut g), "garbage connection left open");
+    // A valid Hello, then a frame announcing a 4 GiB payload.
+    let mut hello = BytesMut::new();
+    encode(
+        &Frame::Hello(Hello {
+            version: 1,
+            role: Role::Client,
+            listen_port: 0,
+            capabilities: 0,
+        }),
+        &mut hello,
+    )
+    .unwrap();
+    let mut h = connect(node.addr);
+    h.write_all(&hello).unwrap();
+    h.write_all(&[0x02, 0x00, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    assert!(closed_by_peer(&mut h), "absurd-length connection left open");
+    // A Data frame sent by a client, an unknown frame type, a wrong magic.
+    for bad in [
+        vec![0x84u8, 0, 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        vec![0x55, 0, 0, 0, 0, 0],
+    ] {
+        let mut s = connect(node.addr);
+        s.write_all(&hello).unwrap();
+        s.write_all(&bad).unwrap();
+        assert!(
+            closed_by_peer(&mut s),
+            "bad frame {bad:?} left the connection open"
+        );
+    }
+    let mut wrong_magic = hello.to_vec();
+    wrong_magic[6] ^= 0xff;
+    let mut s = connect(node.addr);
+    s.write_all(&wrong_magic).unwrap();
+    assert!(closed_by_peer(&mut s));
+    // Garbage that looks like HTTP.
+    let mut s = connect(node.addr);
+    s.write_all(b"XYZZY \x01\x02\r\n\r\n").unwrap();
+    assert!(closed_by_peer(&mut s));
+
+    // A concurrent SPP transfer and the slow HTTP one both finish intact.
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("big");
+    assert_eq!(p2pd_get(&node.spp_url("big.mp4"), &dest, &[]).0, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), big);
+    let mut rest = Vec::new();
+    let mut head_and_body = first;
+    let t = Instant::now();
+    // Read until the whole response (head + body) is in.
+    while t.elapsed() < IO_DEADLINE {
+        let mut chunk = vec![0u8; 1 << 16];
+        let n = a.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        rest.extend_from_slice(&chunk[..n]);
+        let have = head_and_body.len() + rest.len();
+        let head_end = head_and_body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        if have - head_end >= big.len() {
+            break;
+        }
+    }
+    head_and_body.extend_from_slice(&rest);
+    let head_end = head_and_body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap()
+        + 4;
+    assert_eq!(
+        &head_and_body[head_end..],
+        &big[..],
+        "the transfer in progress was harmed"
+    );
+    assert!(node.metric("p2pd_protocol_errors_total") >= 5);
+    assert_eq!(http_get(node.addr, "/_p2pd/health", "").status, 200);
+}
+
+/// A fake origin that serves correct info but a corrupted block: `p2pd get` must stop
+/// with the integrity exit code and never produce the output file.
+#[test]
+fn get_refuses_a_block_that_fails_its_digest() {
+    let data = content(3 * BS, 31);
+    let listener = TcpListener::bind((host_ip(TAG), 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(IO_DEADLINE)).unwrap();
+        let mut buf = BytesMut::new();
+        let mut dec = Decoder::new();
+        let mut chunk = vec![0u8; 65536];
+        let send = |s: &mut TcpStream, f: Frame| {
+            let mut o = BytesMut::new();
+            encode(&f, &mut o).unwrap();
+            s.write_all(&o).unwrap();
+        };
+        let mut digests = Vec::new();
+        let mut d = [0u8; MAX_DIGEST_BYTES];
+        for b in data.chunks(BS) {
+            digests.extend_from_slice(DigestAlgo::Sha256.digest_into(b, &mut d));
+        }
+        loop {
+            let f = loop {
+                if let Some(f) = dec.decode(&mut buf).unwrap() {
+                    break f;
+                }
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            match f {
+                Frame::Hello(_) => send(
+                    &mut s,
+                    Frame::Hello(Hello {
+                        version: 1,
+                        role: Role::Origin,
+                        listen_port: addr.port(),
+                        capabilities: 0,
+                    }),
+                ),
+                Frame::InfoRequest(r) => send(
+                    &mut s,
+                    Frame::Info(Info {
+                        req_id: r.req_id,
+                        handle: 0,
+                        size: data.len() as u64,
+                        block_size: BS as u32,
+                        algo: DigestAlgo::Sha256,
+                        version: 5,
+                        mtime_unix_secs: 0,
+                        digest_start: 0,
+                        digests: bytes::Bytes::from(digests.clone()),
+                    }),
+                ),
+                Frame::Get(g) => {
+                    for i in g.first_block..g.first_block + u64::from(g.block_count) {
+                        let mut block = data[i as usize * BS..(i as usize + 1) * BS].to_vec();
+                        if i == 1 {
+                            block[100] ^= 0x40;
+                        }
+                        send(
+                            &mut s,
+                            Frame::Data(Data {
+                                req_id: g.req_id,
+                                block: i,
+                                payload: block.into(),
+                            }),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("x");
+    let (code, err) = p2pd_get(&format!("spp://{addr}/x.mp4"), &dest, &[]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("digest") && err.contains("block 1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!dest.exists(), "output written despite a digest failure");
+    let _ = server.join();
+}
