@@ -39,6 +39,8 @@ pub enum DecodeError {
     BadUtf8,
     #[error("SPP frame field out of bounds: {0}")]
     LimitExceeded(&'static str),
+    #[error("SPP request id 0 outside an Error frame (0 means the whole connection)")]
+    ZeroReqId,
     #[error("unknown digest algorithm id {0} in Info")]
     BadDigestAlgo(u8),
     #[error("unknown role {0}")]
@@ -140,6 +142,17 @@ fn check_header(buf: &[u8]) -> Result<Option<Header>, DecodeError> {
 }
 
 fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    let frame = match take_frame(buf)? {
+        Some(f) => f,
+        None => return Ok(None),
+    };
+    if let (Some(id), false) = (frame.req_id(), matches!(frame, Frame::Error(_))) {
+        check_req_id(id).map_err(|_| ZeroReqId)?;
+    }
+    Ok(Some(frame))
+}
+
+fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
     let Some(h) = check_header(buf)? else {
         return Ok(None);
     };

@@ -84,6 +84,7 @@ pub fn try_encode_data_header(
         return Err(LimitExceeded("Data payload is over MAX_BLOCK_BYTES"));
     }
     check_data_block(block).map_err(LimitExceeded)?;
+    check_req_id(req_id).map_err(Invalid)?;
     // Cannot truncate: bounded by MAX_DATA_PAYLOAD_BYTES, which fits a u32 (limits.rs).
     let len = (DATA_FIXED_BYTES + payload_len) as u32;
     let mut h = [0u8; DATA_HEADER_LEN];
@@ -114,6 +115,9 @@ fn holds_len(holds: &Holds) -> Result<usize, EncodeError> {
 
 /// Checks every rule the decoder checks and returns the exact payload length.
 fn payload_len(frame: &Frame) -> Result<usize, EncodeError> {
+    if let (Some(id), false) = (frame.req_id(), matches!(frame, Frame::Error(_))) {
+        check_req_id(id).map_err(Invalid)?;
+    }
     Ok(match frame {
         Frame::Hello(_) => HELLO_BYTES,
         Frame::InfoRequest(r) => {

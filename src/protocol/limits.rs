@@ -60,5 +60,5 @@ pub const MAX_FRAME_BYTES: usize = FRAME_HEADER_LEN + MAX_DATA_PAYLOAD_BYTES;
 const _: () = assert!(MAX_DATA_PAYLOAD_BYTES <= u32::MAX as usize);
 const _: () = assert!(MAX_INFO_PAYLOAD_BYTES <= u32::MAX as usize);
 const _: () = assert!(MAX_INFO_PAYLOAD_BYTES <= MAX_DATA_PAYLOAD_BYTES);
-const _: () = assert!(MIN_BLOCK_BYTES % BLOCK_ALIGN_BYTES == 0);
-const _: () = assert!(MAX_BLOCK_BYTES % BLOCK_ALIGN_BYTES == 0);
+const _: () = assert!(MIN_BLOCK_BYTES.is_multiple_of(BLOCK_ALIGN_BYTES));
+const _: () = assert!(MAX_BLOCK_BYTES.is_multiple_of(BLOCK_ALIGN_BYTES));

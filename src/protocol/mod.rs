@@ -35,6 +35,13 @@ pub const FRAME_HEADER_LEN: usize = 6;
 /// [`encode_data_header`] writes before a block's bytes.
 pub const DATA_HEADER_LEN: usize = FRAME_HEADER_LEN + limits::DATA_FIXED_BYTES;
 
+/// The version to answer a peer's Hello with: the highest both speak, or `None` (answer
+/// Error UnsupportedVersion and close). A peer announcing version N may speak any
+/// version up to N; this code speaks only 1, so any N >= 1 gives 1.
+pub fn negotiate_version(peer_version: u16) -> Option<u16> {
+    (peer_version >= 1).then_some(PROTOCOL_VERSION.min(peer_version))
+}
+
 /// What a connection on the shared port speaks, told from its first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sniffed {

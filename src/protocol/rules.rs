@@ -75,12 +75,22 @@ pub(crate) fn blocks_in_file(size: u64, block_size: u32) -> u64 {
     if bs == 0 {
         return 0;
     }
-    size / bs + u64::from(size % bs != 0)
+    size / bs + u64::from(!size.is_multiple_of(bs))
+}
+
+/// Request ids name a request in every frame about it; 0 is kept for Error frames about
+/// the whole connection, so an Error can never be mistaken for a request's answer.
+pub(crate) fn check_req_id(req_id: u32) -> Result<(), &'static str> {
+    if req_id != 0 {
+        Ok(())
+    } else {
+        Err("req_id 0 is reserved for connection-wide Error frames")
+    }
 }
 
 pub(crate) fn check_block_size(block_size: u32) -> Result<(), &'static str> {
     if (MIN_BLOCK_BYTES..=MAX_BLOCK_BYTES).contains(&block_size)
-        && block_size % BLOCK_ALIGN_BYTES == 0
+        && block_size.is_multiple_of(BLOCK_ALIGN_BYTES)
     {
         Ok(())
     } else {

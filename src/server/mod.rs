@@ -243,9 +243,8 @@ async fn handle_connection(shard: Rc<Shard>, ctx: Ctx, mut stream: TcpStream) {
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
-    if buf[0].is_ascii_uppercase() {
-        http::serve(shard, ctx, stream, buf, peer, local).await
-    } else {
-        spp::serve(shard, ctx, stream, buf, peer, local).await
+    match crate::protocol::sniff(buf[0]) {
+        crate::protocol::Sniffed::Http => http::serve(shard, ctx, stream, buf, peer, local).await,
+        crate::protocol::Sniffed::Spp => spp::serve(shard, ctx, stream, buf, peer, local).await,
     }
 }

@@ -18,8 +18,8 @@ use super::{
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::normalize_plain_path;
 use crate::protocol::{
-    encode, encode_data_header, limits, Decoder, ErrorCode, ErrorFrame, Frame, Get, Hello, Holds,
-    Info, InfoRequest, Locate, LocateRequest, Location, Role, PROTOCOL_VERSION,
+    encode, encode_data_header, limits, negotiate_version, Decoder, ErrorCode, ErrorFrame, Frame,
+    Get, Hello, Holds, Info, InfoRequest, Locate, LocateRequest, Location, Role, PROTOCOL_VERSION,
 };
 use crate::publish::{FileEntry, LookupError};
 use crate::runtime::{self, TcpStream};
@@ -107,7 +107,8 @@ pub async fn serve(
             return;
         }
     };
-    if hello.version != PROTOCOL_VERSION {
+    // A newer peer is answered with the version we speak; it must fall back to it.
+    let Some(version) = negotiate_version(hello.version) else {
         let msg = format!(
             "version {} not supported (this node speaks {PROTOCOL_VERSION})",
             hello.version
@@ -119,10 +120,10 @@ pub async fn serve(
         )
         .await;
         return;
-    }
+    };
     tracing::debug!(role = ?hello.role, port = hello.listen_port, "spp hello");
     let ours = Frame::Hello(Hello {
-        version: PROTOCOL_VERSION,
+        version,
         role: Role::Origin,
         listen_port: ctx.port,
         capabilities: 0,
