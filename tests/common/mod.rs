@@ -91,7 +91,7 @@ impl Node {
     pub fn metric(&self, name: &str) -> u64 {
         let r = http(
             self.addr,
-            &format!("GET /_p2pd/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            "GET /_p2pd/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         );
         let body = String::from_utf8_lossy(&r.body).to_string();
         for line in body.lines() {
