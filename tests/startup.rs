@@ -24,7 +24,13 @@ fn too_low_memlock_limit_is_one_clear_line() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started despite a 64 KiB memlock limit: {err}");
+    assert!(
+        !out.status.success(),
+        "started despite a 64 KiB memlock limit: {err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("locked-memory limit") && err.contains("ulimit -l"), "{err}");
+    assert!(
+        err.contains("locked-memory limit") && err.contains("ulimit -l"),
+        "{err}"
+    );
 }

@@ -131,6 +131,17 @@ async fn respond(
         Target::Absolute { path, query, .. } => (path.as_str(), query.as_deref()),
     };
     let _ = query;
+    // RFC 9112 section 3.2: an HTTP/1.1 request in origin form without Host is a 400.
+    if req.minor_version >= 1 && req.host.is_none() && matches!(req.target, Target::Origin { .. }) {
+        return error(
+            stream,
+            400,
+            "HTTP/1.1 requests need a Host header",
+            keep_alive,
+            head_only,
+        )
+        .await;
+    }
     if let Some(op) = raw_path.strip_prefix("/_p2pd/") {
         return operator(ctx, stream, op, keep_alive, head_only).await;
     }

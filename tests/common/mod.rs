@@ -163,29 +163,28 @@ pub fn write_file(dir: &Path, rel: &str, data: &[u8]) -> PathBuf {
     p
 }
 
-/// Runs `p2pd ARGS` to completion with a deadline.
+/// Runs `p2pd ARGS` to completion with a deadline, draining its output while it runs
+/// (so output larger than a pipe buffer cannot wedge it).
 pub fn run_p2pd(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn p2pd");
-    let t = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait for p2pd"),
+        Err(_) => {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("p2pd {args:?} did not finish within 60 s");
         }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "p2pd {args:?} did not finish; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
