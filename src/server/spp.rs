@@ -18,8 +18,9 @@ use super::{
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::normalize_plain_path;
 use crate::protocol::{
-    encode, encode_data_header, limits, negotiate_version, Decoder, ErrorCode, ErrorFrame, Frame,
-    Get, Hello, Holds, Info, InfoRequest, Locate, LocateRequest, Location, Role, PROTOCOL_VERSION,
+    encode, encode_data_header, frame_type, limits, negotiate_version, Decoder, ErrorCode,
+    ErrorFrame, Frame, Get, Hello, Holds, Info, InfoRequest, Locate, LocateRequest, Location, Role,
+    PROTOCOL_VERSION,
 };
 use crate::publish::{FileEntry, LookupError};
 use crate::runtime::{self, TcpStream};
@@ -164,10 +165,18 @@ async fn read_frame(
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let want = dec.wanted(buf).clamp(
-            1,
-            READ_CHUNK_BYTES.max(dec.wanted(buf).min(limits::MAX_BLOCK_BYTES as usize)),
-        );
+        // Only answers are large (Info, Data) and a client never sends those: refuse
+        // them from the type byte, before their payload could make us buffer megabytes.
+        if let Some(&t) = buf.first() {
+            if matches!(t, frame_type::INFO | frame_type::LOCATE | frame_type::DATA) {
+                return Err(format!(
+                    "frame type {t:#04x} is an answer; clients may not send it"
+                ));
+            }
+        }
+        // Read what the frame still needs, in bounded slices, so the buffer only grows
+        // as bytes really arrive.
+        let want = dec.wanted(buf).clamp(1, READ_CHUNK_BYTES);
         match runtime::timeout(wait, runtime::read_some(rd, buf, want)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
             Ok(Ok(_)) => {}
