@@ -318,19 +318,7 @@ fn run_streaming(args: &[&str]) -> Output {
 }
 
 fn origin(dir: &Path, idx: &Path) -> Node {
-    Node::start(
-        host_ip(TAG),
-        &[
-            "-p",
-            dir.to_str().unwrap(),
-            "--index-dir",
-            idx.to_str().unwrap(),
-            "--threads",
-            "2",
-            "-b",
-            "16k",
-        ],
-    )
+    start_origin(TAG, dir, idx, &[])
 }
 
 #[test]

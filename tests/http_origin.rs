@@ -15,20 +15,8 @@ use common::*;
 const TAG: u8 = 21;
 const BLOCK: usize = 16 * 1024;
 
-/// Starts an origin on a fresh 127.21.x.y publishing `dir` with 16 KiB blocks.
 fn origin(dir: &Path, idx: &Path, extra: &[&str]) -> Node {
-    let mut args = vec![
-        "-p",
-        dir.to_str().unwrap(),
-        "--index-dir",
-        idx.to_str().unwrap(),
-        "--threads",
-        "2",
-        "-b",
-        "16k",
-    ];
-    args.extend_from_slice(extra);
-    Node::start(host_ip(TAG), &args)
+    start_origin(TAG, dir, idx, extra)
 }
 
 /// A connection that keeps bytes read past one response for the next one, so
@@ -67,31 +55,7 @@ impl Conn {
     /// an `Err` rather than a panic.
     fn try_response(&mut self, head_only: bool) -> Result<Response, String> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut r = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(n) = r.parse(&self.buf).expect("valid response head")
-            {
-                let status = r.code.unwrap();
-                let headers: Vec<(String, String)> = r
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).to_string(),
-                        )
-                    })
-                    .collect();
-                let len: usize = headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .map(|(_, v)| v.trim().parse().unwrap())
-                    .unwrap_or(0);
-                let want = if head_only || status == 304 || status == 204 {
-                    0
-                } else {
-                    len
-                };
+            if let Some((status, headers, n, want)) = parse_head(&self.buf, head_only) {
                 while self.buf.len() < n + want {
                     if self.fill() == 0 {
                         return Err(format!(

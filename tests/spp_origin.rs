@@ -18,18 +18,7 @@ const TAG: u8 = 23;
 const BS: usize = 16 * 1024;
 
 fn origin(dir: &std::path::Path, idx: &std::path::Path, extra: &[&str]) -> Node {
-    let mut args = vec![
-        "-p",
-        dir.to_str().unwrap(),
-        "--index-dir",
-        idx.to_str().unwrap(),
-        "-b",
-        "16k",
-        "--threads",
-        "2",
-    ];
-    args.extend_from_slice(extra);
-    Node::start(host_ip(TAG), &args)
+    start_origin(TAG, dir, idx, extra)
 }
 
 /// A minimal blocking SPP client for protocol-level tests.

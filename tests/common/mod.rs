@@ -141,6 +141,23 @@ fn parse_listen_line(line: &str) -> Option<u16> {
     hostport.rsplit(':').next()?.parse().ok()
 }
 
+/// Starts an origin on a fresh 127.`tag`.x.y publishing `dir` with 16 KiB blocks (so
+/// small files span several blocks), two shards and its indexes under `idx`.
+pub fn start_origin(tag: u8, dir: &Path, idx: &Path, extra: &[&str]) -> Node {
+    let mut args = vec![
+        "-p",
+        dir.to_str().unwrap(),
+        "--index-dir",
+        idx.to_str().unwrap(),
+        "--threads",
+        "2",
+        "-b",
+        "16k",
+    ];
+    args.extend_from_slice(extra);
+    Node::start(host_ip(tag), &args)
+}
+
 /// Deterministic test content: a byte pattern that differs per file and per position.
 pub fn content(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -238,31 +255,47 @@ pub fn http_get(addr: SocketAddr, path: &str, extra: &str) -> Response {
     )
 }
 
+/// A response head parsed from the front of `buf`: (status, headers, head length, body
+/// length to expect). `None` while the head is incomplete.
+pub fn parse_head(
+    buf: &[u8],
+    head_only: bool,
+) -> Option<(u16, Vec<(String, String)>, usize, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(n) = r.parse(buf).expect("valid response head") else {
+        return None;
+    };
+    let status = r.code.unwrap();
+    let headers: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).to_string(),
+            )
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let want = if head_only || status == 304 || status == 204 {
+        0
+    } else {
+        len
+    };
+    Some((status, headers, n, want))
+}
+
 /// Reads one HTTP response (head and Content-Length body) from `s`.
 pub fn read_response(s: &mut TcpStream, head_only: bool) -> Response {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut r = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(n) = r.parse(&buf).expect("valid response head") {
-            let status = r.code.unwrap();
-            let headers: Vec<(String, String)> = r
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).to_string(),
-                    )
-                })
-                .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.parse().unwrap())
-                .unwrap_or(0);
-            let want = if head_only || status == 304 { 0 } else { len };
+        if let Some((status, headers, n, want)) = parse_head(&buf, head_only) {
             let mut body = buf[n..].to_vec();
             while body.len() < want {
                 let k = s.read(&mut chunk).expect("read body");
