@@ -255,12 +255,11 @@ pub fn http_get(addr: SocketAddr, path: &str, extra: &str) -> Response {
     )
 }
 
-/// A response head parsed from the front of `buf`: (status, headers, head length, body
-/// length to expect). `None` while the head is incomplete.
-pub fn parse_head(
-    buf: &[u8],
-    head_only: bool,
-) -> Option<(u16, Vec<(String, String)>, usize, usize)> {
+/// A parsed response head: status, headers, head length, body length to expect.
+pub type Head = (u16, Vec<(String, String)>, usize, usize);
+
+/// The response head at the front of `buf`; `None` while it is incomplete.
+pub fn parse_head(buf: &[u8], head_only: bool) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut r = httparse::Response::new(&mut headers);
     let httparse::Status::Complete(n) = r.parse(buf).expect("valid response head") else {
