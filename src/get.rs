@@ -32,17 +32,12 @@ pub struct Target {
     pub url: String,
 }
 
-/// Splits an `spp://host[:port]/path` URL (already validated by the CLI) and resolves
-/// its host.
+/// Splits an `spp://host[:port]/path` URL with the CLI's own parser and resolves its
+/// host.
 pub fn resolve(url: &str) -> Result<Target, String> {
-    let u = url::Url::parse(url).map_err(|e| format!("'{url}' is not an spp:// URL: {e}"))?;
-    let host = u.host_str().ok_or_else(|| format!("'{url}' has no host"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = u.port().unwrap_or(crate::config::DEFAULT_PORT);
-    let path = percent_encoding::percent_decode_str(u.path().trim_start_matches('/'))
+    let u = crate::config::SppUrl::parse(url)?;
+    let (host, port) = (u.origin.host, u.origin.port);
+    let path = percent_encoding::percent_decode_str(u.path.trim_start_matches('/'))
         .decode_utf8()
         .map_err(|_| format!("'{url}': path is not UTF-8"))?
         .into_owned();

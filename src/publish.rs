@@ -77,7 +77,6 @@ struct Job {
 
 struct JobDone {
     rel_path: String,
-    stat: SourceStat,
     result: Result<FileEntry, IndexError>,
 }
 
@@ -275,7 +274,6 @@ fn hasher_loop(
         if done
             .send(JobDone {
                 rel_path: job.rel_path,
-                stat: job.stat,
                 result,
             })
             .is_err()
@@ -421,7 +419,6 @@ impl Coordinator {
                 for w in waiters {
                     let _ = w.send(Err(LookupError::NotFound));
                 }
-                let _ = d.stat;
             }
             Err(e) => {
                 tracing::warn!(path = %d.rel_path, error = %e, "cannot publish");

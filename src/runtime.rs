@@ -123,10 +123,6 @@ impl BlockFile {
         let n = r.len().min(len);
         Ok(Bytes::copy_from_slice(&r[..n]))
     }
-
-    pub async fn close(self) {
-        let _ = self.file.close().await;
-    }
 }
 
 /// Checks io_uring and the locked-memory limit before any executor exists, raising the

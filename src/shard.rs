@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use futures::stream::{Stream, StreamExt};
 
 use crate::cache::{BlockCache, BlockKey};
 use crate::digest::MAX_DIGEST_BYTES;
@@ -20,6 +21,8 @@ use crate::runtime::{self, BlockFile};
 /// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
 /// a single hot title still spreads over every core.
 pub const STRIPE_BLOCKS: u64 = 4;
+/// Blocks a connection reads ahead of the one it is writing.
+pub const READAHEAD_BLOCKS: usize = 4;
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
 /// Bytes hashed between two chances for other tasks to run.
@@ -102,6 +105,22 @@ impl Shard {
             ShardMetrics::add(&self.m().router_forwarded, 1);
             self.router.read(owner, entry.clone(), index).await
         }
+    }
+
+    /// Blocks `range` of a file in order, with up to [`READAHEAD_BLOCKS`] produced
+    /// ahead of the one being consumed (the shared streaming path of SPP and HTTP).
+    pub fn blocks_in_order(
+        self: &Rc<Self>,
+        entry: &Arc<FileEntry>,
+        range: std::ops::Range<u64>,
+    ) -> impl Stream<Item = (u64, Result<Bytes, BlockError>)> + 'static {
+        let (shard, entry) = (self.clone(), entry.clone());
+        futures::stream::iter(range)
+            .map(move |i| {
+                let (shard, entry) = (shard.clone(), entry.clone());
+                async move { (i, shard.block(&entry, i).await) }
+            })
+            .buffered(READAHEAD_BLOCKS)
     }
 
     /// A block this shard owns: memory cache, else one shared disk read.

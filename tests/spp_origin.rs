@@ -67,6 +67,13 @@ impl Spp {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+    /// Info that must succeed.
+    fn info_ok(&mut self, host: &str, path: &str) -> Info {
+        match self.info(host, path) {
+            Frame::Info(i) => i,
+            other => panic!("info for {path}: {other:?}"),
+        }
+    }
     fn info(&mut self, host: &str, path: &str) -> Frame {
         self.send(&Frame::InfoRequest(InfoRequest {
             req_id: 7,
@@ -194,10 +201,7 @@ fn spp_requests_locate_cancel_version_and_escapes() {
         &["-l", "127.0.0.9:2222", "-l", "127.0.0.10:3333"],
     );
     let mut c = Spp::connect(node.addr);
-    let info = match c.info("cdn.example.com", "m.ts") {
-        Frame::Info(i) => i,
-        other => panic!("{other:?}"),
-    };
+    let info = c.info_ok("cdn.example.com", "m.ts");
     assert_eq!(
         (info.size, info.block_size, info.algo),
         (data.len() as u64, BS as u32, DigestAlgo::Sha256)
@@ -264,10 +268,7 @@ fn spp_requests_locate_cancel_version_and_escapes() {
     // Cancel: a long get stops early; the connection keeps working.
     let big = content(400 * BS, 12);
     write_file(dir.path(), "big.ts", &big);
-    let binfo = match c.info("h", "big.ts") {
-        Frame::Info(i) => i,
-        other => panic!("{other:?}"),
-    };
+    let binfo = c.info_ok("h", "big.ts");
     c.send(&Frame::Get(Get {
         req_id: 30,
         handle: binfo.handle,

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::StreamExt;
 
-use super::{
-    Ctx, IDLE_TIMEOUT, INDEX_WAIT_TIMEOUT, READAHEAD_BLOCKS, READ_CHUNK_BYTES, WRITE_TIMEOUT,
-};
+use super::{Ctx, IDLE_TIMEOUT, INDEX_WAIT_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::http::range::{if_range_allows, resolve_range, RangeSpec};
 use crate::http::request::{parse_request, Method, Request, Target};
 use crate::http::response::{
@@ -126,11 +124,7 @@ async fn respond(
             return send(stream, &[&out]).await;
         }
     };
-    let (raw_path, query) = match &req.target {
-        Target::Origin { path, query } => (path.as_str(), query.as_deref()),
-        Target::Absolute { path, query, .. } => (path.as_str(), query.as_deref()),
-    };
-    let _ = query;
+    let raw_path = req.path();
     // RFC 9112 section 3.2: an HTTP/1.1 request in origin form without Host is a 400.
     if req.minor_version >= 1 && req.host.is_none() && matches!(req.target, Target::Origin { .. }) {
         return error(
@@ -370,19 +364,9 @@ async fn stream_body(
     end: u64,
 ) -> Result<(), ()> {
     let bs = u64::from(entry.index.block_size);
-    let (first, last) = (start / bs, (end - 1) / bs);
-    let mut next = first;
-    let mut pending = FuturesOrdered::new();
-    let mut idx = first;
-    loop {
-        while pending.len() < READAHEAD_BLOCKS && next <= last {
-            let (shard, entry, i) = (shard.clone(), entry.clone(), next);
-            pending.push_back(async move { shard.block(&entry, i).await });
-            next += 1;
-        }
-        let Some(result) = pending.next().await else {
-            return Ok(());
-        };
+    let blocks = shard.blocks_in_order(entry, start / bs..(end - 1) / bs + 1);
+    futures::pin_mut!(blocks);
+    while let Some((idx, result)) = blocks.next().await {
         let block = match result {
             Ok(b) => b,
             Err(e) => {
@@ -398,6 +382,6 @@ async fn stream_body(
         }
         send(stream, &[&block[from..to]]).await?;
         ShardMetrics::add(&shard.m().bytes_sent_http, (to - from) as u64);
-        idx += 1;
     }
+    Ok(())
 }

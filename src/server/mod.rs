@@ -28,8 +28,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A request waiting for its file to be indexed gets "busy" after this long.
 pub const INDEX_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Blocks a connection reads ahead of the one it is writing.
-pub const READAHEAD_BLOCKS: usize = 4;
 /// Bytes read from a socket per call.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 const LISTEN_BACKLOG: i32 = 1024;

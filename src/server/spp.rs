@@ -2,19 +2,17 @@
 //! writer that sends answers and streams the blocks of pipelined `Get`s in order.
 
 use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::StreamExt;
 use futures_lite::io::{ReadHalf, WriteHalf};
 
-use super::{
-    Ctx, IDLE_TIMEOUT, INDEX_WAIT_TIMEOUT, READAHEAD_BLOCKS, READ_CHUNK_BYTES, WRITE_TIMEOUT,
-};
+use super::{Ctx, IDLE_TIMEOUT, INDEX_WAIT_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::normalize_plain_path;
 use crate::protocol::{
@@ -448,21 +446,9 @@ async fn stream_get(
     first: u64,
     count: u32,
 ) -> Result<(), ()> {
-    let end = first + u64::from(count);
-    let mut next = first;
-    let mut pending = FuturesOrdered::new();
-    let mut queue: VecDeque<u64> = VecDeque::new();
-    loop {
-        while pending.len() < READAHEAD_BLOCKS && next < end {
-            let (shard, entry, idx) = (shard.clone(), entry.clone(), next);
-            pending.push_back(async move { shard.block(&entry, idx).await });
-            queue.push_back(next);
-            next += 1;
-        }
-        let Some(result) = pending.next().await else {
-            return Ok(());
-        };
-        let idx = queue.pop_front().unwrap_or(first);
+    let blocks = shard.blocks_in_order(entry, first..first + u64::from(count));
+    futures::pin_mut!(blocks);
+    while let Some((idx, result)) = blocks.next().await {
         if state.borrow().cancelled.contains(&req_id) {
             return Ok(());
         }
@@ -484,4 +470,5 @@ async fn stream_get(
             }
         }
     }
+    Ok(())
 }
