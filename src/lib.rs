@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
 
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -196,33 +196,53 @@ where
     F: Fn(usize) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
+    run_pool("p2pd-shard", n, io_memory, true, f).map(|_| ())
+}
+
+/// Runs `f` on `n` executors, each with its index, and returns their results in index
+/// order. `pinned` binds them one per CPU where there are enough CPUs.
+pub fn run_pool<F, Fut, T>(
+    name: &str,
+    n: usize,
+    io_memory: usize,
+    pinned: bool,
+    f: F,
+) -> Result<Vec<T>, String>
+where
+    F: Fn(usize) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
     let cpus = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);
-    let placement = if n <= cpus {
+    let placement = if pinned && n <= cpus {
         glommio::PoolPlacement::MaxSpread(n, None)
     } else {
-        // More shards than CPUs (tests, oversubscribed hosts): do not pin.
+        // More executors than CPUs (tests, oversubscribed hosts) or asked not to pin.
         glommio::PoolPlacement::Unbound(n)
     };
-    // Shard indexes are handed out in start order; glommio's executor ids are global
+    // Indexes are handed out in start order; glommio's executor ids are global
     // counters and need not start at 1.
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handles = glommio::LocalExecutorPoolBuilder::new(placement)
-        .name("p2pd-shard")
+        .name(name)
         .io_memory(io_memory)
         .on_all_shards(move || {
             let f = f.clone();
             let idx = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            async move { f(idx).await }
+            async move { (idx, f(idx).await) }
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
+    let mut out = Vec::with_capacity(n);
     for r in handles.join_all() {
-        if let Err(e) = r {
-            return Err(format!("executor failed: {e}"));
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) => return Err(format!("executor failed: {e}")),
         }
     }
-    Ok(())
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Runs one future on a single executor on the calling thread (the `get` client).

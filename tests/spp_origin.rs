@@ -536,3 +536,56 @@ fn get_refuses_a_block_that_fails_its_digest() {
     assert!(!dest.exists(), "output written despite a digest failure");
     let _ = server.join();
 }
+
+/// CPU seconds (user + system) the process has used, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Regression: a client that went away with Gets still streaming made the reader see
+/// end-of-file, treat it as "idle", and read again at once, forever, starving every
+/// other task of its shard (found by p2pd-bench ending a run mid-transfer).
+#[test]
+fn regression_client_closing_with_gets_outstanding_does_not_spin_its_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(256 * BS, 41);
+    write_file(dir.path(), "big.bin", &data);
+    let node = origin(dir.path(), idx.path(), &[]);
+    for _ in 0..8 {
+        let mut c = Spp::connect(node.addr);
+        let info = c.info_ok("cdn.example.com", "big.bin");
+        for i in 0..4u32 {
+            c.send(&Frame::Get(Get {
+                req_id: 100 + i,
+                handle: info.handle,
+                version: info.version,
+                first_block: u64::from(i) * 64,
+                block_count: 64,
+            }));
+        }
+        // Half-close, then go away without reading a byte.
+        let _ = c.s.shutdown(std::net::Shutdown::Write);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Idle now: the process must not be burning a core.
+    let pid = node.child.id();
+    let before = cpu_secs(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_secs(pid) - before;
+    assert!(used < 0.3, "an idle origin used {used:.2} s of CPU in 1 s");
+    // And every shard still serves: whole-file transfers touch blocks of both.
+    for _ in 0..4 {
+        let r = http_get(node.addr, "/big.bin", "");
+        assert_eq!(r.status, 200);
+        assert!(r.body == data, "body differs");
+    }
+}

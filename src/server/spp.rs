@@ -90,8 +90,8 @@ pub async fn serve(
 
     // Handshake: the first frame must be a Hello of a version we speak.
     let hello = match read_frame(&mut rd, &mut buf, &mut dec, super::FIRST_BYTE_TIMEOUT).await {
-        Ok(Some(Frame::Hello(h))) => h,
-        Ok(Some(_)) => {
+        Ok(Read::Frame(Frame::Hello(h))) => h,
+        Ok(Read::Frame(_)) => {
             reject(
                 &shard,
                 &mut wr,
@@ -100,7 +100,7 @@ pub async fn serve(
             .await;
             return;
         }
-        Ok(None) => return,
+        Ok(Read::Closed | Read::Idle) => return,
         Err(msg) => {
             reject(&shard, &mut wr, error_frame(0, ErrorCode::BadRequest, msg)).await;
             return;
@@ -150,16 +150,25 @@ async fn write(wr: &mut WriteHalf<TcpStream>, parts: &[&[u8]]) -> Result<(), ()>
     }
 }
 
-/// Reads until one frame is decoded. `Ok(None)`: the peer closed or went idle.
+/// What one attempt to read a frame found.
+enum Read {
+    Frame(Frame),
+    /// The peer closed its side, or the socket failed: nothing more will arrive.
+    Closed,
+    /// Nothing arrived within the wait.
+    Idle,
+}
+
+/// Reads until one frame is decoded, the peer closes, or `wait` passes without bytes.
 async fn read_frame(
     rd: &mut ReadHalf<TcpStream>,
     buf: &mut BytesMut,
     dec: &mut Decoder,
     wait: std::time::Duration,
-) -> Result<Option<Frame>, String> {
+) -> Result<Read, String> {
     loop {
         match dec.decode(buf) {
-            Ok(Some(f)) => return Ok(Some(f)),
+            Ok(Some(f)) => return Ok(Read::Frame(f)),
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
@@ -176,7 +185,8 @@ async fn read_frame(
         // as bytes really arrive.
         let want = dec.wanted(buf).clamp(1, READ_CHUNK_BYTES);
         match runtime::timeout(wait, runtime::read_some(rd, buf, want)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(Read::Closed),
+            Err(_) => return Ok(Read::Idle),
             Ok(Ok(_)) => {}
         }
     }
@@ -196,14 +206,18 @@ async fn reader_loop(
 ) {
     loop {
         let frame = match read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT).await {
-            Ok(Some(f)) => f,
-            Ok(None) => {
+            Ok(Read::Frame(f)) => f,
+            Ok(Read::Idle) => {
                 // Idle with Gets still streaming is not idle: keep the connection.
                 if !state.borrow().outstanding.is_empty() && !tx.is_closed() {
                     continue;
                 }
                 return;
             }
+            // The peer is gone (or only half-closed): stop reading and let the writer
+            // finish what is queued; reading again would return end-of-file at once,
+            // a busy loop that starves every other task of this shard.
+            Ok(Read::Closed) => return,
             Err(msg) => {
                 ShardMetrics::add(&shard.m().protocol_errors, 1);
                 tracing::debug!(%peer, error = %msg, "closing connection after a bad frame");
