@@ -73,6 +73,9 @@ struct Job {
     rel_path: String,
     abs_path: PathBuf,
     stat: SourceStat,
+    /// Hash the file again even if its index looks current: a block was found not to
+    /// match its digest although the file's identity did not change.
+    rebuild: bool,
 }
 
 struct JobDone {
@@ -248,8 +251,12 @@ fn hasher_loop(
             },
         };
         let ix_path = index_path_for(&cfg.index_dir, &job.rel_path);
-        let result = match FileIndex::open_if_current(&ix_path, &job.stat, cfg.block_size, cfg.algo)
-        {
+        let reuse = if job.rebuild {
+            Ok(None)
+        } else {
+            FileIndex::open_if_current(&ix_path, &job.stat, cfg.block_size, cfg.algo)
+        };
+        let result = match reuse {
             Ok(Some(ix)) => {
                 tracing::debug!(path = %job.rel_path, "reusing digest index");
                 stats.index_reuses.fetch_add(1, Relaxed);
@@ -338,6 +345,17 @@ impl Coordinator {
     }
 
     fn enqueue(&mut self, rel_path: String, abs_path: PathBuf, stat: SourceStat, urgent: bool) {
+        self.enqueue_job(rel_path, abs_path, stat, urgent, false)
+    }
+
+    fn enqueue_job(
+        &mut self,
+        rel_path: String,
+        abs_path: PathBuf,
+        stat: SourceStat,
+        urgent: bool,
+        rebuild: bool,
+    ) {
         if !self.queued.insert(rel_path.clone()) {
             return;
         }
@@ -345,6 +363,7 @@ impl Coordinator {
             rel_path,
             abs_path,
             stat,
+            rebuild,
         };
         let _ = if urgent {
             self.prio_tx.send(job)
@@ -374,7 +393,7 @@ impl Coordinator {
                 let current = self.map.get(&rel_path).map(|e| e.version());
                 if current == Some(version) {
                     match self.resolve(&rel_path) {
-                        Some((abs, stat)) => self.enqueue(rel_path, abs, stat, true),
+                        Some((abs, stat)) => self.enqueue_job(rel_path, abs, stat, true, true),
                         None => self.remove(&rel_path),
                     }
                 }

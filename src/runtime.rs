@@ -110,6 +110,27 @@ impl BlockFile {
         Ok(BlockFile { file })
     }
 
+    /// The open file's identity now (size, modification time, inode, device), to tell
+    /// whether it is still the file its index describes.
+    pub fn source_stat(&self) -> io::Result<crate::index::SourceStat> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fstat fills a zeroed stat struct for an fd we hold open.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and pointer.
+        if unsafe { libc::fstat(self.file.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(crate::index::SourceStat {
+            size: st.st_size as u64,
+            mtime_ns: st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec),
+            ino: st.st_ino,
+            dev: st.st_dev,
+        })
+    }
+
     /// Reads `len` bytes at `offset` (an aligned block start) into an immutable shared
     /// buffer: the one copy from the DMA buffer that lets the block cross shards freely.
     /// A short result means the file shrank.

@@ -61,6 +61,9 @@ pub struct Shard {
     pub metrics: Metrics,
     pub publisher: Publisher,
     pub router: Router,
+    /// `--verify-reads`: hash every block read from disk (otherwise the file's
+    /// identity is checked against its index on every read).
+    verify_reads: bool,
     cache: RefCell<BlockCache>,
     /// One disk read per missing block, however many requesters wait for it.
     inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
@@ -75,6 +78,7 @@ impl Shard {
         metrics: Metrics,
         publisher: Publisher,
         router: Router,
+        verify_reads: bool,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
@@ -82,6 +86,7 @@ impl Shard {
             metrics,
             publisher,
             router,
+            verify_reads,
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
             files: RefCell::new(HashMap::new()),
@@ -184,8 +189,10 @@ impl Shard {
         Ok(f)
     }
 
-    /// Reads a block from disk and checks it against the published digest, so no byte
-    /// leaves that the index does not vouch for (a file edited in place is caught here).
+    /// Reads a block from disk, making sure it is the content the index vouches for:
+    /// the open file must still be the indexed one (same size, modification time and
+    /// inode, checked on every read, so a file edited in place is caught here), and
+    /// with `--verify-reads` the block must also match its digest.
     async fn load(&self, entry: &FileEntry, index: u64) -> Result<Bytes, BlockError> {
         let file = self.open_file(entry).await?;
         let len = entry.index.block_len(index);
@@ -195,27 +202,37 @@ impl Shard {
             .await
             .map_err(|e| BlockError::Io(e.to_string()))?;
         ShardMetrics::add(&self.m().disk_read_bytes, data.len() as u64);
-        let mut ok = data.len() == len;
-        if ok {
+        // The identity is taken after the read: a write that raced with it has already
+        // moved the modification time.
+        let same_file = file.source_stat().is_ok_and(|now| now == entry.index.stat);
+        if data.len() != len || !same_file {
+            tracing::warn!(path = %entry.rel_path, block = index, "published file changed on disk; re-indexing");
+            return Err(self.changed(entry));
+        }
+        if self.verify_reads {
             let mut h = entry.index.algo.hasher();
             for chunk in data.chunks(VERIFY_SLICE_BYTES) {
                 h.update(chunk);
                 runtime::yield_if_needed().await;
             }
             let mut out = [0u8; MAX_DIGEST_BYTES];
-            ok = h.finish_into(&mut out) == entry.index.digest(index);
-        }
-        if !ok {
-            ShardMetrics::add(&self.m().digest_failures, 1);
-            tracing::warn!(path = %entry.rel_path, block = index, "block on disk does not match its digest; re-indexing");
-            self.files
-                .borrow_mut()
-                .remove(&(entry.file_id, entry.version()));
-            self.publisher
-                .report_stale(&entry.rel_path, entry.version());
-            return Err(BlockError::Changed);
+            if h.finish_into(&mut out) != entry.index.digest(index) {
+                ShardMetrics::add(&self.m().digest_failures, 1);
+                tracing::warn!(path = %entry.rel_path, block = index, "block on disk does not match its digest; re-indexing");
+                return Err(self.changed(entry));
+            }
         }
         Ok(data)
+    }
+
+    /// Forgets the open file of a changed entry and asks for it to be re-indexed.
+    fn changed(&self, entry: &FileEntry) -> BlockError {
+        self.files
+            .borrow_mut()
+            .remove(&(entry.file_id, entry.version()));
+        self.publisher
+            .report_stale(&entry.rel_path, entry.version());
+        BlockError::Changed
     }
 }
 

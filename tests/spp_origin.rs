@@ -589,3 +589,82 @@ fn regression_client_closing_with_gets_outstanding_does_not_spin_its_shard() {
         assert!(r.body == data, "body differs");
     }
 }
+
+/// Overwrites `len` bytes at `at` in place (same inode, same size).
+fn overwrite_in_place(path: &std::path::Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Sends Gets for every block of `info`'s version and collects what comes back: the
+/// blocks' bytes, or the error code that ended the answer.
+fn get_all(c: &mut Spp, info: &Info, blocks: u64) -> Result<Vec<u8>, ErrorCode> {
+    c.send(&Frame::Get(Get {
+        req_id: 500,
+        handle: info.handle,
+        version: info.version,
+        first_block: 0,
+        block_count: blocks as u32,
+    }));
+    let mut out = Vec::new();
+    for _ in 0..blocks {
+        match c.recv() {
+            Frame::Data(d) => out.extend_from_slice(&d.payload),
+            Frame::Error(e) => return Err(e.code),
+            other => panic!("{other:?}"),
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_file_edited_in_place_is_never_served_under_its_old_digests() {
+    for verify_reads in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = tempfile::tempdir().unwrap();
+        let data = content(6 * BS, 51);
+        let path = write_file(dir.path(), "m.bin", &data);
+        let mut extra = vec!["--rescan-interval", "600000"];
+        if verify_reads {
+            extra.push("--verify-reads");
+        }
+        let node = origin(dir.path(), idx.path(), &extra);
+        let mut c = Spp::connect(node.addr);
+        let old = c.info_ok("cdn.example.com", "m.bin");
+        // Nothing is cached yet; now the bytes change under the index.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let edit = vec![0xAAu8; 100];
+        overwrite_in_place(&path, 3 * BS as u64 + 7, &edit);
+        if verify_reads {
+            // Put the old modification time back (as `rsync --inplace -t` would): only
+            // the digest can tell now.
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(mtime).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        }
+        let mut edited = data.clone();
+        edited[3 * BS + 7..3 * BS + 107].copy_from_slice(&edit);
+        match get_all(&mut c, &old, 6) {
+            Ok(bytes) => panic!(
+                "verify_reads={verify_reads}: served {} bytes (edited: {}) under the old version",
+                bytes.len(),
+                bytes == edited
+            ),
+            Err(code) => assert!(
+                matches!(
+                    code,
+                    ErrorCode::VersionChanged | ErrorCode::Busy | ErrorCode::Internal
+                ),
+                "{code:?}"
+            ),
+        }
+        // Asked again, the file has a new version whose blocks are the edited bytes.
+        node.wait_for("the edited file to be re-indexed", |_| {
+            let mut c2 = Spp::connect(node.addr);
+            let i = c2.info_ok("cdn.example.com", "m.bin");
+            i.version != old.version && get_all(&mut c2, &i, 6).as_deref() == Ok(&edited[..])
+        });
+    }
+}

@@ -34,6 +34,11 @@ pub struct BenchArgs {
     /// the server allows, instead of paced viewers.
     #[arg(long)]
     pub max_throughput: bool,
+    /// With --max-throughput: fetch every title exactly once, in list order, spread
+    /// over the connections, then stop (the fair cold-content test: no byte is read
+    /// twice).
+    #[arg(long, requires = "max_throughput")]
+    pub once: bool,
     /// Connections in --max-throughput mode.
     #[arg(short = 'c', long, default_value_t = 16, value_name = "N")]
     pub connections: usize,
@@ -171,6 +176,8 @@ pub struct BenchConfig {
     pub titles: Vec<Title>,
     pub duration: Duration,
     pub max_throughput: bool,
+    /// Each title once, in order, then stop.
+    pub once: bool,
     pub connections: usize,
     pub rate_per_s: f64,
     pub poisson: bool,
@@ -298,6 +305,7 @@ impl BenchConfig {
             titles,
             duration: run_for,
             max_throughput,
+            once: a.once,
             connections,
             rate_per_s: a.rate,
             poisson,

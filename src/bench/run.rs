@@ -42,6 +42,8 @@ struct Exec {
     viewers: RefCell<HashMap<u64, Rc<RefCell<ViewerSlot>>>>,
     /// --max-throughput transfers under way, counted as active if the run ends first.
     transfers: std::cell::Cell<u64>,
+    /// --max-throughput connections still running (they stop early with --once).
+    connections: std::cell::Cell<u64>,
 }
 
 /// What the executor can see of a running viewer.
@@ -218,10 +220,12 @@ async fn executor(
         stats: RefCell::new(Stats::default()),
         viewers: RefCell::new(HashMap::new()),
         transfers: std::cell::Cell::new(0),
+        connections: std::cell::Cell::new(0),
     });
     let start = Instant::now();
     if cfg.max_throughput {
         for _ in (k..cfg.connections).step_by(n) {
+            ex.connections.set(ex.connections.get() + 1);
             runtime::spawn_detached(connection(ex.clone()));
         }
     } else {
@@ -254,7 +258,14 @@ async fn executor(
             runtime::spawn_detached(viewer(ex.clone(), id));
         }
     }
-    sleep_until(end).await;
+    if cfg.max_throughput {
+        // Connections end at the deadline, or earlier when --once runs out of titles.
+        while ex.connections.get() > 0 && Instant::now() < end {
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+    } else {
+        sleep_until(end).await;
+    }
     // Viewers still waiting on the network at the deadline: their playback up to now
     // counts (a server that sends nothing shows up as a stall, not as silence).
     let left: Vec<_> = ex.viewers.borrow_mut().drain().map(|(_, v)| v).collect();
@@ -408,7 +419,18 @@ async fn watch(ex: &Rc<Exec>, slot: &Rc<RefCell<ViewerSlot>>) -> Result<Outcome,
 async fn connection(ex: Rc<Exec>) {
     let mut session: Option<Session> = None;
     while Instant::now() < ex.end {
-        let title = ex.title().clone();
+        let title = if ex.cfg.once {
+            let i = ex
+                .live
+                .next_title
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match ex.cfg.titles.get(i as usize) {
+                Some(t) => t.clone(),
+                None => break,
+            }
+        } else {
+            ex.title().clone()
+        };
         ex.stats.borrow_mut().started += 1;
         Live::add(&ex.live.started, 1);
         ex.live
@@ -430,6 +452,7 @@ async fn connection(ex: Rc<Exec>) {
             }
         }
     }
+    ex.connections.set(ex.connections.get() - 1);
 }
 
 async fn transfer(

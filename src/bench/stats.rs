@@ -120,6 +120,8 @@ pub struct Live {
     pub failed: AtomicU64,
     pub stalls: AtomicU64,
     pub errors: AtomicU64,
+    /// With `--once`: the next title to fetch, shared by every connection.
+    pub next_title: AtomicU64,
 }
 
 impl Live {

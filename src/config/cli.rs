@@ -20,7 +20,7 @@ const MAX_HELP_WIDTH_COLUMNS: usize = 100;
 pub(super) type SynopsisItem = (&'static str, Option<&'static str>);
 
 /// The node's synopsis: the original man page's, verbatim, then our long-only options.
-pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 18] = [
+pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 19] = [
     ("-dDiTZ", None),
     ("-A", Some("hostname")),
     ("-b", Some("blocksize")),
@@ -39,6 +39,7 @@ pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 18] = [
     ("--index-dir", Some("DIR")),
     ("--rescan-interval", Some("MS")),
     ("--max-connections", Some("N")),
+    ("--verify-reads", None),
 ];
 
 /// `p2pd get`'s synopsis after its URL.
@@ -443,4 +444,16 @@ pub(super) struct ServeArgs {
         out among the shards; beyond it new connections are closed at once. At least 1."
     )]
     pub(super) max_connections: usize,
+
+    /// Check every block read from a published file against its digest
+    #[arg(
+        long = "verify-reads",
+        long_help = "Check every block an origin reads from a published file against \
+        its digest before serving it (costs one hash per block read from disk). By \
+        default the origin trusts a published file while its size, modification time \
+        and inode still match its index, checked on every read, as BitTorrent seeders \
+        do; SPP receivers verify every block anyway. Use this where silent disk \
+        corruption is a concern."
+    )]
+    pub(super) verify_reads: bool,
 }

@@ -161,6 +161,9 @@ pub struct ServeConfig {
     pub rescan_interval_ms: u64,
     /// `--max-connections N`, >= 1
     pub max_connections: usize,
+    /// `--verify-reads`: hash every block read from disk, not only trust the index's
+    /// file identity.
+    pub verify_reads: bool,
 }
 
 /// Everything `p2pd get` needs from its command line.
@@ -426,6 +429,7 @@ fn validate_serve(a: cli::ServeArgs, matches: &ArgMatches) -> Result<ServeConfig
         debug_level: a.debug,
         rescan_interval_ms: a.rescan_interval,
         max_connections: a.max_connections,
+        verify_reads: a.verify_reads,
     })
 }
 

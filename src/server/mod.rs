@@ -168,6 +168,7 @@ async fn shard_main(
         ctx.metrics.clone(),
         ctx.publisher.clone(),
         router,
+        ctx.config.verify_reads,
     );
     Router::serve(shard.clone(), receivers);
     let std_listener = listeners
