@@ -162,7 +162,10 @@ impl Session {
     /// request at a time).
     pub fn can_request(&self, window_blocks: u32) -> bool {
         match self {
-            Session::Spp(s) => s.outstanding_blocks() < u64::from(window_blocks),
+            Session::Spp(s) => {
+                s.outstanding_blocks() < u64::from(window_blocks)
+                    && s.outstanding.len() < limits::MAX_OUTSTANDING_REQUESTS
+            }
             Session::Http(s) => s.cur.is_none(),
         }
     }
@@ -347,6 +350,8 @@ impl SppSession {
 
 struct HttpRequest {
     sent: Instant,
+    /// Body bytes a Range request asked for (`None`: the whole file).
+    asked: Option<u64>,
     /// Body bytes still to read; `None` until the head is read.
     remaining: Option<u64>,
     close_after: bool,
@@ -396,12 +401,16 @@ impl HttpSession {
             self.stream = Some(s);
             self.buf.clear();
         }
-        let (range, end) = match (self.chunk, self.size) {
-            (None, _) => (String::new(), self.size.unwrap_or(u64::MAX)),
+        let (range, end, asked) = match (self.chunk, self.size) {
+            (None, _) => (String::new(), self.size.unwrap_or(u64::MAX), None),
             (Some(c), size) => {
-                let last = offset + c - 1;
+                let last = offset.saturating_add(c - 1);
                 let last = size.map_or(last, |s| last.min(s.saturating_sub(1)));
-                (format!("Range: bytes={offset}-{last}\r\n"), last + 1)
+                (
+                    format!("Range: bytes={offset}-{last}\r\n"),
+                    last + 1,
+                    Some(last + 1 - offset),
+                )
             }
         };
         let head = format!(
@@ -425,6 +434,7 @@ impl HttpSession {
         }
         self.cur = Some(HttpRequest {
             sent: Instant::now(),
+            asked,
             remaining: None,
             close_after: false,
             stale: false,
@@ -437,7 +447,10 @@ impl HttpSession {
     async fn first_request(mut self) -> Result<(Session, u64), BenchError> {
         let end = self.request(0).await?;
         self.read_head().await?;
-        let end = end.min(self.size.unwrap_or(0));
+        let size = self.size.unwrap_or(0);
+        // Answered whole (200 to a Range request, or no Range asked): all of it comes.
+        let whole = self.cur.as_ref().is_some_and(|c| c.remaining == Some(size));
+        let end = if whole { size } else { end.min(size) };
         Ok((Session::Http(self), end))
     }
 
@@ -505,6 +518,16 @@ impl HttpSession {
                             "response has no Content-Length (chunked bodies are not supported)",
                         ));
                     };
+                    // A server that ignores Range sends the whole file with 200: the
+                    // bytes would not be the ones asked for, so that is an error (the
+                    // first request of a title, from byte 0, may be answered whole).
+                    let asked = self.cur.as_ref().and_then(|c| c.asked);
+                    if status == 200 && asked.is_some_and(|a| a != len) && self.size.is_some() {
+                        self.stream = None;
+                        return Err(
+                            self.err("the server ignored the Range header (200 instead of 206)")
+                        );
+                    }
                     let size = if status == 206 { total } else { Some(len) };
                     match (self.size, size) {
                         (None, Some(s)) => self.size = Some(s),

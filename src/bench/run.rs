@@ -379,7 +379,11 @@ async fn watch(ex: &Rc<Exec>, slot: &Rc<RefCell<ViewerSlot>>) -> Result<Outcome,
             && next_off < size
             && next_off < play_pos + max_buffer_bytes.max(unit)
         {
-            next_off = session.request(next_off).await?;
+            let to = session.request(next_off).await?;
+            if to == next_off {
+                break;
+            }
+            next_off = to;
         }
         if session.idle() {
             // Nothing to fetch now: the buffer is full, or the whole title is in.
@@ -491,7 +495,11 @@ async fn transfer(
             return Ok(Outcome::RunEnded);
         }
         while s.can_request(cfg.window_blocks) && next_off < size {
-            next_off = s.request(next_off).await?;
+            let to = s.request(next_off).await?;
+            if to == next_off {
+                break;
+            }
+            next_off = to;
         }
         if s.idle() {
             *slot = Some(s);
