@@ -96,28 +96,54 @@ pub async fn write_all_parts<S: futures_lite::AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// A media file opened for block reads with direct I/O where the filesystem allows it
-/// (tmpfs and some others do not; glommio falls back to buffered reads there).
-pub struct BlockFile {
-    file: glommio::io::DmaFile,
+/// A media file opened for block reads: with direct I/O (`O_DIRECT`, the default;
+/// tmpfs and some others do not allow it and glommio falls back to buffered reads
+/// there), or through the page cache with the kernel's read-ahead
+/// (`--buffered-reads`).
+pub enum BlockFile {
+    Direct(glommio::io::DmaFile),
+    Buffered(glommio::io::BufferedFile),
 }
 
 impl BlockFile {
-    pub async fn open(path: &Path) -> io::Result<BlockFile> {
-        let file = glommio::io::DmaFile::open(path)
+    pub async fn open(path: &Path, direct: bool) -> io::Result<BlockFile> {
+        if direct {
+            let file = glommio::io::DmaFile::open(path)
+                .await
+                .map_err(io::Error::from)?;
+            return Ok(BlockFile::Direct(file));
+        }
+        let file = glommio::io::BufferedFile::open(path)
             .await
             .map_err(io::Error::from)?;
-        Ok(BlockFile { file })
+        // Blocks are read mostly in order: ask for the kernel's larger read-ahead.
+        // SAFETY: advice on an fd we hold open; failure only loses the hint.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                libc::POSIX_FADV_SEQUENTIAL,
+            )
+        };
+        Ok(BlockFile::Buffered(file))
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            BlockFile::Direct(f) => f.as_raw_fd(),
+            BlockFile::Buffered(f) => f.as_raw_fd(),
+        }
     }
 
     /// The open file's identity now (size, modification time, inode, device), to tell
     /// whether it is still the file its index describes.
     pub fn source_stat(&self) -> io::Result<crate::index::SourceStat> {
-        use std::os::fd::AsRawFd;
         // SAFETY: fstat fills a zeroed stat struct for an fd we hold open.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd and pointer.
-        if unsafe { libc::fstat(self.file.as_raw_fd(), &mut st) } != 0 {
+        if unsafe { libc::fstat(self.raw_fd(), &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(crate::index::SourceStat {
@@ -135,12 +161,14 @@ impl BlockFile {
     /// buffer: the one copy from the DMA buffer that lets the block cross shards freely.
     /// A short result means the file shrank.
     pub async fn read_block(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let aligned = (len as u64).div_ceil(4096) * 4096;
-        let r = self
-            .file
-            .read_at_aligned(offset, aligned as usize)
-            .await
-            .map_err(io::Error::from)?;
+        let r = match self {
+            BlockFile::Direct(f) => {
+                let aligned = (len as u64).div_ceil(4096) * 4096;
+                f.read_at_aligned(offset, aligned as usize).await
+            }
+            BlockFile::Buffered(f) => f.read_at(offset, len).await,
+        }
+        .map_err(io::Error::from)?;
         let n = r.len().min(len);
         Ok(Bytes::copy_from_slice(&r[..n]))
     }

@@ -64,6 +64,8 @@ pub struct Shard {
     /// `--verify-reads`: hash every block read from disk (otherwise the file's
     /// identity is checked against its index on every read).
     verify_reads: bool,
+    /// `--buffered-reads`: open files for page-cache reads instead of direct I/O.
+    buffered_reads: bool,
     cache: RefCell<BlockCache>,
     /// One disk read per missing block, however many requesters wait for it.
     inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
@@ -79,6 +81,7 @@ impl Shard {
         publisher: Publisher,
         router: Router,
         verify_reads: bool,
+        buffered_reads: bool,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
@@ -87,6 +90,7 @@ impl Shard {
             publisher,
             router,
             verify_reads,
+            buffered_reads,
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
             files: RefCell::new(HashMap::new()),
@@ -176,7 +180,7 @@ impl Shard {
             return Ok(f.clone());
         }
         let f = Rc::new(
-            BlockFile::open(&entry.abs_path)
+            BlockFile::open(&entry.abs_path, !self.buffered_reads)
                 .await
                 .map_err(|e| BlockError::Io(e.to_string()))?,
         );

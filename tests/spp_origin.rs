@@ -668,3 +668,19 @@ fn a_file_edited_in_place_is_never_served_under_its_old_digests() {
         });
     }
 }
+
+#[test]
+fn buffered_reads_serve_the_same_verified_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(37 * BS + 11, 61);
+    write_file(dir.path(), "b.bin", &data);
+    let node = origin(dir.path(), idx.path(), &["--buffered-reads"]);
+    let out = dir.path().join("out.bin");
+    let (code, err) = p2pd_get(&node.spp_url("b.bin"), &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(&out).unwrap() == data);
+    let r = http_get(node.addr, "/b.bin", "Range: bytes=100-70000\r\n");
+    assert_eq!(r.status, 206);
+    assert!(r.body == data[100..=70000]);
+}

@@ -20,7 +20,7 @@ const MAX_HELP_WIDTH_COLUMNS: usize = 100;
 pub(super) type SynopsisItem = (&'static str, Option<&'static str>);
 
 /// The node's synopsis: the original man page's, verbatim, then our long-only options.
-pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 19] = [
+pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 20] = [
     ("-dDiTZ", None),
     ("-A", Some("hostname")),
     ("-b", Some("blocksize")),
@@ -40,6 +40,7 @@ pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 19] = [
     ("--rescan-interval", Some("MS")),
     ("--max-connections", Some("N")),
     ("--verify-reads", None),
+    ("--buffered-reads", None),
 ];
 
 /// `p2pd get`'s synopsis after its URL.
@@ -456,4 +457,16 @@ pub(super) struct ServeArgs {
         corruption is a concern."
     )]
     pub(super) verify_reads: bool,
+
+    /// Read published files through the page cache instead of with direct I/O
+    #[arg(
+        long = "buffered-reads",
+        long_help = "Read published files through the kernel's page cache, with its \
+        read-ahead, instead of with direct I/O (O_DIRECT). Direct I/O is the default: \
+        the memory cache (-M) holds the hot blocks and the page cache would only hold \
+        them twice. Some virtual disks serve O_DIRECT reads much more slowly than \
+        page-cache reads with large read-ahead; perf/run.sh shows which is faster on \
+        a machine."
+    )]
+    pub(super) buffered_reads: bool,
 }

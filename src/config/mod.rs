@@ -164,6 +164,8 @@ pub struct ServeConfig {
     /// `--verify-reads`: hash every block read from disk, not only trust the index's
     /// file identity.
     pub verify_reads: bool,
+    /// `--buffered-reads`: page-cache reads instead of direct I/O.
+    pub buffered_reads: bool,
 }
 
 /// Everything `p2pd get` needs from its command line.
@@ -430,6 +432,7 @@ fn validate_serve(a: cli::ServeArgs, matches: &ArgMatches) -> Result<ServeConfig
         rescan_interval_ms: a.rescan_interval,
         max_connections: a.max_connections,
         verify_reads: a.verify_reads,
+        buffered_reads: a.buffered_reads,
     })
 }
 

@@ -169,6 +169,7 @@ async fn shard_main(
         ctx.publisher.clone(),
         router,
         ctx.config.verify_reads,
+        ctx.config.buffered_reads,
     );
     Router::serve(shard.clone(), receivers);
     let std_listener = listeners
