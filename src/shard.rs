@@ -53,6 +53,16 @@ pub fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// How blocks are read from published files.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadPolicy {
+    /// `--verify-reads`: hash every block read from disk (otherwise the file's
+    /// identity is checked against its index on every read).
+    pub verify: bool,
+    /// `--buffered-reads`: page-cache reads instead of direct I/O.
+    pub buffered: bool,
+}
+
 type LoadFuture = Shared<LocalBoxFuture<'static, Result<Bytes, BlockError>>>;
 
 pub struct Shard {
@@ -61,11 +71,7 @@ pub struct Shard {
     pub metrics: Metrics,
     pub publisher: Publisher,
     pub router: Router,
-    /// `--verify-reads`: hash every block read from disk (otherwise the file's
-    /// identity is checked against its index on every read).
-    verify_reads: bool,
-    /// `--buffered-reads`: open files for page-cache reads instead of direct I/O.
-    buffered_reads: bool,
+    reads: ReadPolicy,
     cache: RefCell<BlockCache>,
     /// One disk read per missing block, however many requesters wait for it.
     inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
@@ -80,8 +86,7 @@ impl Shard {
         metrics: Metrics,
         publisher: Publisher,
         router: Router,
-        verify_reads: bool,
-        buffered_reads: bool,
+        reads: ReadPolicy,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
@@ -89,8 +94,7 @@ impl Shard {
             metrics,
             publisher,
             router,
-            verify_reads,
-            buffered_reads,
+            reads,
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
             files: RefCell::new(HashMap::new()),
@@ -180,7 +184,7 @@ impl Shard {
             return Ok(f.clone());
         }
         let f = Rc::new(
-            BlockFile::open(&entry.abs_path, !self.buffered_reads)
+            BlockFile::open(&entry.abs_path, !self.reads.buffered)
                 .await
                 .map_err(|e| BlockError::Io(e.to_string()))?,
         );
@@ -213,7 +217,7 @@ impl Shard {
             tracing::warn!(path = %entry.rel_path, block = index, "published file changed on disk; re-indexing");
             return Err(self.changed(entry));
         }
-        if self.verify_reads {
+        if self.reads.verify {
             let mut h = entry.index.algo.hasher();
             for chunk in data.chunks(VERIFY_SLICE_BYTES) {
                 h.update(chunk);

@@ -168,8 +168,10 @@ async fn shard_main(
         ctx.metrics.clone(),
         ctx.publisher.clone(),
         router,
-        ctx.config.verify_reads,
-        ctx.config.buffered_reads,
+        crate::shard::ReadPolicy {
+            verify: ctx.config.verify_reads,
+            buffered: ctx.config.buffered_reads,
+        },
     );
     Router::serve(shard.clone(), receivers);
     let std_listener = listeners
