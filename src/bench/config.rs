@@ -19,7 +19,12 @@ pub const MAX_WINDOW_BLOCKS: u32 = 1024;
 
 /// VoD load generator for p2pd (SPP) and any HTTP server with Range support.
 #[derive(Parser, Debug)]
-#[command(name = "p2pd-bench", version, about, max_term_width = 100)]
+#[command(
+    name = "p2pd-bench",
+    version,
+    about = "VoD load generator for p2pd (SPP) and any HTTP server with Range support",
+    max_term_width = 100
+)]
 pub struct BenchArgs {
     /// Titles: spp://host:port/path or http://host:port/path (both kinds may be mixed).
     #[arg(value_name = "URL")]
