@@ -74,21 +74,27 @@ pub enum Session {
     Http(HttpSession),
 }
 
+/// How a session asks for data; the same for every title of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    pub timeout: Duration,
+    /// Check SPP blocks against their digests.
+    pub verify: bool,
+    /// SPP blocks per Get.
+    pub blocks_per_get: u32,
+    /// HTTP bytes per Range request; `None` for the whole file.
+    pub chunk: Option<u64>,
+}
+
 impl Session {
     /// Connects and learns the title's size. For HTTP this sends the first request
     /// (from byte 0), since only a response tells the size; the second value is the
     /// offset just past what is already asked for.
-    pub async fn open(
-        title: &Title,
-        timeout: Duration,
-        verify: bool,
-        blocks_per_get: u32,
-        chunk: Option<u64>,
-    ) -> Result<(Session, u64), BenchError> {
+    pub async fn open(title: &Title, o: OpenOptions) -> Result<(Session, u64), BenchError> {
         match title {
             Title::Spp { addr, file, .. } => {
-                let conn = Connection::connect(*addr, Role::Client, 0, timeout).await?;
-                let s = SppSession::start(conn, file, verify, blocks_per_get).await?;
+                let conn = Connection::connect(*addr, Role::Client, 0, o.timeout).await?;
+                let s = SppSession::start(conn, file, o).await?;
                 Ok((Session::Spp(s), 0))
             }
             Title::Http {
@@ -101,8 +107,8 @@ impl Session {
                     stream: None,
                     buf: BytesMut::with_capacity(HTTP_READ_BYTES),
                     size: None,
-                    timeout,
-                    chunk,
+                    timeout: o.timeout,
+                    chunk: o.chunk,
                     cur: None,
                     read_buf: vec![0u8; HTTP_READ_BYTES],
                 };
@@ -113,19 +119,12 @@ impl Session {
 
     /// Opens `title`, reusing this session's connection when it is the same server and
     /// protocol and the connection is idle.
-    pub async fn reopen(
-        self,
-        title: &Title,
-        timeout: Duration,
-        verify: bool,
-        blocks_per_get: u32,
-        chunk: Option<u64>,
-    ) -> Result<(Session, u64), BenchError> {
+    pub async fn reopen(self, title: &Title, o: OpenOptions) -> Result<(Session, u64), BenchError> {
         match (self, title) {
             (Session::Spp(s), Title::Spp { addr, file, .. })
                 if s.conn.addr == *addr && s.outstanding.is_empty() =>
             {
-                let s = SppSession::start(s.conn, file, verify, blocks_per_get).await?;
+                let s = SppSession::start(s.conn, file, o).await?;
                 Ok((Session::Spp(s), 0))
             }
             (
@@ -139,7 +138,7 @@ impl Session {
                 s.size = None;
                 s.first_request().await
             }
-            _ => Session::open(title, timeout, verify, blocks_per_get, chunk).await,
+            _ => Session::open(title, o).await,
         }
     }
 
@@ -184,6 +183,24 @@ impl Session {
             Session::Spp(s) => s.request(offset).await,
             Session::Http(s) => s.request(offset).await,
         }
+    }
+
+    /// Sends requests from `next_off` while the window has room and the data asked for
+    /// stays below `limit`; returns the offset just past what is now asked for.
+    pub async fn fill(
+        &mut self,
+        mut next_off: u64,
+        limit: u64,
+        window_blocks: u32,
+    ) -> Result<u64, BenchError> {
+        while self.can_request(window_blocks) && next_off < limit {
+            let to = self.request(next_off).await?;
+            if to == next_off {
+                break;
+            }
+            next_off = to;
+        }
+        Ok(next_off)
     }
 
     /// Marks everything outstanding as stale (a seek): it is still read off the wire
@@ -235,15 +252,14 @@ impl SppSession {
     async fn start(
         mut conn: Connection,
         file: &FileRef,
-        verify: bool,
-        blocks_per_get: u32,
+        o: OpenOptions,
     ) -> Result<SppSession, BenchError> {
         let file = conn.file_info(file).await?;
         Ok(SppSession {
             conn,
             file,
-            verify,
-            blocks_per_get: blocks_per_get.clamp(1, limits::MAX_BLOCKS_PER_GET),
+            verify: o.verify,
+            blocks_per_get: o.blocks_per_get.clamp(1, limits::MAX_BLOCKS_PER_GET),
             outstanding: VecDeque::new(),
         })
     }

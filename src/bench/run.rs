@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::client::{BenchError, Piece, Session};
+use super::client::{BenchError, OpenOptions, Piece, Session};
 use super::config::{BenchConfig, Title};
 use super::model::{exp_gap, Arrivals, Playout, PlayoutEvent, TitlePicker};
 use super::stats::{cpu_times, record_secs, Live, Report, RunFacts, Stats};
@@ -324,8 +324,7 @@ async fn watch(ex: &Rc<Exec>, slot: &Rc<RefCell<ViewerSlot>>) -> Result<Outcome,
     let leave_at = (arrived + Duration::from_secs_f64(cfg.watch_s)).min(ex.end);
     let secs = |i: Instant| i.saturating_duration_since(arrived).as_secs_f64();
     let title = ex.title().clone();
-    let (mut session, mut next_off) =
-        Session::open(&title, cfg.timeout, cfg.verify, 1, cfg.chunk_bytes).await?;
+    let (mut session, mut next_off) = Session::open(&title, open_options(&cfg, 1)).await?;
     let size = session.size();
     let unit = session.unit_bytes();
     let source = session.source();
@@ -375,16 +374,8 @@ async fn watch(ex: &Rc<Exec>, slot: &Rc<RefCell<ViewerSlot>>) -> Result<Outcome,
                 p.secs_until_buffer_below(0.0),
             )
         };
-        while session.can_request(cfg.window_blocks)
-            && next_off < size
-            && next_off < play_pos + max_buffer_bytes.max(unit)
-        {
-            let to = session.request(next_off).await?;
-            if to == next_off {
-                break;
-            }
-            next_off = to;
-        }
+        let limit = size.min(play_pos + max_buffer_bytes.max(unit));
+        next_off = session.fill(next_off, limit, cfg.window_blocks).await?;
         if session.idle() {
             // Nothing to fetch now: the buffer is full, or the whole title is in.
             let wake = if next_off >= size {
@@ -416,6 +407,15 @@ async fn watch(ex: &Rc<Exec>, slot: &Rc<RefCell<ViewerSlot>>) -> Result<Outcome,
                 None => {}
             }
         }
+    }
+}
+
+fn open_options(cfg: &BenchConfig, blocks_per_get: u32) -> OpenOptions {
+    OpenOptions {
+        timeout: cfg.timeout,
+        verify: cfg.verify,
+        blocks_per_get,
+        chunk: cfg.chunk_bytes,
     }
 }
 
@@ -465,27 +465,10 @@ async fn transfer(
     title: &Title,
 ) -> Result<Outcome, BenchError> {
     let cfg = &ex.cfg;
+    let o = open_options(cfg, THROUGHPUT_BLOCKS_PER_GET);
     let opened = match slot.take() {
-        Some(s) => {
-            s.reopen(
-                title,
-                cfg.timeout,
-                cfg.verify,
-                THROUGHPUT_BLOCKS_PER_GET,
-                cfg.chunk_bytes,
-            )
-            .await
-        }
-        None => {
-            Session::open(
-                title,
-                cfg.timeout,
-                cfg.verify,
-                THROUGHPUT_BLOCKS_PER_GET,
-                cfg.chunk_bytes,
-            )
-            .await
-        }
+        Some(s) => s.reopen(title, o).await,
+        None => Session::open(title, o).await,
     };
     let (mut s, mut next_off) = opened?;
     let size = s.size();
@@ -494,13 +477,7 @@ async fn transfer(
         if Instant::now() >= ex.end {
             return Ok(Outcome::RunEnded);
         }
-        while s.can_request(cfg.window_blocks) && next_off < size {
-            let to = s.request(next_off).await?;
-            if to == next_off {
-                break;
-            }
-            next_off = to;
-        }
+        next_off = s.fill(next_off, size, cfg.window_blocks).await?;
         if s.idle() {
             *slot = Some(s);
             return Ok(Outcome::Completed);
