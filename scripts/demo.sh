@@ -37,4 +37,4 @@ curl -sS -r -100 -o "$work/tail" -D - "http://127.0.0.1:$port/movie.mp4" | grep 
 cmp "$work/tail" <(tail -c 100 "$work/media/movie.mp4") && echo "   range bytes match"
 echo "== metrics"
 curl -sS "http://127.0.0.1:$port/_p2pd/metrics" | grep -E '^p2pd_(bytes_sent|requests|index_builds|files_published)' | sed 's/^/   /'
-echo "== done: the origin verified every block it read against its digest index, and p2pd get verified every block it received"
+echo "== done: the origin served only blocks its digest index vouches for (the file unchanged since indexing), and p2pd get verified every block it received against its digest"
