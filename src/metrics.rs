@@ -24,6 +24,24 @@ pub struct ShardMetrics {
     pub memory_cache_bytes: AtomicI64,
     pub disk_read_bytes: AtomicU64,
     pub router_forwarded: AtomicU64,
+    /// Caches: blocks read from the cache disk and verified.
+    pub disk_cache_hits: AtomicU64,
+    /// Caches: blocks in neither the memory cache nor on disk.
+    pub cache_misses: AtomicU64,
+    /// Caches: blocks fetched from an upstream and verified.
+    pub upstream_fetches: AtomicU64,
+    pub upstream_bytes: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    /// Caches: blocks on disk that failed their digest (dropped, fetched again).
+    pub disk_cache_corrupt: AtomicU64,
+    pub disk_cache_evictions: AtomicU64,
+    pub disk_cache_write_bytes: AtomicU64,
+    /// Caches: requests refused because the requester may not make this node fetch.
+    pub recursive_refused: AtomicU64,
+    /// Caches (gauge): block bytes this shard holds on disk.
+    pub disk_cache_bytes: AtomicI64,
+    /// Caches (gauge): files whose metadata this shard holds.
+    pub files_cached: AtomicI64,
 }
 
 impl ShardMetrics {
@@ -134,6 +152,56 @@ impl Metrics {
             "Block requests forwarded to the owning shard.",
             &[("", self.sum(|s| s.router_forwarded.load(Relaxed)))],
         );
+        let cache_counters: [(&str, &str, fn(&ShardMetrics) -> &AtomicU64); 9] = [
+            (
+                "p2pd_disk_cache_hits_total",
+                "Caches: blocks read from the cache disk and verified.",
+                |s| &s.disk_cache_hits,
+            ),
+            (
+                "p2pd_cache_misses_total",
+                "Caches: blocks in neither the memory cache nor on disk.",
+                |s| &s.cache_misses,
+            ),
+            (
+                "p2pd_upstream_fetches_total",
+                "Caches: blocks fetched from an upstream node and verified.",
+                |s| &s.upstream_fetches,
+            ),
+            (
+                "p2pd_upstream_bytes_total",
+                "Caches: bytes of verified blocks fetched from upstream nodes.",
+                |s| &s.upstream_bytes,
+            ),
+            (
+                "p2pd_upstream_errors_total",
+                "Caches: failed upstream requests (connect, timeout, error answer, bad block).",
+                |s| &s.upstream_errors,
+            ),
+            (
+                "p2pd_disk_cache_corrupt_total",
+                "Caches: blocks on the cache disk that failed their digest (dropped, never served).",
+                |s| &s.disk_cache_corrupt,
+            ),
+            (
+                "p2pd_disk_cache_evictions_total",
+                "Caches: blocks evicted from the disk cache to stay within -C.",
+                |s| &s.disk_cache_evictions,
+            ),
+            (
+                "p2pd_disk_cache_write_bytes_total",
+                "Caches: block bytes written to the disk cache.",
+                |s| &s.disk_cache_write_bytes,
+            ),
+            (
+                "p2pd_recursive_refused_total",
+                "Caches: requests refused because the requester may not make this node fetch.",
+                |s| &s.recursive_refused,
+            ),
+        ];
+        for (name, help, field) in cache_counters {
+            counter(name, help, &[("", self.sum(|s| field(s).load(Relaxed)))]);
+        }
         counter(
             "p2pd_index_builds_total",
             "Digest indexes built by hashing a published file.",
@@ -153,6 +221,16 @@ impl Metrics {
             o,
             "# HELP p2pd_memory_cache_bytes Bytes held in the memory cache.\n# TYPE p2pd_memory_cache_bytes gauge\np2pd_memory_cache_bytes {}",
             self.sum_i(|s| s.memory_cache_bytes.load(Relaxed))
+        );
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_disk_cache_bytes Caches: block bytes held on disk.\n# TYPE p2pd_disk_cache_bytes gauge\np2pd_disk_cache_bytes {}",
+            self.sum_i(|s| s.disk_cache_bytes.load(Relaxed))
+        );
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_files_cached Caches: files whose info is held.\n# TYPE p2pd_files_cached gauge\np2pd_files_cached {}",
+            self.sum_i(|s| s.files_cached.load(Relaxed))
         );
         let _ = writeln!(
             o,

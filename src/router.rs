@@ -1,5 +1,6 @@
 //! The cross-shard router: a full mesh of glommio channels over which a shard asks a
-//! block's owner for it and gets the verified buffer back. Only the pointer moves: a
+//! block's owner for it and gets the verified buffer back, and asks a cached file's
+//! metadata owner for the file. Only the pointer moves: a
 //! [`Bytes`] crosses cores without its data being copied.
 
 use std::cell::{Cell, RefCell};
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
-use crate::publish::FileEntry;
+use crate::content::{Content, Refusal};
+use crate::shard::fill::CachedFile;
+use crate::store::FileKey;
 use crate::runtime::{self, Full, MeshBuilder, Receivers, Senders};
 use crate::shard::{BlockError, Shard};
 
@@ -22,13 +25,27 @@ pub enum RouterMsg {
     Read {
         req: u64,
         from: usize,
-        entry: Arc<FileEntry>,
+        content: Content,
         index: u64,
+        /// The requester may make this node fetch the block upstream.
+        may_fetch: bool,
     },
     /// The owner's answer to request `req`.
     Done {
         req: u64,
         result: Result<Bytes, BlockError>,
+    },
+    /// Shard `from` asks a file's metadata owner for the cached file named `key`.
+    Lookup {
+        req: u64,
+        from: usize,
+        key: FileKey,
+        may_fetch: bool,
+    },
+    /// The metadata owner's answer to lookup `req`.
+    LookupDone {
+        req: u64,
+        result: Result<Arc<CachedFile>, Refusal>,
     },
 }
 
@@ -38,9 +55,12 @@ pub fn mesh(shards: usize) -> Mesh {
     MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY)
 }
 
+type LookupResult = Result<Arc<CachedFile>, Refusal>;
+
 pub struct Router {
     senders: Senders<RouterMsg>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Result<Bytes, BlockError>>>>,
+    lookups: RefCell<HashMap<u64, oneshot::Sender<LookupResult>>>,
     next_req: Cell<u64>,
 }
 
@@ -57,21 +77,48 @@ impl Router {
             Router {
                 senders,
                 pending: RefCell::new(HashMap::new()),
+                lookups: RefCell::new(HashMap::new()),
                 next_req: Cell::new(1),
             },
             receivers,
         ))
     }
 
+    fn next_id(&self) -> u64 {
+        let req = self.next_req.get();
+        self.next_req.set(req.wrapping_add(1));
+        req
+    }
+
+    /// Asks shard `owner` (a file's metadata owner) for the cached file `key`.
+    pub async fn lookup(&self, owner: usize, key: FileKey, may_fetch: bool) -> LookupResult {
+        let req = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.lookups.borrow_mut().insert(req, tx);
+        let from = self.senders.peer_id();
+        let msg = RouterMsg::Lookup {
+            req,
+            from,
+            key,
+            may_fetch,
+        };
+        if self.senders.send_to(owner, msg).await.is_err() {
+            self.lookups.borrow_mut().remove(&req);
+            return Err(Refusal::Internal("shard unavailable".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Refusal::Internal("shard unavailable".into())))
+    }
+
     /// Asks shard `owner` for a block and waits for the answer.
     pub async fn read(
         &self,
         owner: usize,
-        entry: Arc<FileEntry>,
+        content: Content,
         index: u64,
+        may_fetch: bool,
     ) -> Result<Bytes, BlockError> {
-        let req = self.next_req.get();
-        self.next_req.set(req.wrapping_add(1));
+        let req = self.next_id();
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(req, tx);
         let from = self.senders.peer_id();
@@ -82,8 +129,9 @@ impl Router {
                 RouterMsg::Read {
                     req,
                     from,
-                    entry,
+                    content,
                     index,
+                    may_fetch,
                 },
             )
             .await
@@ -105,12 +153,13 @@ impl Router {
                         RouterMsg::Read {
                             req,
                             from,
-                            entry,
+                            content,
                             index,
+                            may_fetch,
                         } => {
                             let shard = shard.clone();
                             runtime::spawn_detached(async move {
-                                let result = shard.local_block(entry, index).await;
+                                let result = shard.local_block(content, index, may_fetch).await;
                                 let _ = shard
                                     .router
                                     .senders
@@ -120,6 +169,27 @@ impl Router {
                         }
                         RouterMsg::Done { req, result } => {
                             if let Some(tx) = shard.router.pending.borrow_mut().remove(&req) {
+                                let _ = tx.send(result);
+                            }
+                        }
+                        RouterMsg::Lookup {
+                            req,
+                            from,
+                            key,
+                            may_fetch,
+                        } => {
+                            let shard = shard.clone();
+                            runtime::spawn_detached(async move {
+                                let result = shard.local_lookup(key, may_fetch).await;
+                                let _ = shard
+                                    .router
+                                    .senders
+                                    .send_to(from, RouterMsg::LookupDone { req, result })
+                                    .await;
+                            });
+                        }
+                        RouterMsg::LookupDone { req, result } => {
+                            if let Some(tx) = shard.router.lookups.borrow_mut().remove(&req) {
                                 let _ = tx.send(result);
                             }
                         }

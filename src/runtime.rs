@@ -63,6 +63,44 @@ pub async fn connect(addr: SocketAddr, d: Duration) -> io::Result<TcpStream> {
     Ok(s)
 }
 
+/// Connects from a chosen source address (`--bind`, so that several nodes on one
+/// machine, each on its own loopback address, are told apart by the nodes they
+/// connect to), with a deadline, and sets `TCP_NODELAY`. Without a source address, or
+/// when its family differs from `addr`'s, the kernel picks one as for [`connect`].
+pub async fn connect_from(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    d: Duration,
+) -> io::Result<TcpStream> {
+    let Some(src) = source.filter(|s| s.is_ipv4() == addr.is_ipv4()) else {
+        return connect(addr, d).await;
+    };
+    // glommio's connect takes no source address; a bound socket connects on the
+    // blocking pool instead (connections to upstreams are few and long-lived).
+    let socket = blocking(move || -> io::Result<socket2::Socket> {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.bind(&SocketAddr::new(src, 0).into())?;
+        s.connect_timeout(&addr.into(), d)?;
+        Ok(s)
+    })
+    .await?;
+    // SAFETY: the fd comes from a connected socket whose ownership we take.
+    let s = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Runs blocking work (file creation with fsync, removals, name resolution) on the
+/// executor's blocking thread, so the reactor keeps serving meanwhile.
+pub async fn blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// Turns a listening std socket (bound before the shards start, with `SO_REUSEPORT`)
 /// into this shard's listener.
 pub fn listener_from_std(l: std::net::TcpListener) -> TcpListener {
@@ -305,4 +343,75 @@ pub fn run_single<T: 'static, Fut: Future<Output = T> + 'static>(
         .make()
         .map_err(|e| format!("cannot start executor: {e}"))?;
     Ok(ex.run(fut))
+}
+
+/// Alignment of direct-I/O offsets and lengths in cache data files.
+pub const DIRECT_IO_ALIGN_BYTES: u64 = 4096;
+
+/// A cache's data file, opened read-write with direct I/O: verified blocks are written
+/// at `index * block_size` (the last one padded to the alignment), read back, and
+/// punched out (the file system frees their space) when evicted.
+pub struct DataFile {
+    file: glommio::io::DmaFile,
+}
+
+impl DataFile {
+    /// Opens (creating if missing) a data file.
+    pub async fn open(path: &Path) -> io::Result<DataFile> {
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(io::Error::from)?;
+        Ok(DataFile { file })
+    }
+
+    /// `len` rounded up to the direct-I/O alignment: the bytes a block occupies.
+    pub fn aligned(len: usize) -> u64 {
+        (len as u64).div_ceil(DIRECT_IO_ALIGN_BYTES) * DIRECT_IO_ALIGN_BYTES
+    }
+
+    /// Writes `data` at `offset` (aligned), padded with zeros to the alignment. The
+    /// write has completed (reached the device, not a cache of ours) when this returns.
+    pub async fn write_block(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let len = Self::aligned(data.len()) as usize;
+        let mut buf = self.file.alloc_dma_buffer(len);
+        let b = buf.as_bytes_mut();
+        b[..data.len()].copy_from_slice(data);
+        b[data.len()..].fill(0);
+        let n = self
+            .file
+            .write_at(buf, offset)
+            .await
+            .map_err(io::Error::from)?;
+        if n != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {len} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` (aligned); a short result means the file is
+    /// shorter than the index claims (the caller verifies the digest anyway).
+    pub async fn read_block(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let r = self
+            .file
+            .read_at_aligned(offset, Self::aligned(len) as usize)
+            .await
+            .map_err(io::Error::from)?;
+        let n = r.len().min(len);
+        Ok(Bytes::copy_from_slice(&r[..n]))
+    }
+
+    /// Frees the space of `len` bytes (rounded up to the alignment) at `offset`.
+    pub async fn punch(&self, offset: u64, len: usize) -> io::Result<()> {
+        self.file
+            .deallocate(offset, Self::aligned(len))
+            .await
+            .map_err(io::Error::from)
+    }
 }

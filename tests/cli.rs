@@ -24,8 +24,48 @@ fn stderr(o: &Output) -> String {
 fn assert_refused(args: &[&str], needles: &[&str]) -> String {
     let t = Instant::now();
     let o = run_p2pd(args);
-    let took = t.elapsed();
-    let err = stderr(&o);
+    check_refused(args, &o, t.elapsed(), needles)
+}
+
+/// [`assert_refused`] with `$HOME` set to `home`, or unset for `None`.
+fn assert_refused_home(args: &[&str], home: Option<&Path>, needles: &[&str]) -> String {
+    let t = Instant::now();
+    let o = run_p2pd_home(args, home);
+    check_refused(args, &o, t.elapsed(), needles)
+}
+
+/// Like `run_p2pd`, with `$HOME` set to `home` (unset for `None`), so that the client
+/// cache's default directory is never made in the real home.
+fn run_p2pd_home(args: &[&str], home: Option<&Path>) -> Output {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match home {
+        Some(h) => cmd.env("HOME", h),
+        None => cmd.env_remove("HOME"),
+    };
+    let child = cmd.spawn().expect("spawn p2pd");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait for p2pd"),
+        Err(_) => {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("p2pd {args:?} did not finish within 60 s");
+        }
+    }
+}
+
+/// The checks of [`assert_refused`] on a finished run that took `took`.
+fn check_refused(args: &[&str], o: &Output, took: Duration, needles: &[&str]) -> String {
+    let err = stderr(o);
     assert!(
         took < Duration::from_secs(5),
         "p2pd {args:?} took {took:?} to refuse"
@@ -93,9 +133,36 @@ fn bad_command_lines_are_refused_with_one_line() {
     assert_refused(&["-p", d, "-P", "70000"], &["port", "70000"]);
     assert_refused(&["-p", "/does/not/exist"], &["-p", "/does/not/exist"]);
     assert_refused(&["-p", d, "-c", d2], &["-p", "-c"]);
-    assert_refused(&["-c", d2], &["-c", "not supported"]);
-    assert_refused(&["-i", "-p", d], &["-i", "not supported"]);
-    assert_refused(&[], &["not supported"]);
+    // Options of the other role, and of a later release, on either role.
+    assert_refused(&["-p", d, "-n", "10.0.0.0/8"], &["-n", "caches (-c) only"]);
+    assert_refused(&["-p", d, "-S", "parent"], &["-S", "caches (-c) only"]);
+    assert_refused(&["-p", d, "-C", "1G"], &["-C", "caches (-c) only"]);
+    assert_refused(&["-c", d2, "-b", "1M"], &["-b", "origins (-p) only"]);
+    assert_refused(
+        &["-c", d2, "--verify-reads"],
+        &["--verify-reads", "origins"],
+    );
+    assert_refused(&["-c", d2, "-C", "1k"], &["-C", "64 KiB"]);
+    assert_refused(
+        &[
+            "-c",
+            d2,
+            "--bind",
+            "127.0.0.1",
+            "-P",
+            "7000",
+            "-S",
+            "127.0.0.1:7000",
+        ],
+        &["-S", "names this node itself"],
+    );
+    assert_refused(
+        &["-c", d2, "--upstream-timeout", "0"],
+        &["--upstream-timeout"],
+    );
+    assert_refused(&["-c", d2, "-i"], &["-i", "not supported yet"]);
+    assert_refused(&["-i", "-p", d], &["-i", "not supported yet"]);
+    assert_refused(&["-p", d, "-D"], &["-D", "not supported yet"]);
     assert_refused(&["get", "notaurl"], &["notaurl", "spp://"]);
     assert_refused(&["get", "http://x/y"], &["http://x/y", "spp://"]);
     assert_refused(&["-p", d, "--threads", "0"], &["--threads"]);
@@ -106,6 +173,50 @@ fn bad_command_lines_are_refused_with_one_line() {
     );
     // Nothing was written into the published directory either.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+    // A cache directory that is a file, or cannot be created.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let f = file.to_str().unwrap();
+    assert_refused(&["-c", f], &["-c/--cache", f, "not a directory"]);
+    let under = file.join("sub");
+    assert_refused(
+        &["--cache", under.to_str().unwrap()],
+        &["-c/--cache", "sub"],
+    );
+}
+
+#[test]
+fn client_cache_without_options_needs_a_home() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Neither -p nor -c is a client cache in $HOME/.p2pd_cache: without HOME there is
+    // no such directory, and the line says to give -c.
+    assert_refused_home(&[], None, &["-c/--cache", "HOME", "-c DIR"]);
+    assert_refused_home(&["-d"], Some(Path::new("")), &["-c/--cache", "HOME"]);
+    // With a HOME, origin options and -n without -c are refused before anything is
+    // created there.
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    assert_refused_home(&["-b", "1M"], Some(&home), &["-b", "origins (-p) only"]);
+    assert_refused_home(&["-T"], Some(&home), &["-T", "origins (-p) only"]);
+    assert_refused_home(
+        &["-n", "10.0.0.0/8"],
+        Some(&home),
+        &["-n", "site cache", "-c DIR"],
+    );
+    assert_refused_home(&["-S", "localhost"], Some(&home), &["-S", "itself"]);
+    assert_eq!(
+        std::fs::read_dir(&home).unwrap().count(),
+        0,
+        "a refused command line wrote into HOME"
+    );
+    // $HOME/.p2pd_cache that is a file.
+    std::fs::write(home.join(".p2pd_cache"), b"x").unwrap();
+    assert_refused_home(
+        &[],
+        Some(&home),
+        &["-c/--cache", ".p2pd_cache", "not a directory"],
+    );
 }
 
 #[test]
@@ -162,11 +273,16 @@ fn help_and_man_page() {
     for opt in [
         "-p",
         "-c",
+        "-n",
+        "-S",
+        "-C",
         "-b",
         "-T",
         "-A",
         "--index-dir",
         "--threads",
+        "--info-ttl",
+        "--upstream-timeout",
         "get",
     ] {
         assert!(out.contains(opt), "--help does not mention {opt}:\n{out}");

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, ColorChoice, Parser, Subcommand};
 
 use super::{
-    DEFAULT_GET_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL_MS,
+    DEFAULT_GET_TIMEOUT_MS, DEFAULT_INFO_TTL_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT,
+    DEFAULT_RESCAN_INTERVAL_MS, DEFAULT_UPSTREAM_TIMEOUT_MS,
 };
 
 /// Widest help output, so `--help` stays readable on very wide terminals.
@@ -20,7 +21,7 @@ const MAX_HELP_WIDTH_COLUMNS: usize = 100;
 pub(super) type SynopsisItem = (&'static str, Option<&'static str>);
 
 /// The node's synopsis: the original man page's, verbatim, then our long-only options.
-pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 20] = [
+pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 22] = [
     ("-dDiTZ", None),
     ("-A", Some("hostname")),
     ("-b", Some("blocksize")),
@@ -41,6 +42,8 @@ pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 20] = [
     ("--max-connections", Some("N")),
     ("--verify-reads", None),
     ("--buffered-reads", None),
+    ("--info-ttl", Some("MS")),
+    ("--upstream-timeout", Some("MS")),
 ];
 
 /// `p2pd get`'s synopsis after its URL.
@@ -120,8 +123,16 @@ one TCP port (default 1111); the first bytes of a connection decide which one it
 Files are named spp://host[:port]/path; http://host:port/path names the same file over \
 HTTP.
 
-This release runs the origin role only: the cache and p2p options are parsed and \
-checked, then refused with a message, never silently ignored.
+The origin, site cache and client cache/proxy roles work. p2p mode (-i, -N) and \
+detaching (-D) come in a later release: they are parsed and checked, then refused with \
+a message, never silently ignored. So are the options of the other role: an origin \
+refuses -C, -n and -S; a cache refuses -b, -m, -T, --index-dir, --rescan-interval, \
+--verify-reads and --buffered-reads.
+
+A cache fetches a block it does not hold (a recursive fetch) from its parent (-S) or \
+the URL's host, verifies it and keeps it. A site cache (-n) does so for requesters inside \
+its -n subnets, a client cache only for requesters on its own machine; every cache \
+serves the blocks it already holds to anyone (subject to -A).
 
 p2pd stays in the foreground and logs to standard error, as systemd expects. A bad \
 command line exits with status 2 and one line naming the option.";
@@ -231,18 +242,18 @@ pub(super) struct ServeArgs {
         long_help = "Block size used when publishing files (origin). A multiple of \
         4 KiB between 16 KiB and 16 MiB. Sizes take k, M, G and T suffixes (powers of \
         1024), e.g. 256k or 1M. Caches and clients use whatever block size the origin \
-        announces for a file."
+        announces for a file. Origins only."
     )]
     pub(super) block_size: String,
 
-    /// Disk cache limit for -c nodes (LRU eviction beyond it)
+    /// Disk cache limit for caches (LRU eviction beyond it)
     #[arg(
         short = 'C',
         long = "disk-cache-size",
         value_name = "diskcachesize",
-        long_help = "Disk cache limit for -c nodes; the least recently used blocks are \
+        long_help = "Disk cache limit for caches; the least recently used blocks are \
         evicted beyond it. Default: no limit beyond the disk. Sizes take k, M, G and T \
-        suffixes (powers of 1024). Not supported yet."
+        suffixes (powers of 1024); at least 64k. Caches only."
     )]
     pub(super) disk_cache_size: Option<String>,
 
@@ -252,8 +263,12 @@ pub(super) struct ServeArgs {
         long = "cache",
         value_name = "cachedirectory",
         long_help = "Cache directory: makes this node a site cache (SCC, with -n) or a \
-        client cache and proxy (LHC, without -n). Created if missing. Cannot be used \
-        together with -p. Not supported yet."
+        client cache and HTTP proxy (LHC, without -n). Created if missing. Without -p \
+        and -c the node is a client cache in $HOME/.p2pd_cache. A client cache fetches \
+        recursively (asks upstream for blocks it does not hold) only for requesters on \
+        the local machine: those connecting from the address they connect to, or from \
+        127.0.0.1 or ::1. Everyone may get the blocks it already holds. Cannot be used together \
+        with -p."
     )]
     pub(super) cache: Option<PathBuf>,
 
@@ -318,7 +333,7 @@ pub(super) struct ServeArgs {
         default_value = "sha256",
         long_help = "Digest algorithm for the blocks the origin publishes: sha256, \
         sha224, sha384, sha512 or sha512-256. An unknown name is refused with the list \
-        of accepted ones."
+        of accepted ones. Origins only: caches use the digests the origin announces."
     )]
     pub(super) digest: String,
 
@@ -334,7 +349,7 @@ pub(super) struct ServeArgs {
     )]
     pub(super) locality: Vec<String>,
 
-    /// Subnet whose nodes may make recursive requests (repeatable)
+    /// Subnet whose nodes may make recursive requests; makes a site cache (repeatable)
     #[arg(
         short = 'n',
         long = "recursive-subnet",
@@ -342,7 +357,11 @@ pub(super) struct ServeArgs {
         action = ArgAction::Append,
         long_help = "Subnet (CIDR, e.g. 192.168.0.0/16) whose nodes may make recursive \
         requests, i.e. ask for blocks this node must fetch upstream first; makes a -c \
-        node a site cache. -n 0.0.0.0/0 lets anyone. Repeatable. Not supported yet."
+        node a site cache (it needs -c DIR). -n 0.0.0.0/0 lets anyone. Repeatable. \
+        Without -n a cache is a client cache: it fetches recursively only for \
+        requesters on the local machine (those connecting from the address they connect \
+        to, or from 127.0.0.1 or ::1). Everyone may get the blocks a cache already holds. \
+        Caches only."
     )]
     pub(super) recursive_subnet: Vec<String>,
 
@@ -375,7 +394,8 @@ pub(super) struct ServeArgs {
         value_name = "proxyaddress:port",
         long_help = "Parent: the node one step up the hierarchy. All misses go to it \
         first instead of the URL's host (the URL's host is still the file's identity). \
-        Not supported yet."
+        The port defaults to 1111; IPv6 addresses are written [addr]:port. It must not \
+        be this node itself. Caches only."
     )]
     pub(super) parent: Option<String>,
 
@@ -384,7 +404,7 @@ pub(super) struct ServeArgs {
         short = 'T',
         long = "playlist",
         long_help = "HTTP requests for an existing published file are answered with an \
-        application/x-spp-playlist instead of the file."
+        application/x-spp-playlist instead of the file. Origins only."
     )]
     pub(super) playlist: bool,
 
@@ -422,7 +442,7 @@ pub(super) struct ServeArgs {
         value_name = "DIR",
         long_help = "Directory where the digest indexes of published files are stored \
         so that a restart need not hash every file again. Created if missing. Default: \
-        chosen by the server (outside the published directory)."
+        chosen by the server (outside the published directory). Origins only."
     )]
     pub(super) index_dir: Option<PathBuf>,
 
@@ -432,7 +452,7 @@ pub(super) struct ServeArgs {
         value_name = "MS",
         default_value_t = DEFAULT_RESCAN_INTERVAL_MS,
         long_help = "How often, in milliseconds, the published directory is scanned \
-        for added, changed and removed files. At least 100."
+        for added, changed and removed files. At least 100. Origins only."
     )]
     pub(super) rescan_interval: u64,
 
@@ -454,7 +474,7 @@ pub(super) struct ServeArgs {
         default the origin trusts a published file while its size, modification time \
         and inode still match its index, checked on every read, as BitTorrent seeders \
         do; SPP receivers verify every block anyway. Use this where silent disk \
-        corruption is a concern."
+        corruption is a concern. Origins only (caches verify every block they fetch)."
     )]
     pub(super) verify_reads: bool,
 
@@ -466,7 +486,31 @@ pub(super) struct ServeArgs {
         the memory cache (-M) holds the hot blocks and the page cache would only hold \
         them twice. Some virtual disks serve O_DIRECT reads much more slowly than \
         page-cache reads with large read-ahead; perf/run.sh shows which is faster on \
-        a machine."
+        a machine. Origins only."
     )]
     pub(super) buffered_reads: bool,
+
+    /// How long a cache trusts a file's info (version), in ms
+    #[arg(
+        long = "info-ttl",
+        value_name = "MS",
+        default_value_t = DEFAULT_INFO_TTL_MS,
+        long_help = "How long, in milliseconds, a cache trusts a file's info (its size, \
+        block size, digests and version) before asking the upstream node again: a \
+        shorter time notices a file changed at the origin sooner, a longer one saves \
+        round trips. 0 asks again on every request. Matters to caches; an origin accepts it and ignores it."
+    )]
+    pub(super) info_ttl: u64,
+
+    /// Deadline for upstream connects and answers, in ms
+    #[arg(
+        long = "upstream-timeout",
+        value_name = "MS",
+        default_value_t = DEFAULT_UPSTREAM_TIMEOUT_MS,
+        long_help = "Deadline, in milliseconds, for connecting to an upstream node (the \
+        parent, the URL's host or another source) and for each answer from it; beyond \
+        it the cache tries another source or answers \"upstream failed\". At least 1. \
+        Matters to caches; an origin accepts it and ignores it."
+    )]
+    pub(super) upstream_timeout: u64,
 }

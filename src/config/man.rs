@@ -33,6 +33,12 @@ const EXTRA_SECTIONS: [(&str, &[&str]); 3] = [
             "    p2pd -p /srv/video -b 1M",
             "Publish on port 8080 for the host cdn.example.com only, naming a mirror:",
             "    p2pd -p /srv/video -P 8080 -A cdn.example.com -l mirror.example.com:8080",
+            "Run a site cache for cdn.example.com that fetches for anyone, with the origin \
+             as its parent and at most 500 GiB on disk:",
+            "    p2pd -c /var/cache/p2pd -A cdn.example.com -n 0.0.0.0/0 -S origin.example.com -C 500G",
+            "Run a client cache and HTTP proxy on a viewer's machine (in $HOME/.p2pd_cache), \
+             with the site cache as its parent:",
+            "    p2pd -S cache.example.net",
             "Fetch a file from an origin, verifying every block:",
             "    p2pd get spp://cdn.example.com/movies/big.mp4 -o big.mp4",
         ],

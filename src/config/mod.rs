@@ -3,6 +3,10 @@
 //! clap does the tokenising and type checks; everything with rules of its own (sizes,
 //! block-size alignment, subnets, host:port, roles, options of later releases) is checked
 //! here so that every refusal is ONE line naming the option, as the spec demands.
+//!
+//! The role comes from `-p` and `-c` (spec section 2): `-p DIR` is an origin; `-c DIR`
+//! is a cache, a site cache (SCC) with `-n`, a client cache (LHC) without; neither is
+//! an LHC in `$HOME/.p2pd_cache`. Options of the other role are refused, not ignored.
 //! Nothing here exits the process or panics: `main` decides what to print and how to exit.
 
 mod cli;
@@ -10,9 +14,9 @@ mod man;
 #[cfg(test)]
 mod tests;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -42,6 +46,18 @@ pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 2000;
 pub const MIN_RESCAN_INTERVAL_MS: u64 = 100;
 /// Connection limit per node, shared out among shards, when `--max-connections` is absent.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Smallest `-C`: four blocks of the smallest block size (16 KiB). Blocks are stored
+/// whole, so a smaller limit could hardly hold any; a file's blocks may still be larger
+/// (up to 16 MiB), which the cache must cope with.
+pub const MIN_DISK_CACHE_BYTES: u64 = 64 * 1024;
+/// How long a cache trusts a file's info (its version) before asking the upstream
+/// again, when `--info-ttl` is not given.
+pub const DEFAULT_INFO_TTL_MS: u64 = 2000;
+/// Deadline for connecting to an upstream node and for each answer from it, when
+/// `--upstream-timeout` is not given.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
+/// The client cache's directory, under `$HOME`, when neither `-p` nor `-c` is given.
+pub const DEFAULT_CACHE_DIR_NAME: &str = ".p2pd_cache";
 /// `p2pd get` timeout for connecting and for every wait, when `--timeout` is not given.
 pub const DEFAULT_GET_TIMEOUT_MS: u64 = 10_000;
 /// Most `--threads`: one shard per core, and no machine p2pd targets has more.
@@ -128,11 +144,45 @@ impl FromStr for HostPort {
     }
 }
 
-/// Everything a node (this release: the origin) needs from its command line.
+/// What a node is, from `-p` / `-c` / `-n` (spec section 2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeRole {
+    /// `-p DIR`, canonicalized; exists and is a directory.
+    Origin { publish_dir: PathBuf },
+    /// `-c DIR` (SCC with -n, LHC without), or neither -p nor -c (LHC in
+    /// `$HOME/.p2pd_cache`).
+    Cache(CacheConfig),
+}
+
+/// A cache node's own settings (SCC or LHC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// `-c DIR`, or `$HOME/.p2pd_cache` when neither -p nor -c is given. Created during
+    /// validation if missing, then canonicalized; exists and is a directory.
+    pub dir: PathBuf,
+    /// `-n` subnets (repeatable). Empty = LHC: recursive fetches only for requesters on
+    /// the local machine; non-empty = SCC: recursive fetches for requesters inside one
+    /// of them. Everyone may get blocks the cache already holds (subject to `-A`).
+    pub recursive_subnets: Vec<ipnet::IpNet>,
+    /// `-S host:port` (port defaults to 1111): all misses go to it first instead of the
+    /// URL's host. Never this node's own `--bind` address and `-P` port.
+    pub parent: Option<HostPort>,
+    /// `-C size`, >= [`MIN_DISK_CACHE_BYTES`] (None = no limit beyond the disk).
+    pub disk_limit_bytes: Option<u64>,
+}
+
+impl CacheConfig {
+    /// True for a site cache (SCC, some `-n`), false for a client cache (LHC).
+    pub fn is_site_cache(&self) -> bool {
+        !self.recursive_subnets.is_empty()
+    }
+}
+
+/// Everything a node (origin, SCC or LHC) needs from its command line.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// `-p`, canonicalized; exists and is a directory.
-    pub publish_dir: PathBuf,
+    /// Origin or cache, with the role's own settings.
+    pub role: NodeRole,
     /// `-b`
     pub block_size_bytes: u32,
     /// `-m`
@@ -166,6 +216,30 @@ pub struct ServeConfig {
     pub verify_reads: bool,
     /// `--buffered-reads`: page-cache reads instead of direct I/O.
     pub buffered_reads: bool,
+    /// `--info-ttl MS`: how long a cache trusts a file's info (its version) before
+    /// asking the upstream again; 0 = revalidate on every request.
+    pub info_ttl_ms: u64,
+    /// `--upstream-timeout MS`, >= 1: deadline for connecting to an upstream node and
+    /// for each answer from it.
+    pub upstream_timeout_ms: u64,
+}
+
+impl ServeConfig {
+    /// The published directory when this node is an origin.
+    pub fn publish_dir(&self) -> Option<&Path> {
+        match &self.role {
+            NodeRole::Origin { publish_dir } => Some(publish_dir),
+            NodeRole::Cache(_) => None,
+        }
+    }
+
+    /// The cache settings when this node is a cache (SCC or LHC).
+    pub fn cache(&self) -> Option<&CacheConfig> {
+        match &self.role {
+            NodeRole::Origin { .. } => None,
+            NodeRole::Cache(cache) => Some(cache),
+        }
+    }
 }
 
 /// Everything `p2pd get` needs from its command line.
@@ -265,7 +339,20 @@ impl fmt::Display for CliError {
 impl std::error::Error for CliError {}
 
 /// Parses and validates argv (including argv[0]). Never panics and never exits the process itself.
+///
+/// A node's cache directory is created here when validation passes (`-c DIR`, or
+/// `$HOME/.p2pd_cache` when neither -p nor -c is given).
 pub fn parse_args<I, T>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    parse_args_with_home(args, std::env::var_os("HOME").as_deref())
+}
+
+/// [`parse_args`] with the home directory given instead of read from `$HOME`, so tests
+/// need not change the process environment.
+fn parse_args_with_home<I, T>(args: I, home: Option<&OsStr>) -> Result<Command, CliError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -277,7 +364,7 @@ where
     match parsed.command {
         Some(cli::SubCmd::Get(get)) => validate_get(get).map(Command::Get),
         Some(cli::SubCmd::Man) => Ok(Command::Man),
-        None => validate_serve(parsed.serve, &matches).map(Command::Serve),
+        None => validate_serve(parsed.serve, &matches, home).map(Command::Serve),
     }
 }
 
@@ -322,43 +409,110 @@ fn one_line(report: &str) -> String {
     }
 }
 
-/// Options that a later release implements, in the order they are reported when the
-/// command line gives none of them earlier than another: (clap id, option label).
-const NOT_YET_SUPPORTED: [(&str, &str); 7] = [
-    ("cache", "-c/--cache"),
-    ("disk_cache_size", "-C/--disk-cache-size"),
-    ("recursive_subnet", "-n/--recursive-subnet"),
-    ("parent", "-S/--parent"),
+/// Options that a later release implements: (clap id, option label).
+const NOT_YET_SUPPORTED: [(&str, &str); 3] = [
     ("p2p", "-i/--p2p"),
     ("locality", "-N/--locality"),
     ("detach", "-D/--detach"),
 ];
+/// Why the options of [`NOT_YET_SUPPORTED`] are refused.
+const NOT_YET_SUPPORTED_WHY: &str =
+    "not supported yet (p2p mode and detaching come in a later release)";
 
-fn validate_serve(a: cli::ServeArgs, matches: &ArgMatches) -> Result<ServeConfig, CliError> {
+/// Options that only a cache uses: (clap id, option label, why refused on an origin).
+const CACHE_ONLY: [(&str, &str, &str); 3] = [
+    (
+        "disk_cache_size",
+        "-C/--disk-cache-size",
+        "applies to caches (-c) only",
+    ),
+    (
+        "recursive_subnet",
+        "-n/--recursive-subnet",
+        "applies to caches (-c) only",
+    ),
+    ("parent", "-S/--parent", "applies to caches (-c) only"),
+];
+
+/// Options that only an origin uses: (clap id, option label, why refused on a cache).
+/// Refused only when given on the command line, since some have defaults.
+const ORIGIN_ONLY: [(&str, &str, &str); 7] = [
+    (
+        "block_size",
+        "-b/--block-size",
+        "applies to origins (-p) only (a cache uses the block size the origin \
+         announces for each file)",
+    ),
+    (
+        "digest",
+        "-m/--digest",
+        "applies to origins (-p) only (a cache uses the digests the origin announces)",
+    ),
+    (
+        "playlist",
+        "-T/--playlist",
+        "applies to origins (-p) only (playlists are served for published files)",
+    ),
+    (
+        "index_dir",
+        "--index-dir",
+        "applies to origins (-p) only (it holds the digest indexes of published files)",
+    ),
+    (
+        "rescan_interval",
+        "--rescan-interval",
+        "applies to origins (-p) only (it paces the scans of the published directory)",
+    ),
+    (
+        "verify_reads",
+        "--verify-reads",
+        "applies to origins (-p) only (a cache verifies every block it fetches against \
+         the origin's digests)",
+    ),
+    (
+        "buffered_reads",
+        "--buffered-reads",
+        "applies to origins (-p) only (it chooses how published files are read)",
+    ),
+];
+
+fn validate_serve(
+    a: cli::ServeArgs,
+    matches: &ArgMatches,
+    home: Option<&OsStr>,
+) -> Result<ServeConfig, CliError> {
     // First every value on its own, so a typo is reported even on a refused option.
     let block_size_bytes =
         parse_block_size(&a.block_size).map_err(|why| CliError::option("-b/--block-size", why))?;
     let memory_cache_bytes = parse_size_bytes(&a.memory_cache_size)
         .map_err(|why| CliError::option("-M/--memory-cache-size", why))?;
-    if let Some(s) = &a.disk_cache_size {
-        parse_size_bytes(s).map_err(|why| CliError::option("-C/--disk-cache-size", why))?;
-    }
+    let disk_limit_bytes = a
+        .disk_cache_size
+        .as_deref()
+        .map(parse_disk_cache_size)
+        .transpose()
+        .map_err(|why| CliError::option("-C/--disk-cache-size", why))?;
     let digest =
         DigestAlgo::from_name(&a.digest).map_err(|e| CliError::option("-m/--digest", e))?;
     for s in &a.locality {
         parse_subnet(s).map_err(|why| CliError::option("-N/--locality", why))?;
     }
-    for s in &a.recursive_subnet {
-        parse_subnet(s).map_err(|why| CliError::option("-n/--recursive-subnet", why))?;
-    }
+    let recursive_subnets = a
+        .recursive_subnet
+        .iter()
+        .map(|s| parse_subnet(s).map_err(|why| CliError::option("-n/--recursive-subnet", why)))
+        .collect::<Result<Vec<_>, _>>()?;
     let mirrors = a
         .mirror
         .iter()
         .map(|s| HostPort::parse(s).map_err(|why| CliError::option("-l/--mirror", why)))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(s) = &a.parent {
-        HostPort::parse(s).map_err(|why| CliError::option("-S/--parent", why))?;
-    }
+    let parent = a
+        .parent
+        .as_deref()
+        .map(HostPort::parse)
+        .transpose()
+        .map_err(|why| CliError::option("-S/--parent", why))?;
     let allowed_hosts = a
         .allow_host
         .iter()
@@ -389,34 +543,86 @@ fn validate_serve(a: cli::ServeArgs, matches: &ArgMatches) -> Result<ServeConfig
     if a.max_connections == 0 {
         return Err(CliError::option("--max-connections", "must be at least 1"));
     }
+    if a.upstream_timeout == 0 {
+        return Err(CliError::option(
+            "--upstream-timeout",
+            "must be at least 1 ms",
+        ));
+    }
     if matches!(&a.index_dir, Some(d) if d.as_os_str().is_empty()) {
         return Err(CliError::option("--index-dir", "empty path"));
     }
 
-    // Then the role: origin and cache are exclusive, and only the origin exists yet.
+    // Then the role: origin and cache are exclusive, and each refuses the other's
+    // options (and those of a later release), naming the first one given.
     if a.publish.is_some() && a.cache.is_some() {
         return Err(CliError::usage(format!(
             "{PREFIX}: -p/--publish and -c/--cache cannot be used together \
              (a node is an origin or a cache)"
         )));
     }
-    if let Some(label) = first_given(matches, &NOT_YET_SUPPORTED) {
+    let is_origin = a.publish.is_some();
+    let refused = NOT_YET_SUPPORTED
+        .iter()
+        .map(|&(id, label)| (id, label, NOT_YET_SUPPORTED_WHY))
+        .chain(
+            if is_origin {
+                &CACHE_ONLY[..]
+            } else {
+                &ORIGIN_ONLY[..]
+            }
+            .iter()
+            .copied(),
+        );
+    if let Some((label, why)) = first_given(matches, refused) {
+        return Err(CliError::option(label, why));
+    }
+    if !is_origin && a.cache.is_none() && !recursive_subnets.is_empty() {
         return Err(CliError::option(
-            label,
-            "not supported yet (this release runs the origin role only)",
+            "-n/--recursive-subnet",
+            "makes a site cache, which needs -c DIR (without -p and -c this node is a \
+             client cache in $HOME/.p2pd_cache)",
         ));
     }
-    let Some(publish) = a.publish else {
-        return Err(CliError::usage(format!(
-            "{PREFIX}: the client cache role (no -p) is not supported yet; \
-             publish a directory with -p DIR"
-        )));
+    if let Some(parent) = &parent {
+        if names_this_node(parent, a.bind, a.port) {
+            return Err(CliError::option(
+                "-S/--parent",
+                format!(
+                    "{parent} names this node itself (--bind {}, -P {}); a parent is \
+                     the next node up",
+                    a.bind, a.port
+                ),
+            ));
+        }
+    }
+
+    // Last the directories, so that a refused command line creates nothing.
+    let role = match a.publish {
+        Some(publish) => NodeRole::Origin {
+            publish_dir: check_publish_dir(&publish)
+                .map_err(|why| CliError::option("-p/--publish", why))?,
+        },
+        None => {
+            let dir = match a.cache {
+                Some(dir) => check_cache_dir(&dir),
+                None => default_cache_dir(home).and_then(|dir| {
+                    check_cache_dir(&dir)
+                        .map_err(|why| format!("{why} (the default without -p or -c)"))
+                }),
+            }
+            .map_err(|why| CliError::option("-c/--cache", why))?;
+            NodeRole::Cache(CacheConfig {
+                dir,
+                recursive_subnets,
+                parent,
+                disk_limit_bytes,
+            })
+        }
     };
-    let publish_dir =
-        check_publish_dir(&publish).map_err(|why| CliError::option("-p/--publish", why))?;
 
     Ok(ServeConfig {
-        publish_dir,
+        role,
         block_size_bytes,
         digest,
         mirrors,
@@ -433,6 +639,8 @@ fn validate_serve(a: cli::ServeArgs, matches: &ArgMatches) -> Result<ServeConfig
         max_connections: a.max_connections,
         verify_reads: a.verify_reads,
         buffered_reads: a.buffered_reads,
+        info_ttl_ms: a.info_ttl,
+        upstream_timeout_ms: a.upstream_timeout,
     })
 }
 
@@ -458,13 +666,17 @@ fn validate_get(a: cli::GetArgs) -> Result<GetConfig, CliError> {
     })
 }
 
-/// The label of the option from `candidates` that appears first on the command line.
-fn first_given<'a>(matches: &ArgMatches, candidates: &[(&str, &'a str)]) -> Option<&'a str> {
+/// Of `candidates` (clap id, option label, why refused), the label and reason of the
+/// one given first on the command line (defaults do not count).
+fn first_given<'a>(
+    matches: &ArgMatches,
+    candidates: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Option<(&'a str, &'a str)> {
     candidates
-        .iter()
-        .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
-        .min_by_key(|(id, _)| matches.index_of(id).unwrap_or(usize::MAX))
-        .map(|(_, label)| *label)
+        .into_iter()
+        .filter(|(id, _, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .min_by_key(|(id, _, _)| matches.index_of(id).unwrap_or(usize::MAX))
+        .map(|(_, label, why)| (label, why))
 }
 
 /// `-b`: size syntax, a multiple of 4 KiB, within [16 KiB, 16 MiB].
@@ -483,6 +695,22 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
         return Err(format!("{shown} is outside 16 KiB..16 MiB"));
     }
     u32::try_from(bytes).map_err(|_| format!("{shown} is outside 16 KiB..16 MiB"))
+}
+
+/// `-C`: size syntax, at least [`MIN_DISK_CACHE_BYTES`].
+fn parse_disk_cache_size(s: &str) -> Result<u64, String> {
+    let bytes = parse_size_bytes(s)?;
+    if bytes < MIN_DISK_CACHE_BYTES {
+        let shown = if s.trim() == bytes.to_string() {
+            bytes.to_string()
+        } else {
+            format!("{s} ({bytes} bytes)")
+        };
+        return Err(format!(
+            "{shown} is below the minimum of 64 KiB (the cache must have room for whole blocks)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `-n`/`-N`: a subnet in CIDR form ("10.0.0.0/8", "2001:db8::/32").
@@ -544,6 +772,72 @@ fn check_publish_dir(dir: &Path) -> Result<PathBuf, String> {
         return Err(format!("{shown}: not a directory"));
     }
     std::fs::canonicalize(dir).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// `-c`: a directory, created (with its parents) if missing, returned canonical.
+fn check_cache_dir(dir: &Path) -> Result<PathBuf, String> {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => return Err(format!("{shown}: not a directory")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{shown}: cannot create: {e}"))?
+        }
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    std::fs::canonicalize(dir).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// The client cache's directory when neither -p nor -c is given: `$HOME/.p2pd_cache`.
+/// `home` is `$HOME`; unset, empty or relative, there is no default.
+fn default_cache_dir(home: Option<&OsStr>) -> Result<PathBuf, String> {
+    let home = home
+        .filter(|h| !h.is_empty())
+        .map(Path::new)
+        .ok_or_else(|| {
+            "not given, and HOME is not set for the default $HOME/.p2pd_cache; \
+         give -c DIR (or -p DIR to publish)"
+                .to_string()
+        })?;
+    if !home.is_absolute() {
+        return Err(format!(
+            "not given, and HOME ({}) is not an absolute path for the default \
+             $HOME/.p2pd_cache; give -c DIR (or -p DIR to publish)",
+            home.display()
+        ));
+    }
+    Ok(home.join(DEFAULT_CACHE_DIR_NAME))
+}
+
+/// Whether `-S` `parent` is this node's own listening address on `-P`: the `--bind`
+/// address, or with a wildcard `--bind` any loopback address. "localhost" counts as
+/// loopback; other host names are not resolved here.
+fn names_this_node(parent: &HostPort, bind: IpAddr, port: u16) -> bool {
+    if parent.port != port {
+        return false;
+    }
+    let host_ip = parent
+        .host
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical());
+    let is_localhost = parent.host.eq_ignore_ascii_case("localhost");
+    let bind = bind.to_canonical();
+    if !bind.is_unspecified() {
+        let localhost_ips = [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ];
+        return host_ip == Some(bind) || (is_localhost && localhost_ips.contains(&bind));
+    }
+    // A wildcard listens on every loopback address of its family; "::" takes IPv4 too
+    // (the server clears IPV6_V6ONLY).
+    is_localhost
+        || match host_ip {
+            Some(ip @ IpAddr::V4(_)) => ip.is_loopback(),
+            Some(ip @ IpAddr::V6(_)) => ip.is_loopback() && bind.is_ipv6(),
+            None => false,
+        }
 }
 
 /// One shard per CPU available to us, within 1..=MAX_THREADS.

@@ -1,5 +1,10 @@
-//! Unit tests for the command line: every option's forms, defaults, each refusal, the
-//! one-line error rule, sizes, host:port, `get` URLs, help output and the man page.
+//! Unit tests for the command line: every option's forms, defaults, the roles and their
+//! rules, each refusal, the one-line error rule, sizes, host:port, `get` URLs, help
+//! output and the man page.
+//!
+//! No test reads or changes `$HOME`: command lines are parsed with an explicit home
+//! directory (none, or a temporary one), so the client cache's default directory is
+//! never created in the real home.
 
 use super::*;
 
@@ -10,8 +15,54 @@ fn publish_dir() -> (tempfile::TempDir, String) {
     (dir, path)
 }
 
+/// Parses `args` as if `$HOME` were unset.
 fn parse(args: &[&str]) -> Result<Command, CliError> {
-    parse_args(std::iter::once("p2pd").chain(args.iter().copied()))
+    parse_home(args, None)
+}
+
+/// Parses `args` as if `$HOME` were `home`.
+fn parse_home(args: &[&str], home: Option<&Path>) -> Result<Command, CliError> {
+    parse_args_with_home(
+        std::iter::once("p2pd").chain(args.iter().copied()),
+        home.map(Path::as_os_str),
+    )
+}
+
+/// A cache directory that does not exist yet, inside a fresh temporary directory.
+fn cache_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cache").to_string_lossy().into_owned();
+    (dir, path)
+}
+
+/// Parses a node command line with `-c <fresh dir>` in front of `args`.
+fn cache(args: &[&str]) -> ServeConfig {
+    let (_dir, path) = cache_dir();
+    let mut all = vec!["-c", path.as_str()];
+    all.extend_from_slice(args);
+    match parse(&all) {
+        Ok(Command::Serve(cfg)) => cfg,
+        other => panic!("{args:?}: expected a cache config, got {other:?}"),
+    }
+}
+
+/// The cache part of a cache node's config.
+fn cache_of(cfg: &ServeConfig) -> &CacheConfig {
+    cfg.cache()
+        .unwrap_or_else(|| panic!("not a cache: {:?}", cfg.role))
+}
+
+/// Same as [`err`] with `-c <fresh dir>` in front; the directory must not be created.
+fn cache_err(args: &[&str]) -> CliError {
+    let (dir, path) = cache_dir();
+    let mut all = vec!["-c", path.as_str()];
+    all.extend_from_slice(args);
+    let e = err(&all);
+    assert!(
+        !dir.path().join("cache").exists(),
+        "{args:?}: a refused command line created the cache directory"
+    );
+    e
 }
 
 /// Parses a node command line that publishes a fresh directory plus `args`.
@@ -69,7 +120,15 @@ fn defaults() {
     let Ok(Command::Serve(cfg)) = parse(&["-p", &path]) else {
         panic!("-p alone must run an origin");
     };
-    assert_eq!(cfg.publish_dir, std::fs::canonicalize(&path).unwrap());
+    let canonical = std::fs::canonicalize(&path).unwrap();
+    assert_eq!(cfg.publish_dir(), Some(canonical.as_path()));
+    assert_eq!(
+        cfg.role,
+        NodeRole::Origin {
+            publish_dir: canonical.clone()
+        }
+    );
+    assert!(cfg.cache().is_none());
     assert_eq!(cfg.block_size_bytes, DEFAULT_BLOCK_SIZE_BYTES);
     assert_eq!(cfg.digest, DigestAlgo::Sha256);
     assert!(cfg.mirrors.is_empty());
@@ -85,6 +144,10 @@ fn defaults() {
     assert_eq!(cfg.debug_level, 0);
     assert_eq!(cfg.rescan_interval_ms, DEFAULT_RESCAN_INTERVAL_MS);
     assert_eq!(cfg.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert!(!cfg.verify_reads);
+    assert!(!cfg.buffered_reads);
+    assert_eq!(cfg.info_ttl_ms, DEFAULT_INFO_TTL_MS);
+    assert_eq!(cfg.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
 }
 
 #[test]
@@ -99,12 +162,18 @@ fn publish_short_and_long_are_canonical() {
         let Ok(Command::Serve(cfg)) = parse(&[opt, winding]) else {
             panic!("{opt}");
         };
-        assert_eq!(cfg.publish_dir, std::fs::canonicalize(&sub).unwrap());
+        assert_eq!(
+            cfg.publish_dir(),
+            Some(std::fs::canonicalize(&sub).unwrap().as_path())
+        );
     }
     let Ok(Command::Serve(cfg)) = parse(&[&format!("--publish={winding}")]) else {
         panic!("--publish=");
     };
-    assert_eq!(cfg.publish_dir, std::fs::canonicalize(&sub).unwrap());
+    assert_eq!(
+        cfg.publish_dir(),
+        Some(std::fs::canonicalize(&sub).unwrap().as_path())
+    );
 }
 
 #[test]
@@ -297,9 +366,10 @@ fn publish_refusals() {
 #[test]
 fn publish_with_cache_is_refused() {
     let (_dir, path) = publish_dir();
+    let (cdir, cpath) = cache_dir();
     for args in [
-        ["-p", &path, "-c", "/tmp/c"],
-        ["--cache", "/tmp/c", "--publish", &path],
+        ["-p", &path, "-c", &cpath],
+        ["--cache", &cpath, "--publish", &path],
     ] {
         let e = err(&args);
         assert_eq!(
@@ -309,24 +379,357 @@ fn publish_with_cache_is_refused() {
         );
         assert_usage(&e, "-c/--cache");
     }
+    assert!(!cdir.path().join("cache").exists());
 }
 
 #[test]
-fn no_role_is_refused() {
-    let e = err(&[]);
+fn cache_defaults() {
+    let (dir, path) = cache_dir();
+    let Ok(Command::Serve(cfg)) = parse(&["-c", &path]) else {
+        panic!("-c alone must run a cache");
+    };
+    let made = dir.path().join("cache");
+    assert!(made.is_dir(), "-c DIR is created");
+    let c = cache_of(&cfg);
+    assert_eq!(c.dir, std::fs::canonicalize(&made).unwrap());
+    assert!(c.recursive_subnets.is_empty());
+    assert!(!c.is_site_cache(), "without -n a cache is a client cache");
+    assert_eq!(c.parent, None);
+    assert_eq!(c.disk_limit_bytes, None);
+    assert_eq!(cfg.publish_dir(), None);
+    assert_eq!(cfg.role, NodeRole::Cache(c.clone()));
+    // The shared options keep their defaults.
+    assert_eq!(cfg.block_size_bytes, DEFAULT_BLOCK_SIZE_BYTES);
+    assert_eq!(cfg.digest, DigestAlgo::Sha256);
+    assert_eq!(cfg.memory_cache_bytes, DEFAULT_MEMORY_CACHE_BYTES);
+    assert_eq!(cfg.port, DEFAULT_PORT);
+    assert_eq!(cfg.index_dir, None);
+    assert!(!cfg.playlist && !cfg.verify_reads && !cfg.buffered_reads);
+    assert_eq!(cfg.rescan_interval_ms, DEFAULT_RESCAN_INTERVAL_MS);
+    assert_eq!(cfg.info_ttl_ms, DEFAULT_INFO_TTL_MS);
+    assert_eq!(cfg.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
+}
+
+#[test]
+fn cache_dir_forms() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Missing parents are created too; the result is canonical.
+    let deep = tmp.path().join("a/b/c");
+    let winding = tmp.path().join("a/../a/b/c/.");
+    for (opt, path) in [("-c", &deep), ("--cache", &winding)] {
+        let Ok(Command::Serve(cfg)) = parse(&[opt, path.to_str().unwrap()]) else {
+            panic!("{opt}");
+        };
+        assert_eq!(cache_of(&cfg).dir, std::fs::canonicalize(&deep).unwrap());
+    }
+    // An existing directory is taken as it is, contents kept.
+    std::fs::write(deep.join("kept"), b"x").unwrap();
+    let arg = format!("--cache={}", deep.display());
+    let Ok(Command::Serve(cfg)) = parse(&[&arg]) else {
+        panic!("--cache=");
+    };
+    assert_eq!(cache_of(&cfg).dir, std::fs::canonicalize(&deep).unwrap());
+    assert!(deep.join("kept").exists());
+}
+
+#[test]
+fn cache_dir_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let f = file.to_str().unwrap();
+    let e = err(&["-c", f]);
+    assert_eq!(e.message, format!("p2pd: -c/--cache: {f}: not a directory"));
+    assert_usage(&e, "-c/--cache");
+
+    // Cannot be created: a parent is a file.
+    let under = file.join("sub");
+    let u = under.to_str().unwrap();
+    let e = err(&["--cache", u]);
+    assert_usage(&e, &format!("-c/--cache: {u}: "));
+
+    assert_usage(&err(&["-c", ""]), "--cache");
+}
+
+#[test]
+fn no_role_is_a_client_cache_in_home() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [&[][..], &["-d", "-P", "2000", "-S", "site-cache"]] {
+        let Ok(Command::Serve(cfg)) = parse_home(args, Some(home.path())) else {
+            panic!("{args:?}: no -p and no -c must run a client cache");
+        };
+        let made = home.path().join(".p2pd_cache");
+        assert!(made.is_dir(), "$HOME/.p2pd_cache is created");
+        let c = cache_of(&cfg);
+        assert_eq!(c.dir, std::fs::canonicalize(&made).unwrap());
+        assert!(!c.is_site_cache());
+    }
+    // -c wins over the default: nothing is created in the home directory.
+    let home = tempfile::tempdir().unwrap();
+    let (_dir, path) = cache_dir();
+    let Ok(Command::Serve(cfg)) = parse_home(&["-c", &path], Some(home.path())) else {
+        panic!("-c");
+    };
+    assert_eq!(cache_of(&cfg).dir, std::fs::canonicalize(&path).unwrap());
+    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn no_role_without_home_is_refused() {
+    for home in [None, Some(Path::new("")), Some(Path::new("relative/home"))] {
+        let e = match parse_home(&[], home) {
+            Err(e) => e,
+            Ok(cmd) => panic!("HOME {home:?}: expected an error, got {cmd:?}"),
+        };
+        assert_usage(&e, "p2pd: -c/--cache: not given, and HOME ");
+        assert_usage(&e, "give -c DIR");
+    }
+    assert!(!Path::new("relative/home").exists());
+
+    // $HOME/.p2pd_cache exists but is a file.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join(".p2pd_cache"), b"x").unwrap();
+    let Err(e) = parse_home(&[], Some(home.path())) else {
+        panic!("a file as the default cache directory");
+    };
+    assert_usage(&e, "-c/--cache: ");
+    assert_usage(
+        &e,
+        ".p2pd_cache: not a directory (the default without -p or -c)",
+    );
+}
+
+#[test]
+fn default_cache_dir_is_under_home() {
+    assert_eq!(
+        default_cache_dir(Some(OsStr::new("/home/viewer"))),
+        Ok(PathBuf::from("/home/viewer/.p2pd_cache"))
+    );
+    assert_eq!(
+        default_cache_dir(Some(OsStr::new("/"))),
+        Ok(PathBuf::from("/.p2pd_cache"))
+    );
+    for bad in [None, Some(OsStr::new("")), Some(OsStr::new("home"))] {
+        let e = default_cache_dir(bad).expect_err("no default");
+        assert!(e.contains("give -c DIR") && !e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn disk_cache_size_forms() {
+    for opt in ["-C", "--disk-cache-size"] {
+        let cfg = cache(&[opt, "1G"]);
+        assert_eq!(cache_of(&cfg).disk_limit_bytes, Some(1 << 30));
+    }
+    let c = cache(&["-C", "64k"]);
+    assert_eq!(cache_of(&c).disk_limit_bytes, Some(MIN_DISK_CACHE_BYTES));
+    let c = cache(&["-C65536"]);
+    assert_eq!(cache_of(&c).disk_limit_bytes, Some(65_536));
+    let c = cache(&["-C", "1.5T"]);
+    assert_eq!(cache_of(&c).disk_limit_bytes, Some(3 << 39));
+
+    let e = cache_err(&["-C", "1k"]);
     assert_eq!(
         e.message,
-        "p2pd: the client cache role (no -p) is not supported yet; \
-         publish a directory with -p DIR"
+        "p2pd: -C/--disk-cache-size: 1k (1024 bytes) is below the minimum of 64 KiB \
+         (the cache must have room for whole blocks)"
     );
-    assert_usage(&e, "-p");
-    assert_usage(&err(&["-d", "-P", "2000"]), "client cache role");
+    assert_usage(&e, "-C/--disk-cache-size");
+    assert_usage(
+        &cache_err(&["-C", "65535"]),
+        "-C/--disk-cache-size: 65535 is below the minimum",
+    );
+    assert_usage(&cache_err(&["-C", "0"]), "below the minimum");
+    assert_usage(
+        &cache_err(&["-C", "lots"]),
+        "-C/--disk-cache-size: 'lots' is not a size",
+    );
 }
 
 #[test]
-fn later_release_options_are_refused() {
-    let cases: [(&[&str], &[&str], &str); 7] = [
-        (&["-c", "/tmp/c"], &["--cache", "/tmp/c"], "-c/--cache"),
+fn recursive_subnet_forms() {
+    let want: Vec<ipnet::IpNet> = ["10.0.0.0/8", "2001:db8::/32", "0.0.0.0/0"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    for opt in ["-n", "--recursive-subnet"] {
+        let cfg = cache(&[opt, "10.0.0.0/8", opt, "2001:db8::/32", opt, "0.0.0.0/0"]);
+        let c = cache_of(&cfg);
+        assert_eq!(c.recursive_subnets, want);
+        assert!(c.is_site_cache(), "-n makes a site cache");
+    }
+    // A host address with a prefix is kept as written; matching uses the prefix.
+    let cfg = cache(&["-n", "192.168.1.7/24"]);
+    let net = cache_of(&cfg).recursive_subnets[0];
+    assert_eq!(net.to_string(), "192.168.1.7/24");
+    assert!(net.contains(&"192.168.1.200".parse::<IpAddr>().unwrap()));
+
+    let e = cache_err(&["-n", "10.0.0.0/33"]);
+    assert_eq!(
+        e.message,
+        "p2pd: -n/--recursive-subnet: '10.0.0.0/33' is not a subnet in CIDR form"
+    );
+    assert_usage(&cache_err(&["-n", "10.0.0.1"]), "-n/--recursive-subnet");
+}
+
+#[test]
+fn recursive_subnet_needs_cache_dir() {
+    let home = tempfile::tempdir().unwrap();
+    let Err(e) = parse_home(&["-n", "10.0.0.0/8"], Some(home.path())) else {
+        panic!("-n without -c");
+    };
+    assert_eq!(
+        e.message,
+        "p2pd: -n/--recursive-subnet: makes a site cache, which needs -c DIR (without -p \
+         and -c this node is a client cache in $HOME/.p2pd_cache)"
+    );
+    assert_usage(&e, "-n/--recursive-subnet");
+    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn parent_forms() {
+    let hp = |h: &str, p: u16| {
+        Some(HostPort {
+            host: h.to_string(),
+            port: p,
+        })
+    };
+    let cfg = cache(&["-S", "origin.example.com"]);
+    assert_eq!(
+        cache_of(&cfg).parent,
+        hp("origin.example.com", DEFAULT_PORT)
+    );
+    let cfg = cache(&["--parent", "[2001:db8::1]:8080"]);
+    assert_eq!(cache_of(&cfg).parent, hp("2001:db8::1", 8080));
+    let cfg = cache(&["--parent=10.0.0.1:2222"]);
+    assert_eq!(cache_of(&cfg).parent, hp("10.0.0.1", 2222));
+
+    assert_usage(&cache_err(&["-S", "p:99999"]), "-S/--parent: 'p:99999'");
+    assert_usage(&cache_err(&["-S", "p:0"]), "-S/--parent");
+    assert_usage(&cache_err(&["--parent", "a b"]), "-S/--parent");
+}
+
+#[test]
+fn parent_must_not_be_this_node() {
+    // A specific --bind: that address on -P.
+    let e = cache_err(&["--bind", "127.0.0.1", "-P", "7000", "-S", "127.0.0.1:7000"]);
+    assert_eq!(
+        e.message,
+        "p2pd: -S/--parent: 127.0.0.1:7000 names this node itself (--bind 127.0.0.1, \
+         -P 7000); a parent is the next node up"
+    );
+    assert_usage(&e, "-S/--parent");
+    for args in [
+        &["--bind", "10.1.2.3", "-S", "10.1.2.3"][..],
+        &["--bind", "::1", "-P", "9", "-S", "[::1]:9"],
+        &["--bind", "127.0.0.1", "-S", "LOCALHOST"],
+        // Default --bind 0.0.0.0 and -P 1111: loopback on 1111 is this node.
+        &["-S", "127.0.0.1"],
+        &["-S", "127.0.0.9:1111"],
+        &["-S", "localhost"],
+        // "::" also takes IPv4 (the server clears IPV6_V6ONLY).
+        &["--bind", "::", "-S", "[::1]"],
+        &["--bind", "::", "-S", "127.0.0.1"],
+    ] {
+        assert_usage(&cache_err(args), "-S/--parent: ");
+        assert_usage(&cache_err(args), "names this node itself");
+    }
+
+    // Other ports, other addresses, and names that need resolving are accepted.
+    for args in [
+        &["--bind", "127.0.0.1", "-P", "7000", "-S", "127.0.0.1:7001"][..],
+        &["--bind", "127.0.0.1", "-S", "127.0.0.2"],
+        &["--bind", "127.0.0.2", "-S", "localhost"],
+        &["--bind", "10.1.2.3", "-S", "127.0.0.1"],
+        &["-S", "[::1]"],
+        &["-S", "10.0.0.1"],
+        &["-S", "parent.example.com"],
+        &["-P", "0", "-S", "127.0.0.1"],
+    ] {
+        assert!(cache_of(&cache(args)).parent.is_some(), "{args:?}");
+    }
+}
+
+#[test]
+fn names_this_node_rules() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let hp = |s: &str| HostPort::parse(s).unwrap();
+    assert!(names_this_node(&hp("10.0.0.1:5"), ip("10.0.0.1"), 5));
+    assert!(!names_this_node(&hp("10.0.0.1:5"), ip("10.0.0.1"), 6));
+    assert!(!names_this_node(&hp("10.0.0.2:5"), ip("10.0.0.1"), 5));
+    // IPv4-mapped forms compare as IPv4.
+    assert!(names_this_node(
+        &hp("[::ffff:10.0.0.1]:5"),
+        ip("10.0.0.1"),
+        5
+    ));
+    assert!(names_this_node(&hp("10.0.0.1:5"), ip("::ffff:10.0.0.1"), 5));
+    // Wildcards: loopback of the family (both for "::", which is dual-stack).
+    assert!(names_this_node(&hp("127.1.2.3:5"), ip("0.0.0.0"), 5));
+    assert!(!names_this_node(&hp("[::1]:5"), ip("0.0.0.0"), 5));
+    assert!(names_this_node(&hp("[::1]:5"), ip("::"), 5));
+    assert!(names_this_node(&hp("127.0.0.1:5"), ip("::"), 5));
+    assert!(names_this_node(&hp("localhost:5"), ip("::"), 5));
+    assert!(!names_this_node(&hp("10.0.0.1:5"), ip("0.0.0.0"), 5));
+    assert!(!names_this_node(&hp("myself:5"), ip("0.0.0.0"), 5));
+}
+
+#[test]
+fn cache_tuning_options() {
+    for cfg in [
+        cache(&["--info-ttl", "0", "--upstream-timeout", "1"]),
+        serve(&["--info-ttl", "0", "--upstream-timeout", "1"]),
+    ] {
+        assert_eq!((cfg.info_ttl_ms, cfg.upstream_timeout_ms), (0, 1));
+    }
+    let cfg = cache(&["--info-ttl=60000", "--upstream-timeout=2500"]);
+    assert_eq!((cfg.info_ttl_ms, cfg.upstream_timeout_ms), (60_000, 2500));
+
+    let e = cache_err(&["--upstream-timeout", "0"]);
+    assert_eq!(e.message, "p2pd: --upstream-timeout: must be at least 1 ms");
+    assert_usage(
+        &serve_err(&["--upstream-timeout", "0"]),
+        "--upstream-timeout",
+    );
+    assert_usage(&cache_err(&["--info-ttl=-1"]), "--info-ttl");
+    assert_usage(&cache_err(&["--info-ttl", "soon"]), "--info-ttl");
+    assert_usage(
+        &cache_err(&["--upstream-timeout", "x"]),
+        "--upstream-timeout",
+    );
+}
+
+#[test]
+fn shared_options_work_on_caches() {
+    let cfg = cache(&[
+        "-A",
+        "cdn.example.com",
+        "-l",
+        "m1:2",
+        "-M",
+        "1G",
+        "-P",
+        "8080",
+        "--bind",
+        "::1",
+        "--threads",
+        "2",
+        "--max-connections",
+        "5",
+        "-dZ",
+    ]);
+    assert_eq!(cfg.allowed_hosts, ["cdn.example.com"]);
+    assert_eq!(cfg.mirrors.len(), 1);
+    assert_eq!(cfg.memory_cache_bytes, 1 << 30);
+    assert_eq!((cfg.port, cfg.threads, cfg.max_connections), (8080, 2, 5));
+    assert_eq!(cfg.bind, "::1".parse::<IpAddr>().unwrap());
+    assert!(cfg.start_cold && cfg.debug_level == 1);
+}
+
+#[test]
+fn cache_only_options_on_an_origin_are_refused() {
+    let cases: [(&[&str], &[&str], &str); 3] = [
         (
             &["-C", "1G"],
             &["--disk-cache-size", "1G"],
@@ -338,6 +741,82 @@ fn later_release_options_are_refused() {
             "-n/--recursive-subnet",
         ),
         (&["-S", "parent:1"], &["--parent", "[::1]"], "-S/--parent"),
+    ];
+    for (short, long, label) in cases {
+        for args in [short, long] {
+            let e = serve_err(args);
+            assert_eq!(
+                e.message,
+                format!("p2pd: {label}: applies to caches (-c) only"),
+                "{args:?}"
+            );
+            assert_usage(&e, label);
+        }
+    }
+}
+
+#[test]
+fn origin_only_options_on_a_cache_are_refused() {
+    let cases: [(&[&str], &[&str], &str, &str); 7] = [
+        (
+            &["-b", "1M"],
+            &["--block-size", "256k"],
+            "-b/--block-size",
+            "block size the origin announces",
+        ),
+        (
+            &["-m", "sha512"],
+            &["--digest", "sha256"],
+            "-m/--digest",
+            "digests the origin announces",
+        ),
+        (&["-T"], &["--playlist"], "-T/--playlist", "published files"),
+        (
+            &["--index-dir", "/tmp/i"],
+            &["--index-dir=/tmp/i"],
+            "--index-dir",
+            "digest indexes",
+        ),
+        (
+            &["--rescan-interval", "2000"],
+            &["--rescan-interval=500"],
+            "--rescan-interval",
+            "published directory",
+        ),
+        (
+            &["--verify-reads"],
+            &["--verify-reads"],
+            "--verify-reads",
+            "verifies every block",
+        ),
+        (
+            &["--buffered-reads"],
+            &["--buffered-reads"],
+            "--buffered-reads",
+            "published files",
+        ),
+    ];
+    let home = tempfile::tempdir().unwrap();
+    for (short, long, label, reason) in cases {
+        for args in [short, long] {
+            let e = cache_err(args);
+            let prefix = format!("p2pd: {label}: applies to origins (-p) only (");
+            assert!(e.message.starts_with(&prefix), "{args:?}: {e:?}");
+            assert_usage(&e, reason);
+            // The implicit client cache (no -p, no -c) refuses them as well, and
+            // creates nothing.
+            let Err(e) = parse_home(args, Some(home.path())) else {
+                panic!("{args:?} without -p and -c");
+            };
+            assert!(e.message.starts_with(&prefix), "{args:?}: {e:?}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn later_release_options_are_refused() {
+    let cases: [(&[&str], &[&str], &str); 3] = [
         (&["-i"], &["--p2p"], "-i/--p2p"),
         (
             &["-N", "10.1.0.0/16"],
@@ -348,20 +827,17 @@ fn later_release_options_are_refused() {
     ];
     for (short, long, label) in cases {
         for args in [short, long] {
-            // -c cannot go with -p, so it is tried on its own.
-            let e = if label == "-c/--cache" {
-                err(args)
-            } else {
-                serve_err(args)
-            };
-            assert_eq!(
-                e.message,
-                format!(
-                    "p2pd: {label}: not supported yet (this release runs the origin role only)"
-                ),
-                "{args:?}"
-            );
-            assert_usage(&e, label);
+            for e in [serve_err(args), cache_err(args)] {
+                assert_eq!(
+                    e.message,
+                    format!(
+                        "p2pd: {label}: not supported yet (p2p mode and detaching come in \
+                         a later release)"
+                    ),
+                    "{args:?}"
+                );
+                assert_usage(&e, label);
+            }
         }
     }
 }
@@ -374,12 +850,26 @@ fn first_refused_option_given_is_named() {
     );
     assert_usage(&serve_err(&["-i", "-N", "10.0.0.0/8"]), "-i/--p2p");
     assert_usage(&serve_err(&["--detach", "-S", "p:1"]), "-D/--detach");
-    assert_usage(&err(&["-c", "/tmp/c", "-n", "0.0.0.0/0"]), "-c/--cache");
+    assert_usage(&serve_err(&["-S", "p:1", "--detach"]), "-S/--parent");
     assert_usage(
-        &err(&["-n", "0.0.0.0/0", "-c", "/tmp/c"]),
-        "-n/--recursive-subnet",
+        &serve_err(&["-C", "1G", "-n", "::/0"]),
+        "-C/--disk-cache-size",
     );
+    assert_usage(&cache_err(&["-T", "-i"]), "-T/--playlist");
+    assert_usage(&cache_err(&["-i", "-T"]), "-i/--p2p");
+    assert_usage(
+        &cache_err(&["--verify-reads", "-b", "1M"]),
+        "--verify-reads",
+    );
+    // Within one cluster of flags clap reports them in the order of the definitions;
+    // either way one of them is named.
     assert_usage(&serve_err(&["-dDiTZ"]), "not supported yet");
+    assert_usage(&cache_err(&["-dTZ"]), "-T/--playlist");
+    // Role rules come before the self-parent check.
+    assert_usage(
+        &cache_err(&["-S", "127.0.0.1", "-b", "1M"]),
+        "-b/--block-size",
+    );
 }
 
 #[test]
@@ -398,11 +888,15 @@ fn refused_options_are_still_validated() {
         &serve_err(&["-C", "12x"]),
         "-C/--disk-cache-size: '12x' is not a size",
     );
+    assert_usage(&serve_err(&["-C", "1k"]), "below the minimum of 64 KiB");
     assert_usage(&serve_err(&["-S", "p:99999"]), "-S/--parent");
+    assert_usage(&cache_err(&["-b", "5000"]), "not a multiple of 4 KiB");
+    assert_usage(&cache_err(&["-m", "md5"]), "unknown digest algorithm");
     assert_usage(
-        &err(&["-c", "/tmp/c", "-C", "lots"]),
-        "-C/--disk-cache-size",
+        &cache_err(&["--rescan-interval", "99"]),
+        "below the minimum",
     );
+    assert_usage(&cache_err(&["--index-dir", ""]), "--index-dir");
 }
 
 #[test]
@@ -578,11 +1072,23 @@ fn help_and_version_go_to_stdout() {
         "--publish",
         "--block-size",
         "--max-connections",
+        "--cache",
+        "--recursive-subnet",
+        "--parent",
+        "--disk-cache-size",
+        "--info-ttl",
+        "--upstream-timeout",
         "-dDiTZ",
         "p2pd get URL",
     ] {
         assert!(long.contains(opt), "--help lacks {opt}");
     }
+    assert!(
+        !long.contains("origin role only"),
+        "--help still says only the origin runs"
+    );
+    let short = err(&["-h"]).message;
+    assert!(short.contains("[--info-ttl MS]") && short.contains("[--upstream-timeout MS]"));
     assert!(!long.contains("\u{1b}["), "no colour codes in help");
     assert!(err(&["get", "--help"]).message.contains("--timeout"));
     for args in [["--version"], ["-V"]] {
@@ -627,6 +1133,10 @@ fn man_page_lists_every_option() {
         "index\\-dir",
         "rescan\\-interval",
         "max\\-connections",
+        "verify\\-reads",
+        "buffered\\-reads",
+        "info\\-ttl",
+        "upstream\\-timeout",
         "output",
         "timeout",
         "quiet",
@@ -637,6 +1147,8 @@ fn man_page_lists_every_option() {
         );
     }
     assert!(page.contains("[\\fB\\-dDiTZ\\fR]"));
+    assert!(page.contains("[\\fB\\-\\-upstream\\-timeout\\fR\\ \\fIMS\\fR]"));
+    assert!(!page.contains("origin role only"));
     assert!(
         !page.contains("p2pd\\-man"),
         "hidden subcommand stays hidden"

@@ -82,6 +82,100 @@ impl RemoteFile {
     }
 }
 
+/// The request for the digests of a file from block `digest_start` on, as many as
+/// one answer may carry.
+pub fn info_request(req_id: u32, file: &FileRef, digest_start: u64) -> Frame {
+    Frame::InfoRequest(InfoRequest {
+        req_id,
+        file: file.clone(),
+        digest_start,
+        digest_count: limits::MAX_DIGESTS_PER_INFO,
+    })
+}
+
+/// Assembles a file's info from the answers to successive [`info_request`]s: the
+/// first answer names the file, each later one must describe the same version and
+/// carry the digests from where the previous one stopped.
+pub struct InfoPieces {
+    addr: SocketAddr,
+    max_digest_bytes: usize,
+    file: Option<RemoteFile>,
+    next: u64,
+}
+
+impl InfoPieces {
+    /// `max_digest_bytes` bounds the digest list held in memory: a file announcing
+    /// more is refused before its digests are asked for.
+    pub fn new(addr: SocketAddr, max_digest_bytes: usize) -> InfoPieces {
+        InfoPieces {
+            addr,
+            max_digest_bytes,
+            file: None,
+            next: 0,
+        }
+    }
+
+    /// The block whose digest to ask for next; None when every digest is in.
+    pub fn next_start(&self) -> Option<u64> {
+        match &self.file {
+            Some(f) if self.next >= f.block_count() => None,
+            _ => Some(self.next),
+        }
+    }
+
+    pub fn add(&mut self, info: crate::protocol::Info) -> Result<(), FetchError> {
+        let addr = self.addr;
+        let protocol = |message: String| FetchError::Protocol { addr, message };
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let digest_bytes = crate::index::block_count(info.size, info.block_size)
+                    .saturating_mul(info.algo.len() as u64);
+                if digest_bytes > self.max_digest_bytes as u64 {
+                    return Err(protocol(format!(
+                        "the file's digest list ({digest_bytes} bytes) is over this node's limit of {} bytes",
+                        self.max_digest_bytes
+                    )));
+                }
+                self.file.insert(RemoteFile {
+                    handle: info.handle,
+                    size: info.size,
+                    block_size: info.block_size,
+                    algo: info.algo,
+                    version: info.version,
+                    mtime_unix_secs: info.mtime_unix_secs,
+                    digests: Vec::with_capacity(digest_bytes as usize),
+                })
+            }
+        };
+        if info.version != f.version || info.digest_start != self.next {
+            return Err(FetchError::Remote {
+                addr,
+                code: ErrorCode::VersionChanged,
+                message: "the file changed while its digests were read".into(),
+            });
+        }
+        let got = (info.digests.len() / f.algo.len()) as u64;
+        if got == 0 && self.next < f.block_count() {
+            return Err(protocol("info answer carried no digests".into()));
+        }
+        if self.next + got > f.block_count() {
+            return Err(protocol("info answer carried digests past the last block".into()));
+        }
+        f.digests.extend_from_slice(&info.digests);
+        self.next += got;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<RemoteFile, FetchError> {
+        let addr = self.addr;
+        self.file.ok_or(FetchError::Protocol {
+            addr,
+            message: "no info".into(),
+        })
+    }
+}
+
 pub struct Connection {
     stream: TcpStream,
     pub addr: SocketAddr,
@@ -101,8 +195,20 @@ impl Connection {
         listen_port: u16,
         timeout: Duration,
     ) -> Result<Connection, FetchError> {
+        Self::connect_from(addr, None, role, listen_port, timeout).await
+    }
+
+    /// [`Connection::connect`] from a chosen source address (see
+    /// [`runtime::connect_from`]).
+    pub async fn connect_from(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        role: Role,
+        listen_port: u16,
+        timeout: Duration,
+    ) -> Result<Connection, FetchError> {
         let stream =
-            runtime::connect(addr, timeout)
+            runtime::connect_from(addr, source, timeout)
                 .await
                 .map_err(|source| match source.kind() {
                     std::io::ErrorKind::TimedOut => FetchError::Timeout {
@@ -137,6 +243,12 @@ impl Connection {
             Frame::Hello(h) => Err(c.protocol(format!("speaks version {}", h.version))),
             other => Err(c.unexpected(other)),
         }
+    }
+
+    /// The socket and what was read past the handshake, for a caller that runs its
+    /// own reader and writer over the connection (the upstream pool).
+    pub fn into_parts(self) -> (TcpStream, BytesMut, Decoder) {
+        (self.stream, self.buf, self.dec)
     }
 
     fn protocol(&self, message: String) -> FetchError {
@@ -217,49 +329,16 @@ impl Connection {
 
     /// File info with every block's digest (asked for in ranges for large files).
     pub async fn file_info(&mut self, file: &FileRef) -> Result<RemoteFile, FetchError> {
-        let mut rf: Option<RemoteFile> = None;
-        let mut start = 0u64;
-        loop {
+        let mut pieces = InfoPieces::new(self.addr, usize::MAX);
+        while let Some(start) = pieces.next_start() {
             let req_id = self.next_req_id();
-            self.send(&Frame::InfoRequest(InfoRequest {
-                req_id,
-                file: file.clone(),
-                digest_start: start,
-                digest_count: limits::MAX_DIGESTS_PER_INFO,
-            }))
-            .await?;
-            let info = match self.recv("file info").await? {
-                Frame::Info(i) if i.req_id == req_id => i,
+            self.send(&info_request(req_id, file, start)).await?;
+            match self.recv("file info").await? {
+                Frame::Info(i) if i.req_id == req_id => pieces.add(i)?,
                 other => return Err(self.unexpected(other)),
-            };
-            let r = rf.get_or_insert_with(|| RemoteFile {
-                handle: info.handle,
-                size: info.size,
-                block_size: info.block_size,
-                algo: info.algo,
-                version: info.version,
-                mtime_unix_secs: info.mtime_unix_secs,
-                digests: Vec::new(),
-            });
-            if info.version != r.version || info.digest_start != start {
-                return Err(FetchError::Remote {
-                    addr: self.addr,
-                    code: ErrorCode::VersionChanged,
-                    message: "the file changed while its digests were read".into(),
-                });
-            }
-            let total = r.block_count();
-            let got = (info.digests.len() / r.algo.len()) as u64;
-            r.digests.extend_from_slice(&info.digests);
-            start += got;
-            if start >= total {
-                break;
-            }
-            if got == 0 {
-                return Err(self.protocol("info answer carried no digests".into()));
             }
         }
-        rf.ok_or_else(|| self.protocol("no info".into()))
+        pieces.finish()
     }
 
     /// Asks for `count` blocks from `first`; the answer is Data frames with `req_id`.

@@ -3,13 +3,12 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use futures::stream::StreamExt;
 
-use super::{Ctx, IDLE_TIMEOUT, INDEX_WAIT_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
+use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::http::range::{if_range_allows, resolve_range, RangeSpec};
 use crate::http::request::{parse_request, Method, Request, Target};
 use crate::http::response::{
@@ -18,10 +17,13 @@ use crate::http::response::{
 };
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::{normalize_request_path, PathError};
-use crate::publish::{FileEntry, LookupError};
+use crate::content::Content;
+use crate::publish::FileEntry;
 use crate::runtime::{self, TcpStream};
 use crate::shard::Shard;
 
+/// The port an http:// URL or Host header without one names.
+const HTTP_DEFAULT_PORT: u16 = 80;
 /// Time allowed for the rest of a request head once its first byte arrived.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -69,7 +71,7 @@ pub async fn serve(
         };
         ShardMetrics::add(&shard.m().requests_http, 1);
         let keep_alive = req.keep_alive();
-        match respond(&shard, &ctx, &mut stream, &req, keep_alive, local).await {
+        match respond(&shard, &ctx, &mut stream, &req, keep_alive, peer, local).await {
             Ok(()) if keep_alive => {}
             _ => return,
         }
@@ -101,6 +103,7 @@ async fn respond(
     stream: &mut TcpStream,
     req: &Request,
     keep_alive: bool,
+    peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<(), ()> {
     let head_only = match &req.method {
@@ -136,25 +139,24 @@ async fn respond(
         )
         .await;
     }
-    if let Some(op) = raw_path.strip_prefix("/_p2pd/") {
+    // Operator endpoints are the node's own: on a cache only in origin form, so a
+    // proxy request for another node's /_p2pd/ path is proxied like any file.
+    let own_target = matches!(req.target, Target::Origin { .. }) || !ctx.is_cache();
+    if let Some(op) = raw_path.strip_prefix("/_p2pd/").filter(|_| own_target) {
         return operator(ctx, stream, op, keep_alive, head_only).await;
     }
-    let allowed = &ctx.config.allowed_hosts;
-    if !allowed.is_empty() {
-        let host = req.authority().map(|(h, _)| h);
-        if !host
-            .as_deref()
-            .is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(h)))
-        {
-            return error(
-                stream,
-                403,
-                "this host is not served here",
-                keep_alive,
-                head_only,
-            )
-            .await;
-        }
+    let authority = req.authority();
+    if !ctx.config.allowed_hosts.is_empty()
+        && !authority.as_ref().is_some_and(|(h, _)| ctx.host_allowed(h))
+    {
+        return error(
+            stream,
+            403,
+            "this host is not served here",
+            keep_alive,
+            head_only,
+        )
+        .await;
     }
     let path = match normalize_request_path(raw_path) {
         Ok(p) => p,
@@ -163,32 +165,44 @@ async fn respond(
         }
         Err(_) => return error(stream, 404, "not found", keep_alive, head_only).await,
     };
-    let entry = match runtime::timeout(INDEX_WAIT_TIMEOUT, ctx.publisher.lookup(&path)).await {
-        Ok(Ok(e)) => e,
-        Ok(Err(LookupError::NotFound)) => {
-            return error(stream, 404, "not found", keep_alive, head_only).await
-        }
-        Ok(Err(LookupError::Busy)) | Err(_) => {
+    let may_fetch = ctx.may_fetch(peer.ip(), local.map(|l| l.ip()));
+    // The file's identity is the URL's: the proxy request's absolute target, else the
+    // Host header (a missing port is HTTP's default, 80). An origin ignores the host.
+    let (host, port) = match &authority {
+        Some((h, p)) => (h.as_str(), p.unwrap_or(HTTP_DEFAULT_PORT)),
+        None if ctx.is_cache() => {
             return error(
                 stream,
-                503,
-                "file is being indexed, retry",
+                400,
+                "a cache needs the file's host: send a Host header or an absolute URL",
                 keep_alive,
                 head_only,
             )
             .await
         }
-        Ok(Err(LookupError::Failed(m))) => {
-            return error(stream, 500, &m, keep_alive, head_only).await
+        None => ("", HTTP_DEFAULT_PORT),
+    };
+    let content = match ctx.resolve(shard, host, port, &path, may_fetch).await {
+        Ok(c) => c,
+        Err(e) => {
+            let status = e.http_status();
+            return error(stream, status, &e.to_string(), keep_alive, head_only).await;
         }
     };
-    if ctx.config.playlist && !req.has_query_flag("direct") {
-        return playlist(
-            ctx, stream, req, raw_path, &entry, keep_alive, head_only, local,
-        )
-        .await;
+    if let Content::Published(entry) = &content {
+        if ctx.config.playlist && !req.has_query_flag("direct") {
+            return playlist(
+                ctx, stream, req, raw_path, entry, keep_alive, head_only, local,
+            )
+            .await;
+        }
     }
-    serve_file(shard, stream, req, &entry, keep_alive, head_only).await
+    let opts = Serve {
+        keep_alive,
+        head_only,
+        may_fetch,
+    };
+    serve_file(shard, stream, req, &content, opts).await
 }
 
 async fn operator(
@@ -201,8 +215,7 @@ async fn operator(
     let (body, ctype) = match op {
         "health" => ("ok\n".to_string(), "text/plain"),
         "metrics" => (
-            ctx.metrics
-                .render(ctx.publisher.file_count(), &ctx.publisher.stats),
+            ctx.render_metrics(),
             "text/plain; version=0.0.4",
         ),
         _ => {
@@ -277,19 +290,32 @@ async fn playlist(
     send(stream, &[&out]).await
 }
 
+/// How one response is sent.
+#[derive(Clone, Copy)]
+struct Serve {
+    keep_alive: bool,
+    head_only: bool,
+    /// The requester may make this node fetch missing blocks (caches).
+    may_fetch: bool,
+}
+
 async fn serve_file(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
     req: &Request,
-    entry: &Arc<FileEntry>,
-    keep_alive: bool,
-    head_only: bool,
+    content: &Content,
+    opts: Serve,
 ) -> Result<(), ()> {
-    let size = entry.size();
-    let etag = etag_for(entry.version());
-    let mtime = u64::try_from(entry.mtime_unix_secs()).unwrap_or(0);
+    let Serve {
+        keep_alive,
+        head_only,
+        may_fetch,
+    } = opts;
+    let size = content.size();
+    let etag = etag_for(content.version());
+    let mtime = u64::try_from(content.mtime_unix_secs()).unwrap_or(0);
     let last_modified = http_date(UNIX_EPOCH + Duration::from_secs(mtime));
-    let ctype = content_type_for(&entry.rel_path);
+    let ctype = content_type_for(content.name());
     let common = [
         ("ETag", etag.as_str()),
         ("Last-Modified", last_modified.as_str()),
@@ -298,7 +324,7 @@ async fn serve_file(
 
     let not_modified = match (&req.if_none_match, &req.if_modified_since) {
         (Some(inm), _) => etag_matches(inm, &etag),
-        (None, Some(ims)) => not_modified_since(ims, entry.mtime_unix_secs()),
+        (None, Some(ims)) => not_modified_since(ims, content.mtime_unix_secs()),
         _ => false,
     };
     let mut out = BytesMut::with_capacity(512);
@@ -339,6 +365,16 @@ async fn serve_file(
             return send(stream, &[&out]).await;
         }
     };
+    // A requester who may not make a cache fetch gets only what it holds: known before
+    // the head is sent, so the answer is a clear 403 rather than a cut-off body.
+    if let Content::Cached(file) = content {
+        let bs = u64::from(content.block_size());
+        if !may_fetch && !head_only && start < end_excl && !file.holds_all(start / bs, (end_excl - 1) / bs + 1) {
+            ShardMetrics::add(&shard.m().recursive_refused, 1);
+            let msg = "not cached here, and this node fetches only for its own clients";
+            return error(stream, 403, msg, keep_alive, head_only).await;
+        }
+    }
     let len = (end_excl - start).to_string();
     let mut h = common.to_vec();
     h.extend([("Content-Type", ctype), ("Content-Length", len.as_str())]);
@@ -350,7 +386,7 @@ async fn serve_file(
     if head_only || start == end_excl {
         return Ok(());
     }
-    stream_body(shard, stream, entry, start, end_excl).await
+    stream_body(shard, stream, content, start..end_excl, may_fetch).await
 }
 
 /// Writes bytes `start..end` of the file, block by block, reading a few blocks ahead.
@@ -359,18 +395,19 @@ async fn serve_file(
 async fn stream_body(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
-    entry: &Arc<FileEntry>,
-    start: u64,
-    end: u64,
+    content: &Content,
+    bytes: std::ops::Range<u64>,
+    may_fetch: bool,
 ) -> Result<(), ()> {
-    let bs = u64::from(entry.index.block_size);
-    let blocks = shard.blocks_in_order(entry, start / bs..(end - 1) / bs + 1);
+    let (start, end) = (bytes.start, bytes.end);
+    let bs = u64::from(content.block_size());
+    let blocks = shard.blocks_in_order(content, start / bs..(end - 1) / bs + 1, may_fetch);
     futures::pin_mut!(blocks);
     while let Some((idx, result)) = blocks.next().await {
         let block = match result {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(path = %entry.rel_path, block = idx, error = %e, "cannot serve block; closing");
+                tracing::warn!(path = %content.name(), block = idx, error = %e, "cannot serve block; closing");
                 return Err(());
             }
         };

@@ -5,19 +5,26 @@
 mod http;
 mod spp;
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 
-use crate::config::ServeConfig;
+use crate::config::{CacheConfig, HostPort, NodeRole, ServeConfig};
+use crate::content::{Content, Refusal};
+use crate::fetch::upstream::UpstreamConfig;
 use crate::metrics::{Metrics, ShardMetrics};
-use crate::publish::{default_index_dir, PublishConfig, Publisher};
+use crate::protocol::Role;
+use crate::publish::{default_index_dir, LookupError, PublishConfig, Publisher};
 use crate::router::{self, Router};
 use crate::runtime::{self, TcpListener, TcpStream};
-use crate::shard::Shard;
+use crate::shard::fill::{CachedFile, Fill, FillConfig};
+use crate::shard::{ReadPolicy, Shard, ShardRole};
+use crate::store::dir::StoreDir;
+use crate::store::FileKey;
 
 /// How long a new connection may take to send its first byte.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +44,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// What every shard shares, immutable after start-up.
 pub struct Context {
     pub config: ServeConfig,
-    pub publisher: Publisher,
+    pub role: RoleContext,
     pub metrics: Metrics,
     /// The port we accept on (the real one when `-P 0` asked for any).
     pub port: u16,
@@ -46,6 +53,126 @@ pub struct Context {
     /// Connections each shard accepts at most.
     pub max_connections_per_shard: usize,
 }
+
+/// The role-specific part of the shared context.
+pub enum RoleContext {
+    Origin {
+        publisher: Publisher,
+    },
+    Cache {
+        /// Holds the cache directory's lock for the life of the process.
+        _store: StoreDir,
+        fill: Arc<FillConfig>,
+        /// `-n`: requesters that may make this node fetch (empty on an LHC).
+        subnets: Vec<ipnet::IpNet>,
+        /// Files found in the store at start-up, handed to the shards once.
+        stored: Vec<Arc<CachedFile>>,
+    },
+}
+
+impl Context {
+    /// Our role in SPP Hellos and Locate answers.
+    pub fn spp_role(&self) -> Role {
+        match &self.role {
+            RoleContext::Origin { .. } => Role::Origin,
+            RoleContext::Cache { subnets, .. } if subnets.is_empty() => Role::Lhc,
+            RoleContext::Cache { .. } => Role::Scc,
+        }
+    }
+
+    /// Whether a requester at `peer`, which reached us at `local`, may make this node
+    /// fetch from its upstream: an SCC fetches for its `-n` subnets, an LHC for the
+    /// local machine only. A requester on the local machine comes from the address it
+    /// connected to, or from the loopback address the kernel picks by default; several
+    /// simulated hosts on distinct 127.x addresses are therefore told apart.
+    pub fn may_fetch(&self, peer: IpAddr, local: Option<IpAddr>) -> bool {
+        let peer = canonical_ip(peer);
+        match &self.role {
+            RoleContext::Origin { .. } => true,
+            RoleContext::Cache { subnets, .. } if !subnets.is_empty() => {
+                subnets.iter().any(|n| n.contains(&peer))
+            }
+            RoleContext::Cache { .. } => {
+                local.map(canonical_ip) == Some(peer)
+                    || peer == IpAddr::V4(Ipv4Addr::LOCALHOST)
+                    || peer == IpAddr::V6(Ipv6Addr::LOCALHOST)
+            }
+        }
+    }
+
+    /// The file `host:port/path` names on this node (`path` already normalized): the
+    /// published file on an origin; on a cache, its cached copy, whose info is fetched
+    /// or revalidated upstream when the requester may make us fetch.
+    pub async fn resolve(
+        &self,
+        shard: &Rc<Shard>,
+        host: &str,
+        port: u16,
+        path: &str,
+        may_fetch: bool,
+    ) -> Result<Content, Refusal> {
+        match &self.role {
+            RoleContext::Origin { publisher } => {
+                match runtime::timeout(INDEX_WAIT_TIMEOUT, publisher.lookup(path)).await {
+                    Ok(Ok(e)) => Ok(Content::Published(e)),
+                    Ok(Err(LookupError::NotFound)) => Err(Refusal::NotFound(path.to_string())),
+                    Ok(Err(LookupError::Busy)) => {
+                        Err(Refusal::Busy("indexer busy, retry".into()))
+                    }
+                    Ok(Err(LookupError::Failed(m))) => Err(Refusal::Internal(m)),
+                    Err(_) => Err(Refusal::Busy("file is still being indexed, retry".into())),
+                }
+            }
+            RoleContext::Cache { .. } => {
+                let key = FileKey::new(host, port, path);
+                match runtime::timeout(
+                    LOOKUP_TIMEOUT,
+                    shard.lookup_cached(key, may_fetch),
+                )
+                .await
+                {
+                    Ok(r) => r.map(Content::Cached),
+                    Err(_) => Err(Refusal::Upstream(crate::content::UpstreamError {
+                        kind: crate::content::UpstreamErrorKind::TimedOut,
+                        message: "the upstream did not describe the file in time".into(),
+                    })),
+                }
+            }
+        }
+    }
+
+    pub fn is_cache(&self) -> bool {
+        matches!(self.role, RoleContext::Cache { .. })
+    }
+
+    /// The `-A` rule: without `-A` every host is accepted.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let allowed = &self.config.allowed_hosts;
+        allowed.is_empty() || allowed.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// Prometheus text of the node's metrics.
+    pub fn render_metrics(&self) -> String {
+        match &self.role {
+            RoleContext::Origin { publisher } => self
+                .metrics
+                .render(publisher.file_count(), &publisher.stats),
+            RoleContext::Cache { .. } => self.metrics.render(0, &Default::default()),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Most time a request waits for a cached file's info (the upstream's own deadline
+/// applies to each attempt; this bounds them all).
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds one listening socket per shard on the same address and port with
 /// `SO_REUSEPORT`, so the kernel spreads connections. Port 0 picks a free port once.
@@ -88,56 +215,24 @@ pub fn bind_listeners(
     Ok((out, port))
 }
 
-/// Runs the origin until the process is stopped.
+/// Runs the node until the process is stopped.
 pub fn run(config: ServeConfig) -> Result<(), String> {
     let shards = config.threads;
     let io_memory = runtime::preflight(shards + 1)?;
     let (listeners, port) = bind_listeners(config.bind, config.port, shards)?;
 
-    let root = config.publish_dir.clone();
-    let index_dir = config
-        .index_dir
-        .clone()
-        .unwrap_or_else(|| default_index_dir(&root));
-    std::fs::create_dir_all(&index_dir)
-        .map_err(|e| format!("--index-dir: cannot create {}: {e}", index_dir.display()))?;
-    let index_dir = std::fs::canonicalize(&index_dir)
-        .map_err(|e| format!("--index-dir: {}: {e}", index_dir.display()))?;
-    let hasher_threads = shards.clamp(1, 4);
-    let publisher = Publisher::start(PublishConfig {
-        root: root.clone(),
-        index_dir: index_dir.clone(),
-        block_size: config.block_size_bytes,
-        algo: config.digest,
-        rescan_interval: Duration::from_millis(config.rescan_interval_ms),
-        hasher_threads,
-        start_cold: config.start_cold,
-    })?;
-
     let mut mirrors = Vec::new();
     for m in &config.mirrors {
-        let addr = (m.host.as_str(), m.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("-l/--mirror: cannot resolve {m}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("-l/--mirror: {m} has no address"))?;
-        mirrors.push(addr);
+        mirrors.push(resolve_one(m).map_err(|e| format!("-l/--mirror: {e}"))?);
     }
-
-    eprintln!(
-        "p2pd: origin publishing {} on {}:{} ({} shards, index dir {}, block size {}, digest {})",
-        root.display(),
-        config.bind,
-        port,
-        shards,
-        index_dir.display(),
-        config.block_size_bytes,
-        config.digest.name()
-    );
+    let role = match &config.role {
+        NodeRole::Origin { publish_dir } => start_origin(&config, publish_dir, shards, port)?,
+        NodeRole::Cache(cache) => start_cache(&config, cache, shards, port)?,
+    };
     let max_connections_per_shard = config.max_connections.div_ceil(shards).max(1);
     let ctx = Arc::new(Context {
         config,
-        publisher,
+        role,
         metrics: Metrics::new(shards),
         port,
         mirrors,
@@ -156,6 +251,125 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     })
 }
 
+/// Resolves a `host:port` given on the command line to its first address.
+fn resolve_one(hp: &HostPort) -> Result<SocketAddr, String> {
+    (hp.host.as_str(), hp.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {hp}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hp} has no address"))
+}
+
+fn start_origin(
+    config: &ServeConfig,
+    root: &Path,
+    shards: usize,
+    port: u16,
+) -> Result<RoleContext, String> {
+    let index_dir = config
+        .index_dir
+        .clone()
+        .unwrap_or_else(|| default_index_dir(root));
+    std::fs::create_dir_all(&index_dir)
+        .map_err(|e| format!("--index-dir: cannot create {}: {e}", index_dir.display()))?;
+    let index_dir = std::fs::canonicalize(&index_dir)
+        .map_err(|e| format!("--index-dir: {}: {e}", index_dir.display()))?;
+    let hasher_threads = shards.clamp(1, 4);
+    let publisher = Publisher::start(PublishConfig {
+        root: root.to_path_buf(),
+        index_dir: index_dir.clone(),
+        block_size: config.block_size_bytes,
+        algo: config.digest,
+        rescan_interval: Duration::from_millis(config.rescan_interval_ms),
+        hasher_threads,
+        start_cold: config.start_cold,
+    })?;
+    eprintln!(
+        "p2pd: origin publishing {} on {}:{} ({} shards, index dir {}, block size {}, digest {})",
+        root.display(),
+        config.bind,
+        port,
+        shards,
+        index_dir.display(),
+        config.block_size_bytes,
+        config.digest.name()
+    );
+    Ok(RoleContext::Origin { publisher })
+}
+
+fn start_cache(
+    config: &ServeConfig,
+    cache: &CacheConfig,
+    shards: usize,
+    port: u16,
+) -> Result<RoleContext, String> {
+    let (store, indexes) = StoreDir::open(&cache.dir, config.start_cold)?;
+    let stored: Vec<Arc<CachedFile>> = indexes
+        .into_iter()
+        .map(|i| Arc::new(CachedFile::new(i)))
+        .collect();
+    let parent = match &cache.parent {
+        Some(p) => Some(resolve_one(p).map_err(|e| format!("-S/--parent: {e}"))?),
+        None => None,
+    };
+    let subnets = cache.recursive_subnets.clone();
+    let site = !subnets.is_empty();
+    let who_may_fetch = if site {
+        subnets
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        "the local machine".to_string()
+    };
+    let mut own_addrs = vec![SocketAddr::new(config.bind, port)];
+    if config.bind.is_unspecified() {
+        own_addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        own_addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
+    }
+    let fill = Arc::new(FillConfig {
+        dir: store.path().to_path_buf(),
+        parent,
+        info_ttl: Duration::from_millis(config.info_ttl_ms),
+        disk_limit_per_shard_bytes: cache.disk_limit_bytes.map(|l| l / shards as u64),
+        upstream: UpstreamConfig {
+            role: if site { Role::Scc } else { Role::Lhc },
+            listen_port: port,
+            bind: (!config.bind.is_unspecified()).then_some(config.bind),
+            timeout: Duration::from_millis(config.upstream_timeout_ms),
+        },
+        own_addrs,
+        who_may_fetch: who_may_fetch.clone(),
+    });
+    let held: u64 = stored.iter().map(|f| f.index.held_count()).sum();
+    eprintln!(
+        "p2pd: {} caching in {} on {}:{} ({} shards, {} files and {} blocks kept, misses go to {}, fetching for {}, disk limit {})",
+        if site { "site cache (SCC)" } else { "client cache (LHC)" },
+        store.path().display(),
+        config.bind,
+        port,
+        shards,
+        stored.len(),
+        held,
+        match &cache.parent {
+            Some(p) => format!("the parent {p}"),
+            None => "the URL's host".to_string(),
+        },
+        who_may_fetch,
+        match cache.disk_limit_bytes {
+            Some(l) => format!("{l} bytes"),
+            None => "none".to_string(),
+        },
+    );
+    Ok(RoleContext::Cache {
+        _store: store,
+        fill,
+        subnets,
+        stored,
+    })
+}
+
 async fn shard_main(
     ctx: Arc<Context>,
     listeners: Arc<Mutex<Vec<std::net::TcpListener>>>,
@@ -163,19 +377,28 @@ async fn shard_main(
 ) -> Result<(), String> {
     let (id, router, receivers) = Router::join(mesh).await?;
     let cache_bytes = ctx.config.memory_cache_bytes / ctx.config.threads as u64;
+    let role = match &ctx.role {
+        RoleContext::Origin { publisher } => ShardRole::Origin {
+            publisher: publisher.clone(),
+            reads: ReadPolicy {
+                verify: ctx.config.verify_reads,
+                buffered: ctx.config.buffered_reads,
+            },
+        },
+        RoleContext::Cache { fill, .. } => ShardRole::Cache(Fill::new(fill.clone())),
+    };
     let shard = Shard::new(
         id,
         ctx.config.threads,
         cache_bytes,
         ctx.metrics.clone(),
-        ctx.publisher.clone(),
         router,
-        crate::shard::ReadPolicy {
-            verify: ctx.config.verify_reads,
-            buffered: ctx.config.buffered_reads,
-        },
+        role,
     );
     Router::serve(shard.clone(), receivers);
+    if let RoleContext::Cache { stored, .. } = &ctx.role {
+        shard.adopt_stored(stored).await;
+    }
     let std_listener = listeners
         .lock()
         .map_err(|_| "listener list poisoned".to_string())?

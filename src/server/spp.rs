@@ -5,14 +5,13 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
 use futures::stream::StreamExt;
 use futures_lite::io::{ReadHalf, WriteHalf};
 
-use super::{Ctx, IDLE_TIMEOUT, INDEX_WAIT_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
+use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::normalize_plain_path;
 use crate::protocol::{
@@ -20,7 +19,7 @@ use crate::protocol::{
     ErrorFrame, Frame, Get, Hello, Holds, Info, InfoRequest, Locate, LocateRequest, Location, Role,
     PROTOCOL_VERSION,
 };
-use crate::publish::{FileEntry, LookupError};
+use crate::content::Content;
 use crate::runtime::{self, TcpStream};
 use crate::shard::{BlockError, Shard};
 
@@ -32,7 +31,7 @@ enum Out {
     Frame(Bytes),
     Get {
         req_id: u32,
-        entry: Arc<FileEntry>,
+        content: Content,
         first: u64,
         count: u32,
     },
@@ -43,7 +42,7 @@ enum Out {
 /// Per-connection state the reader and writer share (same task set, same thread).
 #[derive(Default)]
 struct ConnState {
-    handles: Vec<Arc<FileEntry>>,
+    handles: Vec<Content>,
     /// Get requests queued or being streamed.
     outstanding: HashSet<u32>,
     cancelled: HashSet<u32>,
@@ -123,7 +122,7 @@ pub async fn serve(
     tracing::debug!(role = ?hello.role, port = hello.listen_port, "spp hello");
     let ours = Frame::Hello(Hello {
         version,
-        role: Role::Origin,
+        role: ctx.spp_role(),
         listen_port: ctx.port,
         capabilities: 0,
     });
@@ -133,8 +132,23 @@ pub async fn serve(
 
     let state = Rc::new(RefCell::new(ConnState::default()));
     let (tx, rx) = mpsc::channel::<Out>(limits::MAX_OUTSTANDING_REQUESTS + 16);
-    let writer = runtime::spawn(writer_loop(shard.clone(), wr, rx, state.clone()));
-    reader_loop(&shard, &ctx, rd, buf, dec, tx, &state, peer, local).await;
+    let may_fetch = ctx.may_fetch(peer.ip(), local.map(|l| l.ip()));
+    let writer = runtime::spawn(writer_loop(
+        shard.clone(),
+        wr,
+        rx,
+        state.clone(),
+        may_fetch,
+    ));
+    let conn = Conn {
+        shard: &shard,
+        ctx: &ctx,
+        state: &state,
+        peer,
+        local,
+        may_fetch,
+    };
+    reader_loop(&conn, rd, buf, dec, tx).await;
     writer.await;
 }
 
@@ -192,18 +206,25 @@ async fn read_frame(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the reader knows about its connection.
+struct Conn<'a> {
+    shard: &'a Rc<Shard>,
+    ctx: &'a Ctx,
+    state: &'a Rc<RefCell<ConnState>>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    /// The requester may make this node fetch from its upstream (caches).
+    may_fetch: bool,
+}
+
 async fn reader_loop(
-    shard: &Rc<Shard>,
-    ctx: &Ctx,
+    conn: &Conn<'_>,
     mut rd: ReadHalf<TcpStream>,
     mut buf: BytesMut,
     mut dec: Decoder,
     mut tx: mpsc::Sender<Out>,
-    state: &Rc<RefCell<ConnState>>,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
 ) {
+    let (shard, state, peer) = (conn.shard, conn.state, conn.peer);
     loop {
         let frame = match read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT).await {
             Ok(Read::Frame(f)) => f,
@@ -229,24 +250,35 @@ async fn reader_loop(
         let out = match frame {
             Frame::InfoRequest(r) => {
                 ShardMetrics::add(&shard.m().requests_spp, 1);
-                let (ctx, state, mut tx) = (ctx.clone(), state.clone(), tx.clone());
-                // Indexing may take a while: answer on its own so other requests go on.
+                let (shard, ctx, state, mut tx) =
+                    (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
+                let may_fetch = conn.may_fetch;
+                // Indexing (origin) or asking the upstream (cache) may take a while:
+                // answer on its own so other requests go on.
                 runtime::spawn_detached(async move {
-                    let f = info(&ctx, &state, r).await;
+                    let f = info(&shard, &ctx, &state, r, may_fetch).await;
                     let _ = futures::SinkExt::send(&mut tx, Out::Frame(f)).await;
                 });
                 continue;
             }
             Frame::LocateRequest(r) => {
                 ShardMetrics::add(&shard.m().requests_spp, 1);
-                Out::Frame(locate(ctx, state, &r, local))
+                let (shard, ctx, state, mut tx) =
+                    (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
+                let (local, may_fetch) = (conn.local, conn.may_fetch);
+                // A cache relays its upstream's answer: that takes a round trip.
+                runtime::spawn_detached(async move {
+                    let f = locate(&shard, &ctx, &state, &r, local, may_fetch).await;
+                    let _ = futures::SinkExt::send(&mut tx, Out::Frame(f)).await;
+                });
+                continue;
             }
             Frame::Get(g) => {
                 ShardMetrics::add(&shard.m().requests_spp, 1);
                 match accept_get(state, &g) {
-                    Ok(entry) => Out::Get {
+                    Ok(content) => Out::Get {
                         req_id: g.req_id,
-                        entry,
+                        content,
                         first: g.first_block,
                         count: g.block_count,
                     },
@@ -281,19 +313,14 @@ async fn reader_loop(
     }
 }
 
-fn lookup_error(req_id: u32, e: LookupError, path: &str) -> Bytes {
-    match e {
-        LookupError::NotFound => {
-            error_frame(req_id, ErrorCode::NotFound, format!("not found: {path}"))
-        }
-        LookupError::Busy => error_frame(req_id, ErrorCode::Busy, "indexer busy, retry"),
-        LookupError::Failed(m) => error_frame(req_id, ErrorCode::Internal, m),
-    }
-}
-
-async fn info(ctx: &Ctx, state: &Rc<RefCell<ConnState>>, r: InfoRequest) -> Bytes {
-    let allowed = &ctx.config.allowed_hosts;
-    if !allowed.is_empty() && !allowed.iter().any(|h| h.eq_ignore_ascii_case(&r.file.host)) {
+async fn info(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    state: &Rc<RefCell<ConnState>>,
+    r: InfoRequest,
+    may_fetch: bool,
+) -> Bytes {
+    if !ctx.host_allowed(&r.file.host) {
         return error_frame(
             r.req_id,
             ErrorCode::Forbidden,
@@ -304,23 +331,19 @@ async fn info(ctx: &Ctx, state: &Rc<RefCell<ConnState>>, r: InfoRequest) -> Byte
         Ok(p) => p,
         Err(e) => return error_frame(r.req_id, ErrorCode::NotFound, e.to_string()),
     };
-    let entry = match runtime::timeout(INDEX_WAIT_TIMEOUT, ctx.publisher.lookup(&path)).await {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => return lookup_error(r.req_id, e, &path),
-        Err(_) => {
-            return error_frame(
-                r.req_id,
-                ErrorCode::Busy,
-                "file is still being indexed, retry",
-            )
-        }
+    let content = match ctx
+        .resolve(shard, &r.file.host, r.file.port, &path, may_fetch)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return error_frame(r.req_id, e.spp_code(), e.to_string()),
     };
     let handle = {
         let mut st = state.borrow_mut();
-        match st.handles.iter().position(|h| Arc::ptr_eq(h, &entry)) {
+        match st.handles.iter().position(|h| h.same(&content)) {
             Some(i) => i,
             None if st.handles.len() < MAX_HANDLES_PER_CONNECTION => {
-                st.handles.push(entry.clone());
+                st.handles.push(content.clone());
                 st.handles.len() - 1
             }
             None => {
@@ -333,47 +356,56 @@ async fn info(ctx: &Ctx, state: &Rc<RefCell<ConnState>>, r: InfoRequest) -> Byte
         }
     };
     let count = u64::from(r.digest_count.min(limits::MAX_DIGESTS_PER_INFO));
-    let digests = Bytes::copy_from_slice(entry.index.digests(r.digest_start, count));
+    let digests = Bytes::copy_from_slice(content.digests(r.digest_start, count));
     frame_bytes(&Frame::Info(Info {
         req_id: r.req_id,
         handle: handle as u32,
-        size: entry.size(),
-        block_size: entry.index.block_size,
-        algo: entry.index.algo,
-        version: entry.version(),
-        mtime_unix_secs: entry.mtime_unix_secs(),
-        digest_start: r.digest_start.min(entry.index.block_count),
+        size: content.size(),
+        block_size: content.block_size(),
+        algo: content.algo(),
+        version: content.version(),
+        mtime_unix_secs: content.mtime_unix_secs(),
+        digest_start: r.digest_start.min(content.block_count()),
         digests,
     }))
 }
 
-fn locate(
+async fn locate(
+    shard: &Rc<Shard>,
     ctx: &Ctx,
     state: &Rc<RefCell<ConnState>>,
     r: &LocateRequest,
     local: Option<SocketAddr>,
+    may_fetch: bool,
 ) -> Bytes {
-    if state.borrow().handles.get(r.handle as usize).is_none() {
+    let Some(content) = state.borrow().handles.get(r.handle as usize).cloned() else {
         return error_frame(r.req_id, ErrorCode::BadRequest, "unknown file handle");
-    }
-    let mut locations = Vec::with_capacity(1 + ctx.mirrors.len());
-    if let Some(l) = local {
-        locations.push(Location {
-            addr: SocketAddr::new(l.ip(), ctx.port),
-            role: Role::Origin,
-            holds: Holds::All,
-        });
-    }
-    for m in ctx
-        .mirrors
-        .iter()
-        .take(limits::MAX_LOCATIONS - locations.len())
-    {
-        locations.push(Location {
-            addr: *m,
-            role: Role::Origin,
-            holds: Holds::All,
-        });
+    };
+    let me = local.map(|l| Location {
+        addr: SocketAddr::new(l.ip(), ctx.port),
+        role: ctx.spp_role(),
+        holds: Holds::All,
+    });
+    let mut locations = match &content {
+        Content::Published(_) => me.into_iter().collect(),
+        Content::Cached(file) => {
+            shard
+                .cache_locations(file, me, r.first_block, r.block_count, may_fetch)
+                .await
+        }
+    };
+    // `-l` nodes serve every file (mirrors, or caches that fetch recursively).
+    for m in &ctx.mirrors {
+        if locations.len() >= limits::MAX_LOCATIONS {
+            break;
+        }
+        if !locations.iter().any(|l| l.addr == *m) {
+            locations.push(Location {
+                addr: *m,
+                role: Role::Origin,
+                holds: Holds::All,
+            });
+        }
     }
     frame_bytes(&Frame::Locate(Locate {
         req_id: r.req_id,
@@ -381,29 +413,26 @@ fn locate(
     }))
 }
 
-fn accept_get(
-    state: &Rc<RefCell<ConnState>>,
-    g: &Get,
-) -> Result<Arc<FileEntry>, (ErrorCode, String)> {
+fn accept_get(state: &Rc<RefCell<ConnState>>, g: &Get) -> Result<Content, (ErrorCode, String)> {
     let mut st = state.borrow_mut();
-    let entry = st
+    let content = st
         .handles
         .get(g.handle as usize)
         .cloned()
         .ok_or((ErrorCode::BadRequest, "unknown file handle".to_string()))?;
-    if entry.version() != g.version {
+    if content.version() != g.version {
         return Err((
             ErrorCode::VersionChanged,
             "the file changed; ask for its info again".into(),
         ));
     }
     let end = g.first_block.checked_add(u64::from(g.block_count));
-    if end.is_none_or(|e| e > entry.index.block_count) {
+    if end.is_none_or(|e| e > content.block_count()) {
         return Err((
             ErrorCode::BadRequest,
             format!(
                 "blocks past the end of the file ({} blocks)",
-                entry.index.block_count
+                content.block_count()
             ),
         ));
     }
@@ -416,7 +445,7 @@ fn accept_get(
             "request id already outstanding".into(),
         ));
     }
-    Ok(entry)
+    Ok(content)
 }
 
 async fn writer_loop(
@@ -424,17 +453,24 @@ async fn writer_loop(
     mut wr: WriteHalf<TcpStream>,
     mut rx: mpsc::Receiver<Out>,
     state: Rc<RefCell<ConnState>>,
+    may_fetch: bool,
 ) {
     while let Some(out) = rx.next().await {
         let ok = match out {
             Out::Frame(f) => write(&mut wr, &[&f]).await.is_ok(),
             Out::Get {
                 req_id,
-                entry,
+                content,
                 first,
                 count,
             } => {
-                let r = stream_get(&shard, &mut wr, &state, req_id, &entry, first, count).await;
+                let get = StreamGet {
+                    req_id,
+                    first,
+                    count,
+                    may_fetch,
+                };
+                let r = stream_get(&shard, &mut wr, &state, &content, get).await;
                 let mut st = state.borrow_mut();
                 st.outstanding.remove(&req_id);
                 st.cancelled.remove(&req_id);
@@ -449,18 +485,26 @@ async fn writer_loop(
     let _ = futures_lite::AsyncWriteExt::close(&mut wr).await;
 }
 
+/// One accepted Get, as the writer streams it.
+struct StreamGet {
+    req_id: u32,
+    first: u64,
+    count: u32,
+    may_fetch: bool,
+}
+
 /// Streams blocks `first..first+count` as Data frames, reading a few blocks ahead.
 /// `Err` means the socket failed and the connection must end.
 async fn stream_get(
     shard: &Rc<Shard>,
     wr: &mut WriteHalf<TcpStream>,
     state: &Rc<RefCell<ConnState>>,
-    req_id: u32,
-    entry: &Arc<FileEntry>,
-    first: u64,
-    count: u32,
+    content: &Content,
+    get: StreamGet,
 ) -> Result<(), ()> {
-    let blocks = shard.blocks_in_order(entry, first..first + u64::from(count));
+    let req_id = get.req_id;
+    let range = get.first..get.first + u64::from(get.count);
+    let blocks = shard.blocks_in_order(content, range, get.may_fetch);
     futures::pin_mut!(blocks);
     while let Some((idx, result)) = blocks.next().await {
         if state.borrow().cancelled.contains(&req_id) {
@@ -473,16 +517,29 @@ async fn stream_get(
                 ShardMetrics::add(&shard.m().bytes_sent_spp, block.len() as u64);
             }
             Err(e) => {
-                let (code, msg) = match e {
-                    BlockError::Changed => (
-                        ErrorCode::VersionChanged,
-                        "the file changed on the origin; ask for its info again".to_string(),
-                    ),
-                    other => (ErrorCode::Internal, other.to_string()),
-                };
+                let (code, msg) = block_error_answer(e, idx);
                 return write(wr, &[&error_frame(req_id, code, msg)]).await;
             }
         }
     }
     Ok(())
+}
+
+/// The SPP error that ends a Get whose block `idx` could not be produced.
+fn block_error_answer(e: BlockError, idx: u64) -> (ErrorCode, String) {
+    match e {
+        BlockError::Changed => (
+            ErrorCode::VersionChanged,
+            "the file changed on the origin; ask for its info again".to_string(),
+        ),
+        BlockError::NotCached => (
+            ErrorCode::NotCachedHere,
+            format!("block {idx} is not cached here, and this node will not fetch it for you"),
+        ),
+        BlockError::Upstream(u) => (
+            crate::content::Refusal::Upstream(u.clone()).spp_code(),
+            format!("block {idx}: upstream: {u}"),
+        ),
+        other => (ErrorCode::Internal, other.to_string()),
+    }
 }

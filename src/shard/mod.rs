@@ -5,13 +5,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use futures::stream::{Stream, StreamExt};
 
+pub mod fill;
+
 use crate::cache::{BlockCache, BlockKey};
+use crate::content::{Content, UpstreamError};
 use crate::digest::MAX_DIGEST_BYTES;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::publish::{FileEntry, Publisher};
@@ -38,6 +40,24 @@ pub enum BlockError {
     Changed,
     #[error("shard unavailable")]
     ShardGone,
+    /// A cache does not hold the block and the requester may not make it fetch.
+    #[error("not cached here")]
+    NotCached,
+    /// A cache could not get the block from its upstream.
+    #[error("{0}")]
+    Upstream(UpstreamError),
+}
+
+/// Checks `data` against `expected`, hashing in slices so a large block does not hold
+/// the reactor for long.
+pub async fn verify_block(algo: crate::digest::DigestAlgo, data: &[u8], expected: &[u8]) -> bool {
+    let mut h = algo.hasher();
+    for chunk in data.chunks(VERIFY_SLICE_BYTES) {
+        h.update(chunk);
+        runtime::yield_if_needed().await;
+    }
+    let mut out = [0u8; MAX_DIGEST_BYTES];
+    h.finish_into(&mut out) == expected
 }
 
 /// The shard that owns block `index` of file `file_id`.
@@ -65,13 +85,21 @@ pub struct ReadPolicy {
 
 type LoadFuture = Shared<LocalBoxFuture<'static, Result<Bytes, BlockError>>>;
 
+/// What a shard does besides streaming: publish (origin) or cache (SCC, LHC).
+pub enum ShardRole {
+    Origin {
+        publisher: Publisher,
+        reads: ReadPolicy,
+    },
+    Cache(fill::Fill),
+}
+
 pub struct Shard {
     pub id: usize,
     pub shards: usize,
     pub metrics: Metrics,
-    pub publisher: Publisher,
     pub router: Router,
-    reads: ReadPolicy,
+    pub role: ShardRole,
     cache: RefCell<BlockCache>,
     /// One disk read per missing block, however many requesters wait for it.
     inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
@@ -84,17 +112,15 @@ impl Shard {
         shards: usize,
         cache_bytes: u64,
         metrics: Metrics,
-        publisher: Publisher,
         router: Router,
-        reads: ReadPolicy,
+        role: ShardRole,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
             shards,
             metrics,
-            publisher,
             router,
-            reads,
+            role,
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
             files: RefCell::new(HashMap::new()),
@@ -105,18 +131,22 @@ impl Shard {
         self.metrics.shard(self.id)
     }
 
-    /// A verified block, from whichever shard owns it.
+    /// A verified block, from whichever shard owns it. `may_fetch` says whether the
+    /// requester may make this node fetch a missing block from its upstream (caches).
     pub async fn block(
         self: &Rc<Self>,
-        entry: &Arc<FileEntry>,
+        content: &Content,
         index: u64,
+        may_fetch: bool,
     ) -> Result<Bytes, BlockError> {
-        let owner = owner_of(entry.file_id, index, self.shards);
+        let owner = owner_of(content.file_id(), index, self.shards);
         if owner == self.id {
-            self.local_block(entry.clone(), index).await
+            self.local_block(content.clone(), index, may_fetch).await
         } else {
             ShardMetrics::add(&self.m().router_forwarded, 1);
-            self.router.read(owner, entry.clone(), index).await
+            self.router
+                .read(owner, content.clone(), index, may_fetch)
+                .await
         }
     }
 
@@ -124,58 +154,105 @@ impl Shard {
     /// ahead of the one being consumed (the shared streaming path of SPP and HTTP).
     pub fn blocks_in_order(
         self: &Rc<Self>,
-        entry: &Arc<FileEntry>,
+        content: &Content,
         range: std::ops::Range<u64>,
+        may_fetch: bool,
     ) -> impl Stream<Item = (u64, Result<Bytes, BlockError>)> + 'static {
-        let (shard, entry) = (self.clone(), entry.clone());
+        let (shard, content) = (self.clone(), content.clone());
         futures::stream::iter(range)
             .map(move |i| {
-                let (shard, entry) = (shard.clone(), entry.clone());
-                async move { (i, shard.block(&entry, i).await) }
+                let (shard, content) = (shard.clone(), content.clone());
+                async move { (i, shard.block(&content, i, may_fetch).await) }
             })
             .buffered(READAHEAD_BLOCKS)
     }
 
-    /// A block this shard owns: memory cache, else one shared disk read.
+    /// A block this shard owns: memory cache, else one shared read (the origin's disk;
+    /// for a cache, its disk and then its upstream).
     pub async fn local_block(
         self: &Rc<Self>,
-        entry: Arc<FileEntry>,
+        content: Content,
         index: u64,
+        may_fetch: bool,
     ) -> Result<Bytes, BlockError> {
         let key = BlockKey {
-            file_id: entry.file_id,
-            version: entry.version(),
+            file_id: content.file_id(),
+            version: content.version(),
             index,
         };
-        if let Some(b) = self.cache.borrow_mut().get(&key) {
-            ShardMetrics::add(&self.m().memory_cache_hits, 1);
-            return Ok(b);
-        }
-        let existing = self.inflight.borrow().get(&key).cloned();
-        let fut = match existing {
-            Some(f) => f,
-            None => {
-                ShardMetrics::add(&self.m().memory_cache_misses, 1);
-                let me = self.clone();
-                let f = async move {
-                    let r = me.load(&entry, index).await;
-                    me.inflight.borrow_mut().remove(&key);
-                    if let Ok(b) = &r {
-                        let mut c = me.cache.borrow_mut();
-                        c.insert(key, b.clone());
-                        me.m()
-                            .memory_cache_bytes
-                            .store(c.used_bytes() as i64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    r
-                }
-                .boxed_local()
-                .shared();
-                self.inflight.borrow_mut().insert(key, f.clone());
-                f
+        // A requester who may make us fetch does not take the "not cached" answer of a
+        // shared read started by one who may not: it tries once more with its own.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if let Some(b) = self.cache.borrow_mut().get(&key) {
+                ShardMetrics::add(&self.m().memory_cache_hits, 1);
+                return Ok(b);
             }
-        };
-        fut.await
+            let existing = self.inflight.borrow().get(&key).cloned();
+            let fut = match existing {
+                Some(f) => f,
+                None => {
+                    ShardMetrics::add(&self.m().memory_cache_misses, 1);
+                    let produce = self.produce(&content, index, may_fetch);
+                    let me = self.clone();
+                    let f = async move {
+                        let r = produce.await;
+                        me.inflight.borrow_mut().remove(&key);
+                        if let Ok(b) = &r {
+                            me.remember(key, b.clone());
+                        }
+                        r
+                    }
+                    .boxed_local()
+                    .shared();
+                    self.inflight.borrow_mut().insert(key, f.clone());
+                    f
+                }
+            };
+            match fut.await {
+                Err(BlockError::NotCached) if may_fetch && attempts < 2 => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Puts a verified block in the memory cache.
+    fn remember(&self, key: BlockKey, block: Bytes) {
+        let mut c = self.cache.borrow_mut();
+        c.insert(key, block);
+        self.m()
+            .memory_cache_bytes
+            .store(c.used_bytes() as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The one read that produces a block missing from the memory cache.
+    fn produce(
+        self: &Rc<Self>,
+        content: &Content,
+        index: u64,
+        may_fetch: bool,
+    ) -> LocalBoxFuture<'static, Result<Bytes, BlockError>> {
+        let me = self.clone();
+        match content.clone() {
+            Content::Published(entry) => async move { me.load(&entry, index).await }.boxed_local(),
+            Content::Cached(file) => me.fill_block(file, index, may_fetch).boxed_local(),
+        }
+    }
+
+    /// The publisher, on an origin.
+    pub fn publisher(&self) -> Option<&Publisher> {
+        match &self.role {
+            ShardRole::Origin { publisher, .. } => Some(publisher),
+            ShardRole::Cache(_) => None,
+        }
+    }
+
+    fn reads(&self) -> ReadPolicy {
+        match &self.role {
+            ShardRole::Origin { reads, .. } => *reads,
+            ShardRole::Cache(_) => ReadPolicy::default(),
+        }
     }
 
     async fn open_file(&self, entry: &FileEntry) -> Result<Rc<BlockFile>, BlockError> {
@@ -184,7 +261,7 @@ impl Shard {
             return Ok(f.clone());
         }
         let f = Rc::new(
-            BlockFile::open(&entry.abs_path, !self.reads.buffered)
+            BlockFile::open(&entry.abs_path, !self.reads().buffered)
                 .await
                 .map_err(|e| BlockError::Io(e.to_string()))?,
         );
@@ -217,14 +294,8 @@ impl Shard {
             tracing::warn!(path = %entry.rel_path, block = index, "published file changed on disk; re-indexing");
             return Err(self.changed(entry));
         }
-        if self.reads.verify {
-            let mut h = entry.index.algo.hasher();
-            for chunk in data.chunks(VERIFY_SLICE_BYTES) {
-                h.update(chunk);
-                runtime::yield_if_needed().await;
-            }
-            let mut out = [0u8; MAX_DIGEST_BYTES];
-            if h.finish_into(&mut out) != entry.index.digest(index) {
+        if self.reads().verify {
+            if !verify_block(entry.index.algo, &data, entry.index.digest(index)).await {
                 ShardMetrics::add(&self.m().digest_failures, 1);
                 tracing::warn!(path = %entry.rel_path, block = index, "block on disk does not match its digest; re-indexing");
                 return Err(self.changed(entry));
@@ -238,8 +309,9 @@ impl Shard {
         self.files
             .borrow_mut()
             .remove(&(entry.file_id, entry.version()));
-        self.publisher
-            .report_stale(&entry.rel_path, entry.version());
+        if let Some(p) = self.publisher() {
+            p.report_stale(&entry.rel_path, entry.version());
+        }
         BlockError::Changed
     }
 }

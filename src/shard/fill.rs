@@ -1,0 +1,812 @@
+//! The cache role of a shard (SCC, LHC): file info for the files whose metadata this
+//! shard owns (lookups, revalidation with the upstream, replacing a changed version),
+//! and for the blocks it owns the fill path: memory cache, then the cache's disk
+//! (verified on every read), then one upstream fetch (verified before anyone sees it),
+//! written back with direct I/O under a per-shard byte limit with LRU eviction.
+//!
+//! Ownership is the origin's: block `i` of a file belongs to
+//! [`owner_of`](super::owner_of); a file's metadata (its catalog entry and its single
+//! in-flight info fetch) belongs to [`meta_owner`]. Other shards ask through the router.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+
+use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
+use crate::cache::{BlockKey, ByteLru};
+use crate::content::{Refusal, UpstreamError, UpstreamErrorKind};
+use crate::fetch::client::{FetchError, RemoteFile};
+use crate::fetch::upstream::{Upstream, UpstreamConfig, UpstreamPool};
+use crate::metrics::ShardMetrics;
+use crate::protocol::{limits, ErrorCode, FileRef, Holds, Location};
+use crate::runtime::{self, DataFile};
+use crate::store::index::CacheIndex;
+use crate::store::{dir::StoreDir, FileKey, FileMeta};
+
+/// How long a resolved upstream host name is reused before it is looked up again.
+const DNS_TTL: Duration = Duration::from_secs(60);
+/// Host names whose addresses a shard remembers at most.
+const MAX_DNS_ENTRIES: usize = 4096;
+/// Files whose metadata one shard keeps open (index mapped) at most; beyond it the
+/// least recently validated ones are closed (their files stay on disk for a restart).
+pub const MAX_FILES_PER_SHARD: usize = 65_536;
+/// Open data files kept per shard.
+const MAX_OPEN_DATA_FILES: usize = 256;
+/// Most locations relayed from the upstream in one Locate answer.
+const MAX_RELAYED_LOCATIONS: usize = 32;
+
+/// The shard that owns a file's metadata: its catalog entry and its info fetches.
+pub fn meta_owner(file_id: u64, shards: usize) -> usize {
+    (super::mix64(file_id ^ 0x6d65_7461) % shards as u64) as usize
+}
+
+/// Milliseconds since the process started: the clock of info revalidation.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// One version of a file a cache holds blocks of: the origin's info and digests and
+/// the have-bitmap (memory-mapped), shared by every shard.
+pub struct CachedFile {
+    pub key: FileKey,
+    pub file_id: u64,
+    pub index: CacheIndex,
+    /// Set when a newer version replaced this one (or the origin dropped the file):
+    /// its files are deleted and no block of it is written again.
+    retired: AtomicBool,
+    /// When the upstream last confirmed this version ([`now_ms`]); 0 = never.
+    validated_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for CachedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedFile")
+            .field("url", &self.key.url())
+            .field("version", &format_args!("{:016x}", self.index.meta().version))
+            .finish()
+    }
+}
+
+impl CachedFile {
+    pub fn new(index: CacheIndex) -> CachedFile {
+        let key = index.key().clone();
+        CachedFile {
+            file_id: key.file_id(),
+            key,
+            index,
+            retired: AtomicBool::new(false),
+            validated_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn meta(&self) -> &FileMeta {
+        self.index.meta()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Relaxed)
+    }
+
+    fn file_ref(&self) -> FileRef {
+        file_ref(&self.key)
+    }
+
+    /// Byte offset of block `index` in the data file.
+    fn offset(&self, index: u64) -> u64 {
+        index * u64::from(self.meta().block_size)
+    }
+
+    /// Whether every block of `first..end` is on disk (a requester who may not make
+    /// us fetch can only be promised those).
+    pub fn holds_all(&self, first: u64, end: u64) -> bool {
+        (first..end).all(|i| self.index.has(i))
+    }
+}
+
+fn file_ref(key: &FileKey) -> FileRef {
+    FileRef {
+        host: key.host.clone(),
+        port: key.port,
+        path: key.path.clone(),
+    }
+}
+
+/// What every shard of a cache node shares, fixed at start-up.
+#[derive(Debug)]
+pub struct FillConfig {
+    /// The `-c` directory (locked by the node's [`StoreDir`]).
+    pub dir: PathBuf,
+    /// `-S`, resolved once at start-up: every miss goes there.
+    pub parent: Option<SocketAddr>,
+    /// How long a file's info is trusted before the upstream is asked again.
+    pub info_ttl: Duration,
+    /// Block bytes this shard may keep on disk (`-C` shared out), None = no limit.
+    pub disk_limit_per_shard_bytes: Option<u64>,
+    /// Our Hello, source address and deadlines towards upstreams.
+    pub upstream: UpstreamConfig,
+    /// Addresses that reach this node itself: an upstream among them would be a loop.
+    pub own_addrs: Vec<SocketAddr>,
+    /// Who may make this node fetch, for messages ("the local machine", "10.0.0.0/8").
+    pub who_may_fetch: String,
+}
+
+type LookupFuture = Shared<LocalBoxFuture<'static, Result<Arc<CachedFile>, Refusal>>>;
+
+/// A shard's cache-role state.
+pub struct Fill {
+    pub cfg: Arc<FillConfig>,
+    pool: UpstreamPool,
+    /// Files whose metadata this shard owns, by URL identity.
+    catalog: RefCell<HashMap<FileKey, Arc<CachedFile>>>,
+    /// The one info fetch in flight per file.
+    lookups: RefCell<HashMap<FileKey, LookupFuture>>,
+    /// Blocks of this shard on disk, least recently used first; the value finds the
+    /// file to punch the block out of.
+    disk: RefCell<ByteLru<Weak<CachedFile>>>,
+    /// Blocks written to disk right now: served from here until their bit is set.
+    writing: RefCell<HashMap<BlockKey, Bytes>>,
+    data_files: RefCell<HashMap<(u64, u64), Rc<DataFile>>>,
+    dns: RefCell<HashMap<(String, u16), (Vec<SocketAddr>, Instant)>>,
+}
+
+impl Fill {
+    pub fn new(cfg: Arc<FillConfig>) -> Fill {
+        let limit = cfg.disk_limit_per_shard_bytes.unwrap_or(u64::MAX);
+        Fill {
+            pool: UpstreamPool::new(cfg.upstream.clone()),
+            cfg,
+            catalog: RefCell::new(HashMap::new()),
+            lookups: RefCell::new(HashMap::new()),
+            disk: RefCell::new(ByteLru::new(limit)),
+            writing: RefCell::new(HashMap::new()),
+            data_files: RefCell::new(HashMap::new()),
+            dns: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Files whose metadata this shard holds now.
+    pub fn files(&self) -> usize {
+        self.catalog.borrow().len()
+    }
+}
+
+/// Turns a fetch failure into what the downstream is told.
+pub fn upstream_error(e: &FetchError) -> UpstreamError {
+    let kind = match e {
+        FetchError::Connect { .. } | FetchError::Closed { .. } | FetchError::Io { .. } => {
+            UpstreamErrorKind::Unreachable
+        }
+        FetchError::Timeout { .. } => UpstreamErrorKind::TimedOut,
+        FetchError::Remote { code, .. } => match code {
+            ErrorCode::Forbidden | ErrorCode::NotCachedHere => UpstreamErrorKind::Refused,
+            ErrorCode::NotFound => UpstreamErrorKind::NotFound,
+            _ => UpstreamErrorKind::Failed,
+        },
+        _ => UpstreamErrorKind::Failed,
+    };
+    UpstreamError {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// Whether trying the next address of the same upstream may help.
+fn try_next(e: &FetchError) -> bool {
+    matches!(
+        upstream_error(e).kind,
+        UpstreamErrorKind::Unreachable | UpstreamErrorKind::TimedOut
+    ) || matches!(
+        e,
+        FetchError::Remote {
+            code: ErrorCode::Busy | ErrorCode::UpstreamFailed | ErrorCode::Internal,
+            ..
+        }
+    )
+}
+
+impl Shard {
+    /// The cache-role state; None on an origin.
+    pub fn fill(&self) -> Option<&Fill> {
+        match &self.role {
+            ShardRole::Cache(f) => Some(f),
+            ShardRole::Origin { .. } => None,
+        }
+    }
+
+    /// Takes the files found in the store at start-up: the ones whose metadata this
+    /// shard owns go into its catalog (to be revalidated on first use), and the blocks
+    /// it owns into its disk LRU (evicting at once if the limit shrank).
+    pub async fn adopt_stored(self: &Rc<Self>, files: &[Arc<CachedFile>]) {
+        let Some(fill) = self.fill() else { return };
+        let mut evicted = Vec::new();
+        for f in files {
+            if meta_owner(f.file_id, self.shards) == self.id {
+                fill.catalog.borrow_mut().insert(f.key.clone(), f.clone());
+            }
+            let version = f.meta().version;
+            for i in 0..f.index.block_count() {
+                if f.index.has(i) && owner_of(f.file_id, i, self.shards) == self.id {
+                    let key = BlockKey {
+                        file_id: f.file_id,
+                        version,
+                        index: i,
+                    };
+                    let len = DataFile::aligned(f.index.block_len(i));
+                    evicted.extend(fill.disk.borrow_mut().insert(key, Arc::downgrade(f), len));
+                }
+            }
+        }
+        self.update_disk_gauges();
+        for (key, file) in evicted {
+            self.punch(key, file).await;
+        }
+    }
+
+    fn update_disk_gauges(&self) {
+        if let Some(fill) = self.fill() {
+            let m = self.m();
+            m.disk_cache_bytes
+                .store(fill.disk.borrow().used_bytes() as i64, Relaxed);
+            m.files_cached.store(fill.files() as i64, Relaxed);
+        }
+    }
+
+    /// The cached file named by `key`, from whichever shard owns its metadata.
+    pub async fn lookup_cached(
+        self: &Rc<Self>,
+        key: FileKey,
+        may_fetch: bool,
+    ) -> Result<Arc<CachedFile>, Refusal> {
+        let owner = meta_owner(key.file_id(), self.shards);
+        if owner == self.id {
+            self.local_lookup(key, may_fetch).await
+        } else {
+            ShardMetrics::add(&self.m().router_forwarded, 1);
+            self.router.lookup(owner, key, may_fetch).await
+        }
+    }
+
+    /// A lookup on the metadata owner: the catalog entry if its info is fresh (or the
+    /// requester may not make us ask upstream), else one shared revalidation.
+    pub async fn local_lookup(
+        self: &Rc<Self>,
+        key: FileKey,
+        may_fetch: bool,
+    ) -> Result<Arc<CachedFile>, Refusal> {
+        let Some(fill) = self.fill() else {
+            return Err(Refusal::Internal("not a cache".into()));
+        };
+        let existing = fill.catalog.borrow().get(&key).cloned();
+        if let Some(f) = &existing {
+            let validated = f.validated_ms.load(Relaxed);
+            let fresh = validated != 0
+                && now_ms().saturating_sub(validated) < fill.cfg.info_ttl.as_millis() as u64;
+            if fresh || !may_fetch {
+                return Ok(f.clone());
+            }
+        } else if !may_fetch {
+            ShardMetrics::add(&self.m().recursive_refused, 1);
+            return Err(Refusal::Forbidden(format!(
+                "{} is not cached here, and this node fetches only for {}",
+                key.url(),
+                fill.cfg.who_may_fetch
+            )));
+        }
+        let pending = fill.lookups.borrow().get(&key).cloned();
+        let fut = match pending {
+            Some(f) => f,
+            None => {
+                let me = self.clone();
+                let k = key.clone();
+                let f = async move {
+                    let r = me.revalidate(&k, existing).await;
+                    if let Some(fill) = me.fill() {
+                        fill.lookups.borrow_mut().remove(&k);
+                    }
+                    me.update_disk_gauges();
+                    r
+                }
+                .boxed_local()
+                .shared();
+                fill.lookups.borrow_mut().insert(key, f.clone());
+                f
+            }
+        };
+        fut.await
+    }
+
+    /// Asks the upstream whether `existing` is still the current version; fetches the
+    /// full info (and starts a new version) when it is not or when there is none.
+    async fn revalidate(
+        self: &Rc<Self>,
+        key: &FileKey,
+        existing: Option<Arc<CachedFile>>,
+    ) -> Result<Arc<CachedFile>, Refusal> {
+        let fref = file_ref(key);
+        if let Some(f) = &existing {
+            let r = self
+                .with_upstream(key, |up| {
+                    let fref = fref.clone();
+                    async move { up.file_meta(&fref).await }
+                })
+                .await;
+            match r {
+                Ok(meta) if meta.version == f.meta().version => {
+                    f.validated_ms.store(now_ms(), Relaxed);
+                    return Ok(f.clone());
+                }
+                Ok(_) => {
+                    tracing::info!(url = %key.url(), "file changed at the origin; fetching its new info");
+                }
+                Err(Refusal::Upstream(u)) if u.kind == UpstreamErrorKind::NotFound => {
+                    tracing::info!(url = %key.url(), "file gone at the origin; dropping it");
+                    self.retire(f);
+                    return Err(Refusal::NotFound(key.url()));
+                }
+                Err(e) => {
+                    // Stale-if-error: keep serving what we hold while the upstream is
+                    // away, and do not make every request wait for it: trust the old
+                    // info for another TTL.
+                    tracing::warn!(url = %key.url(), error = %e, "cannot revalidate; serving the cached version");
+                    f.validated_ms.store(now_ms(), Relaxed);
+                    return Ok(f.clone());
+                }
+            }
+        }
+        let info = self
+            .with_upstream(key, |up| {
+                let fref = fref.clone();
+                async move { up.file_info(&fref).await }
+            })
+            .await?;
+        let file = self.start_version(key, info).await?;
+        if let Some(old) = existing {
+            self.retire(&old);
+        }
+        Ok(file)
+    }
+
+    /// Creates the index of a new file version (on the blocking pool: it writes and
+    /// syncs a file) and puts it in the catalog.
+    async fn start_version(
+        self: &Rc<Self>,
+        key: &FileKey,
+        info: RemoteFile,
+    ) -> Result<Arc<CachedFile>, Refusal> {
+        let Some(fill) = self.fill() else {
+            return Err(Refusal::Internal("not a cache".into()));
+        };
+        let meta = FileMeta {
+            size: info.size,
+            block_size: info.block_size,
+            algo: info.algo,
+            version: info.version,
+            mtime_unix_secs: info.mtime_unix_secs,
+        };
+        let (dir, k) = (fill.cfg.dir.clone(), key.clone());
+        let index = runtime::blocking(move || CacheIndex::create(&dir, &k, &meta, &info.digests))
+            .await
+            .map_err(|e| Refusal::Internal(format!("cannot create the cache index: {e}")))?;
+        let file = Arc::new(CachedFile::new(index));
+        file.validated_ms.store(now_ms(), Relaxed);
+        let mut catalog = fill.catalog.borrow_mut();
+        if catalog.len() >= MAX_FILES_PER_SHARD && !catalog.contains_key(key) {
+            // Forget the least recently validated file's metadata; its blocks stay on
+            // disk and in the LRU until evicted, and a restart finds it again.
+            if let Some(victim) = catalog
+                .iter()
+                .min_by_key(|(_, f)| f.validated_ms.load(Relaxed))
+                .map(|(k, _)| k.clone())
+            {
+                catalog.remove(&victim);
+            }
+        }
+        catalog.insert(key.clone(), file.clone());
+        tracing::debug!(url = %key.url(), version = %format_args!("{:016x}", file.meta().version), blocks = file.index.block_count(), "caching a new file version");
+        Ok(file)
+    }
+
+    /// Takes a replaced or vanished version out of service and deletes its files.
+    fn retire(&self, old: &Arc<CachedFile>) {
+        if old.retired.swap(true, Relaxed) {
+            return;
+        }
+        if let Some(fill) = self.fill() {
+            let mut catalog = fill.catalog.borrow_mut();
+            if catalog.get(&old.key).is_some_and(|f| Arc::ptr_eq(f, old)) {
+                catalog.remove(&old.key);
+            }
+        }
+        let (idx, data) = (
+            old.index.index_path().to_path_buf(),
+            old.index.data_path().to_path_buf(),
+        );
+        runtime::spawn_detached(async move {
+            let _ = runtime::blocking(move || StoreDir::remove_files(&idx, &data)).await;
+        });
+    }
+
+    /// The addresses misses for `key` go to: the parent, else the URL's host.
+    async fn upstream_addrs(&self, key: &FileKey) -> Result<Vec<SocketAddr>, Refusal> {
+        let Some(fill) = self.fill() else {
+            return Err(Refusal::Internal("not a cache".into()));
+        };
+        if let Some(p) = fill.cfg.parent {
+            return Ok(vec![p]);
+        }
+        let name = (key.host.clone(), key.port);
+        let cached = fill
+            .dns
+            .borrow()
+            .get(&name)
+            .filter(|(_, at)| at.elapsed() < DNS_TTL)
+            .map(|(a, _)| a.clone());
+        let addrs = match cached {
+            Some(a) => a,
+            None => {
+                let resolved = match key.host.parse::<IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, key.port)],
+                    Err(_) => {
+                        let n = name.clone();
+                        runtime::blocking(move || {
+                            n.to_socket_addrs().map(|a| a.collect::<Vec<_>>())
+                        })
+                        .await
+                        .map_err(|e| {
+                            Refusal::Upstream(UpstreamError {
+                                kind: UpstreamErrorKind::Unreachable,
+                                message: format!("cannot resolve {}: {e}", key.host),
+                            })
+                        })?
+                    }
+                };
+                let mut dns = fill.dns.borrow_mut();
+                if dns.len() >= MAX_DNS_ENTRIES {
+                    dns.clear();
+                }
+                dns.insert(name, (resolved.clone(), Instant::now()));
+                resolved
+            }
+        };
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| !fill.cfg.own_addrs.contains(a))
+            .collect();
+        if addrs.is_empty() {
+            return Err(Refusal::Upstream(UpstreamError {
+                kind: UpstreamErrorKind::Failed,
+                message: format!(
+                    "{} names this node itself and no parent (-S) is set",
+                    key.url()
+                ),
+            }));
+        }
+        Ok(addrs)
+    }
+
+    /// Runs `op` against the upstream of `key`, trying its addresses in turn while
+    /// they are unreachable or overloaded.
+    async fn with_upstream<T, F, Fut>(&self, key: &FileKey, op: F) -> Result<T, Refusal>
+    where
+        F: Fn(Rc<Upstream>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, FetchError>>,
+    {
+        let Some(fill) = self.fill() else {
+            return Err(Refusal::Internal("not a cache".into()));
+        };
+        let mut last = None;
+        for addr in self.upstream_addrs(key).await? {
+            let r = match fill.pool.get(addr).await {
+                Ok(up) => op(up).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    ShardMetrics::add(&self.m().upstream_errors, 1);
+                    tracing::debug!(upstream = %addr, url = %key.url(), error = %e, "upstream request failed");
+                    let next = try_next(&e);
+                    last = Some(e);
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => Refusal::Upstream(upstream_error(&e)),
+            None => Refusal::Internal("no upstream".into()),
+        })
+    }
+
+    /// Produces a block of a cached file on its owning shard: from a write in
+    /// progress, from disk (verified; a bad copy is dropped), or from the upstream
+    /// when the requester may make us fetch.
+    pub(super) async fn fill_block(
+        self: Rc<Self>,
+        file: Arc<CachedFile>,
+        index: u64,
+        may_fetch: bool,
+    ) -> Result<Bytes, BlockError> {
+        let Some(fill) = self.fill() else {
+            return Err(BlockError::Io("not a cache".into()));
+        };
+        let key = BlockKey {
+            file_id: file.file_id,
+            version: file.meta().version,
+            index,
+        };
+        if let Some(b) = fill.writing.borrow().get(&key) {
+            return Ok(b.clone());
+        }
+        if file.index.has(index) {
+            match self.read_stored(&file, index).await {
+                Ok(b) => {
+                    ShardMetrics::add(&self.m().disk_cache_hits, 1);
+                    fill.disk.borrow_mut().get(&key);
+                    return Ok(b);
+                }
+                Err(why) => {
+                    ShardMetrics::add(&self.m().disk_cache_corrupt, 1);
+                    ShardMetrics::add(&self.m().digest_failures, 1);
+                    tracing::warn!(url = %file.key.url(), block = index, why, "cached block is damaged; dropping it");
+                    file.index.clear(index);
+                    let removed = fill.disk.borrow_mut().remove(&key);
+                    if let Some(w) = removed {
+                        self.punch(key, w).await;
+                    }
+                    self.update_disk_gauges();
+                }
+            }
+        }
+        ShardMetrics::add(&self.m().cache_misses, 1);
+        if !may_fetch {
+            ShardMetrics::add(&self.m().recursive_refused, 1);
+            return Err(BlockError::NotCached);
+        }
+        let data = self.fetch_block(&file, index).await?;
+        ShardMetrics::add(&self.m().upstream_fetches, 1);
+        ShardMetrics::add(&self.m().upstream_bytes, data.len() as u64);
+        if !file.is_retired() {
+            fill.writing.borrow_mut().insert(key, data.clone());
+            let me = self.clone();
+            let (f, d) = (file.clone(), data.clone());
+            runtime::spawn_detached(async move {
+                me.store_block(&f, key, d).await;
+                if let Some(fill) = me.fill() {
+                    fill.writing.borrow_mut().remove(&key);
+                }
+            });
+        }
+        Ok(data)
+    }
+
+    /// Reads a stored block and checks it against the origin's digest: the cache's
+    /// disk is not trusted (a crash, a flipped bit, a torn write are all caught here).
+    async fn read_stored(&self, file: &Arc<CachedFile>, index: u64) -> Result<Bytes, &'static str> {
+        let df = self
+            .data_file(file)
+            .await
+            .map_err(|_| "cannot open the data file")?;
+        let len = file.index.block_len(index);
+        let data = df
+            .read_block(file.offset(index), len)
+            .await
+            .map_err(|_| "read error")?;
+        ShardMetrics::add(&self.m().disk_read_bytes, data.len() as u64);
+        if data.len() != len {
+            return Err("short read");
+        }
+        if !verify_block(file.meta().algo, &data, file.index.digest(index)).await {
+            return Err("digest mismatch");
+        }
+        Ok(data)
+    }
+
+    /// Fetches one block from the upstream and verifies it; a source whose block fails
+    /// its digest is not asked again for this block.
+    async fn fetch_block(&self, file: &Arc<CachedFile>, index: u64) -> Result<Bytes, BlockError> {
+        let Some(fill) = self.fill() else {
+            return Err(BlockError::Io("not a cache".into()));
+        };
+        let fref = file.file_ref();
+        let version = file.meta().version;
+        let addrs = self
+            .upstream_addrs(&file.key)
+            .await
+            .map_err(refusal_to_block_error)?;
+        let mut last: Option<BlockError> = None;
+        for addr in addrs {
+            let r = match fill.pool.get(addr).await {
+                Ok(up) => up.block(&fref, version, index).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(data) => {
+                    let len = file.index.block_len(index);
+                    if data.len() == len
+                        && verify_block(file.meta().algo, &data, file.index.digest(index)).await
+                    {
+                        return Ok(data);
+                    }
+                    ShardMetrics::add(&self.m().digest_failures, 1);
+                    ShardMetrics::add(&self.m().upstream_errors, 1);
+                    tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded");
+                    last = Some(BlockError::Upstream(UpstreamError {
+                        kind: UpstreamErrorKind::Failed,
+                        message: format!("block {index} from {addr} failed its digest check"),
+                    }));
+                }
+                Err(FetchError::Remote {
+                    code: ErrorCode::VersionChanged,
+                    ..
+                }) => {
+                    // The origin has a new version: the next lookup fetches its info.
+                    file.validated_ms.store(0, Relaxed);
+                    return Err(BlockError::Changed);
+                }
+                Err(e) => {
+                    ShardMetrics::add(&self.m().upstream_errors, 1);
+                    tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed");
+                    let next = try_next(&e);
+                    last = Some(BlockError::Upstream(upstream_error(&e)));
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| BlockError::Io("no upstream".into())))
+    }
+
+    /// Writes a verified block to the data file and only then marks it held. Room is
+    /// made first (LRU eviction), so the disk use never exceeds the limit, not even
+    /// while the write is in flight.
+    async fn store_block(self: &Rc<Self>, file: &Arc<CachedFile>, key: BlockKey, data: Bytes) {
+        let Some(fill) = self.fill() else { return };
+        let len = DataFile::aligned(data.len());
+        if fill
+            .cfg
+            .disk_limit_per_shard_bytes
+            .is_some_and(|limit| len > limit)
+        {
+            return;
+        }
+        let evicted = fill
+            .disk
+            .borrow_mut()
+            .insert(key, Arc::downgrade(file), len);
+        for (k, w) in evicted {
+            if k == key {
+                return;
+            }
+            self.punch(k, w).await;
+        }
+        let written = match self.data_file(file).await {
+            Ok(df) => df.write_block(file.offset(key.index), &data).await,
+            Err(e) => Err(e),
+        };
+        // Evicted while the write was in flight: the space was freed before the write
+        // landed, so free it again rather than claim the block.
+        let still_ours = fill.disk.borrow().contains(&key);
+        match written {
+            Ok(()) if !still_ours => {
+                if let Ok(df) = self.data_file(file).await {
+                    let _ = df.punch(file.offset(key.index), data.len()).await;
+                }
+            }
+            Ok(()) if !file.is_retired() => {
+                file.index.set(key.index);
+                ShardMetrics::add(&self.m().disk_cache_write_bytes, data.len() as u64);
+            }
+            Ok(()) => {
+                fill.disk.borrow_mut().remove(&key);
+            }
+            Err(e) => {
+                tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot write a block to the cache");
+                fill.disk.borrow_mut().remove(&key);
+            }
+        }
+        self.update_disk_gauges();
+    }
+
+    /// Evicts a block: it stops being held at once, then its space is freed.
+    async fn punch(&self, key: BlockKey, file: Weak<CachedFile>) {
+        ShardMetrics::add(&self.m().disk_cache_evictions, 1);
+        let Some(file) = file.upgrade() else { return };
+        if file.meta().version != key.version {
+            return;
+        }
+        file.index.clear(key.index);
+        if file.is_retired() {
+            return;
+        }
+        if let Ok(df) = self.data_file(&file).await {
+            if let Err(e) = df.punch(file.offset(key.index), file.index.block_len(key.index)).await {
+                tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot free an evicted block's space");
+            }
+        }
+    }
+
+    async fn data_file(&self, file: &Arc<CachedFile>) -> std::io::Result<Rc<DataFile>> {
+        let Some(fill) = self.fill() else {
+            return Err(std::io::Error::other("not a cache"));
+        };
+        let k = (file.file_id, file.meta().version);
+        if let Some(f) = fill.data_files.borrow().get(&k) {
+            return Ok(f.clone());
+        }
+        let df = Rc::new(DataFile::open(file.index.data_path()).await?);
+        let mut files = fill.data_files.borrow_mut();
+        if files.len() >= MAX_OPEN_DATA_FILES {
+            files.clear();
+        }
+        files.insert(k, df.clone());
+        Ok(df)
+    }
+
+    /// The Locate answer of a cache: itself first (everything, for a requester it
+    /// fetches for; else the ranges it holds), then, for such a requester, the
+    /// locations its upstream knows.
+    pub async fn cache_locations(
+        self: &Rc<Self>,
+        file: &Arc<CachedFile>,
+        me: Option<Location>,
+        first: u64,
+        count: u64,
+        may_fetch: bool,
+    ) -> Vec<Location> {
+        let mut out = Vec::new();
+        if let Some(mut me) = me {
+            if !may_fetch {
+                let ranges = file
+                    .index
+                    .held_ranges(first, count, limits::MAX_RANGES)
+                    .into_iter()
+                    .map(|(start, count)| crate::protocol::BlockRange { start, count })
+                    .collect();
+                me.holds = Holds::Ranges(ranges);
+            }
+            out.push(me);
+        }
+        if !may_fetch {
+            return out;
+        }
+        let fref = file.file_ref();
+        let version = file.meta().version;
+        let relayed = self
+            .with_upstream(&file.key, |up| {
+                let fref = fref.clone();
+                async move { up.locate(&fref, version, first, count).await }
+            })
+            .await
+            .unwrap_or_default();
+        let own = self.fill().map(|f| f.cfg.own_addrs.clone()).unwrap_or_default();
+        for l in relayed.into_iter().take(MAX_RELAYED_LOCATIONS) {
+            if out.len() >= limits::MAX_LOCATIONS {
+                break;
+            }
+            if own.contains(&l.addr) || out.iter().any(|o| o.addr == l.addr) {
+                continue;
+            }
+            out.push(l);
+        }
+        out
+    }
+}
+
+fn refusal_to_block_error(r: Refusal) -> BlockError {
+    match r {
+        Refusal::Upstream(u) => BlockError::Upstream(u),
+        other => BlockError::Io(other.to_string()),
+    }
+}
