@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+/// A counter of the node: (name, help, the per-shard field it sums).
+type CounterDef = (&'static str, &'static str, fn(&ShardMetrics) -> &AtomicU64);
+
 /// One shard's counters. Padded so two shards never share a cache line.
 #[derive(Default)]
 #[repr(align(128))]
@@ -152,7 +155,7 @@ impl Metrics {
             "Block requests forwarded to the owning shard.",
             &[("", self.sum(|s| s.router_forwarded.load(Relaxed)))],
         );
-        let cache_counters: [(&str, &str, fn(&ShardMetrics) -> &AtomicU64); 9] = [
+        let cache_counters: [CounterDef; 9] = [
             (
                 "p2pd_disk_cache_hits_total",
                 "Caches: blocks read from the cache disk and verified.",

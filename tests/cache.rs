@@ -1839,3 +1839,151 @@ fn upstream_unreachable_is_502_and_silent_upstream_is_504() {
         "health after upstream failures: {r:?}"
     );
 }
+
+/// A file replaced at the origin (same size, new content): the cache never serves a
+/// byte of the old version together with the new one, switches to the new version
+/// once its info expires, and deletes the old version's files.
+#[test]
+fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let cdir = tempfile::tempdir().unwrap();
+    let old = content(12 * BS + 300, 1101);
+    let new = content(old.len(), 1102);
+    let size = old.len();
+    write_file(dir.path(), "v.bin", &old);
+    let origin = start_origin(TAG, dir.path(), idx.path(), &["--rescan-interval", "200"]);
+    // The cache trusts the info it has for 3 s: long enough to see the old version
+    // after the change, when its missing blocks can no longer be had.
+    let mut cache = cache_on(host_ip(TAG), 0, cdir.path(), &["--info-ttl", "3000"]);
+    let url = format!("http://{}/v.bin", origin.addr);
+
+    // The cache holds the first half of the old version only.
+    let half = size / 2;
+    let r = ok!(
+        via(cache.addr, &url, &format!("Range: bytes=0-{}\r\n", half - 1)),
+        [origin, cache],
+        "first half"
+    );
+    check!(r.status == 206, [origin, cache], "first half: {r:?}");
+    check_bytes!(r.body, old[..half], [origin, cache], "first half");
+
+    // Replaced at the origin; make sure the modification time moves.
+    std::thread::sleep(Duration::from_millis(1100));
+    write_file(dir.path(), "v.bin", &new);
+
+    // Every answer from now on is a prefix of one version, never a mix; a cut-off
+    // body (the old version's missing blocks cannot be had any more) is allowed, a
+    // wrong byte is not. Eventually the new version arrives whole.
+    let mut answers = Vec::new();
+    let switched = poll_until(IO_DEADLINE, || {
+        let (code, body, err) = curl_fetch(Some(cache.addr), &[], &url);
+        let is_prefix_of = |v: &[u8]| body.len() <= v.len() && body[..] == v[..body.len()];
+        check!(
+            code == 0 || body.is_empty() || is_prefix_of(&old) || is_prefix_of(&new),
+            [origin, cache],
+            "status {code} ({err}): {} bytes that are neither version: {:?}",
+            body.len(),
+            differ(&body, &new)
+        );
+        answers.push((code, body.len()));
+        if code == 200 && body == new {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
+    check!(
+        switched,
+        [origin, cache],
+        "the new version was never served whole; answers (status, bytes): {answers:?}"
+    );
+    eprintln!("answers while the version changed (status, bytes): {answers:?}");
+    // Within the 3 s the old version was answered and cut where its held blocks
+    // ended, rather than completed with the new version's blocks.
+    check!(
+        answers.iter().any(|&(_, n)| n >= half && n < size),
+        [origin, cache],
+        "no answer served the old version's held blocks and stopped: {answers:?}"
+    );
+
+    // The old version's files are gone: one index and one data file remain.
+    let one = poll_until(SETTLE, || {
+        files_with_suffix(cdir.path(), ".idx").len() == 1
+            && files_with_suffix(cdir.path(), ".data").len() == 1
+    });
+    check!(
+        one,
+        [origin, cache],
+        "old version files left: {:?}",
+        files_with_suffix(cdir.path(), "")
+    );
+
+    // After a restart the cache still serves the new version, from its disk.
+    cache.restart();
+    let before = origin.metric(SPP_SENT);
+    let r = ok!(via(cache.addr, &url, ""), [origin, cache], "after restart");
+    check!(r.status == 200, [origin, cache], "after restart: {r:?}");
+    check_bytes!(r.body, new, [origin, cache], "after restart");
+    std::thread::sleep(Duration::from_millis(200));
+    check!(
+        origin.metric(SPP_SENT) == before,
+        [origin, cache],
+        "the restarted cache fetched blocks it held"
+    );
+}
+
+/// `-Z` on a cache: what the store held is discarded at start-up and fetched again.
+#[test]
+fn start_cold_discards_the_cache_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let cdir = tempfile::tempdir().unwrap();
+    let data = content(6 * BS + 11, 1201);
+    write_file(dir.path(), "z.bin", &data);
+    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
+    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let url = format!("http://{}/z.bin", origin.addr);
+    let r = ok!(via(cache.addr, &url, ""), [origin, cache], "fill");
+    check_bytes!(r.body, data, [origin, cache], "fill");
+    let full = stored_bytes(data.len());
+    check!(
+        poll_until(SETTLE, || cache.metric("p2pd_disk_cache_bytes") == full),
+        [origin, cache],
+        "the fill never reached the disk"
+    );
+    // Without -Z a restart keeps the file and its blocks...
+    let mut cache = cache;
+    cache.restart();
+    check!(
+        poll_until(SETTLE, || cache.log().contains("1 files and 7 blocks kept")),
+        [origin, cache],
+        "a plain restart did not keep the store"
+    );
+    // ... with -Z nothing is kept.
+    let port = cache.addr.port();
+    cache.stop();
+
+    let cache = cache_on(host_ip(TAG), port, cdir.path(), &["-Z"]);
+    check!(
+        poll_until(SETTLE, || cache.log().contains("0 files and 0 blocks kept")),
+        [origin, cache],
+        "-Z kept something"
+    );
+    check!(
+        files_with_suffix(cdir.path(), ".data").is_empty()
+            && files_with_suffix(cdir.path(), ".idx").is_empty(),
+        [origin, cache],
+        "-Z left files: {:?}",
+        files_with_suffix(cdir.path(), "")
+    );
+    let before = origin.metric(SPP_SENT);
+    let r = ok!(via(cache.addr, &url, ""), [origin, cache], "after -Z");
+    check_bytes!(r.body, data, [origin, cache], "after -Z");
+    check_metric_eq!(
+        origin.SPP_SENT,
+        before + data.len() as u64,
+        [origin, cache],
+        "after -Z every block is fetched again"
+    );
+}

@@ -320,8 +320,10 @@ impl Upstream {
     async fn handle(&self, file: &FileRef, version: u64) -> Result<u32, FetchError> {
         let known = self.handles.borrow().get(file).copied();
         let (handle, v) = match known {
-            Some(hv) => hv,
-            None => {
+            // A handle for another version may be stale (the file changed since this
+            // connection asked): ask again rather than trust it.
+            Some(hv) if hv.1 == version => hv,
+            _ => {
                 let m = self.file_meta(file).await?;
                 let h = self.handles.borrow().get(file).map_or(0, |(h, _)| *h);
                 (h, m.version)

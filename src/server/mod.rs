@@ -385,7 +385,7 @@ async fn shard_main(
                 buffered: ctx.config.buffered_reads,
             },
         },
-        RoleContext::Cache { fill, .. } => ShardRole::Cache(Fill::new(fill.clone())),
+        RoleContext::Cache { fill, .. } => ShardRole::Cache(Box::new(Fill::new(fill.clone()))),
     };
     let shard = Shard::new(
         id,

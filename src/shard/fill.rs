@@ -139,6 +139,9 @@ pub struct FillConfig {
     pub who_may_fetch: String,
 }
 
+/// A host name's addresses and when they were looked up.
+type Resolved = (Vec<SocketAddr>, Instant);
+
 type LookupFuture = Shared<LocalBoxFuture<'static, Result<Arc<CachedFile>, Refusal>>>;
 
 /// A shard's cache-role state.
@@ -155,7 +158,7 @@ pub struct Fill {
     /// Blocks written to disk right now: served from here until their bit is set.
     writing: RefCell<HashMap<BlockKey, Bytes>>,
     data_files: RefCell<HashMap<(u64, u64), Rc<DataFile>>>,
-    dns: RefCell<HashMap<(String, u16), (Vec<SocketAddr>, Instant)>>,
+    dns: RefCell<HashMap<(String, u16), Resolved>>,
 }
 
 impl Fill {

@@ -91,7 +91,7 @@ pub enum ShardRole {
         publisher: Publisher,
         reads: ReadPolicy,
     },
-    Cache(fill::Fill),
+    Cache(Box<fill::Fill>),
 }
 
 pub struct Shard {
@@ -294,12 +294,12 @@ impl Shard {
             tracing::warn!(path = %entry.rel_path, block = index, "published file changed on disk; re-indexing");
             return Err(self.changed(entry));
         }
-        if self.reads().verify {
-            if !verify_block(entry.index.algo, &data, entry.index.digest(index)).await {
-                ShardMetrics::add(&self.m().digest_failures, 1);
-                tracing::warn!(path = %entry.rel_path, block = index, "block on disk does not match its digest; re-indexing");
-                return Err(self.changed(entry));
-            }
+        if self.reads().verify
+            && !verify_block(entry.index.algo, &data, entry.index.digest(index)).await
+        {
+            ShardMetrics::add(&self.m().digest_failures, 1);
+            tracing::warn!(path = %entry.rel_path, block = index, "block on disk does not match its digest; re-indexing");
+            return Err(self.changed(entry));
         }
         Ok(data)
     }
