@@ -1987,3 +1987,65 @@ fn start_cold_discards_the_cache_store() {
         "after -Z every block is fetched again"
     );
 }
+
+/// The origin goes away: the cache keeps serving what it holds (its info is used past
+/// `--info-ttl` while the upstream cannot be asked), and says 502 for what it lacks.
+#[test]
+fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let cdir = tempfile::tempdir().unwrap();
+    let data = content(9 * BS + 5, 1301);
+    let other = content(3 * BS, 1302);
+    write_file(dir.path(), "held.bin", &data);
+    write_file(dir.path(), "other.bin", &other);
+    let mut origin = start_origin(TAG, dir.path(), idx.path(), &[]);
+    let cache = cache_on(
+        host_ip(TAG),
+        0,
+        cdir.path(),
+        &["--info-ttl", "100", "--upstream-timeout", "1000"],
+    );
+    let oaddr = origin.addr;
+    let url = |f: &str| format!("http://{oaddr}/{f}");
+    let r = ok!(via(cache.addr, &url("held.bin"), ""), [origin, cache], "fill");
+    check_bytes!(r.body, data, [origin, cache], "fill");
+
+    origin.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..2 {
+        let r = ok!(
+            via(cache.addr, &url("held.bin"), ""),
+            [cache],
+            "held file, origin down"
+        );
+        check!(
+            r.status == 200,
+            [cache],
+            "round {round}: a held file with the origin down: {} {}",
+            r.status,
+            body_text(&r)
+        );
+        check_bytes!(r.body, data, [cache], "round {round}: held file, origin down");
+        let r = ok!(
+            via(cache.addr, &url("held.bin"), "Range: bytes=20000-40000\r\n"),
+            [cache],
+            "held range, origin down"
+        );
+        check!(r.status == 206, [cache], "round {round}: range: {r:?}");
+        check_bytes!(r.body, data[20000..=40000], [cache], "round {round}: range");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let r = ok!(
+        via(cache.addr, &url("other.bin"), ""),
+        [cache],
+        "missing file, origin down"
+    );
+    check!(
+        r.status == 502,
+        [cache],
+        "a file the cache lacks, origin down: {} {}",
+        r.status,
+        body_text(&r)
+    );
+}
