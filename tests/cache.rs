@@ -1918,6 +1918,16 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
         "old version files left: {:?}",
         files_with_suffix(cdir.path(), "")
     );
+    // And its blocks left the accounting: the disk holds the new version only.
+    let (full, mut held) = (stored_bytes(size), 0);
+    check!(
+        poll_until(SETTLE, || {
+            held = cache.metric("p2pd_disk_cache_bytes");
+            held == full
+        }),
+        [origin, cache],
+        "p2pd_disk_cache_bytes {held}, expected {full}: the old version's blocks are still counted"
+    );
 
     // After a restart the cache still serves the new version, from its disk.
     cache.restart();

@@ -398,6 +398,7 @@ async fn shard_main(
     Router::serve(shard.clone(), receivers);
     if let RoleContext::Cache { stored, .. } = &ctx.role {
         shard.adopt_stored(stored).await;
+        runtime::spawn_detached(shard.clone().housekeeping());
     }
     let std_listener = listeners
         .lock()

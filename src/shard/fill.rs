@@ -139,6 +139,18 @@ pub struct FillConfig {
     pub who_may_fetch: String,
 }
 
+/// A file version this shard holds blocks of, as [`Fill::known`] remembers it.
+struct KnownFile {
+    file: Weak<CachedFile>,
+    block_count: u64,
+}
+
+/// How often a cache shard looks for retired file versions to forget.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Blocks looked at between two chances for other tasks to run, while a retired
+/// version's blocks are dropped from the accounting.
+const PURGE_SLICE_BLOCKS: u64 = 4096;
+
 /// A host name's addresses and when they were looked up.
 type Resolved = (Vec<SocketAddr>, Instant);
 
@@ -158,6 +170,10 @@ pub struct Fill {
     /// Blocks written to disk right now: served from here until their bit is set.
     writing: RefCell<HashMap<BlockKey, Bytes>>,
     data_files: RefCell<HashMap<(u64, u64), Rc<DataFile>>>,
+    /// The file versions with blocks in this shard's disk LRU, so that a retired
+    /// version's blocks leave the accounting and its data file is closed (a deleted
+    /// file's space is freed only when the last descriptor goes).
+    known: RefCell<HashMap<(u64, u64), KnownFile>>,
     dns: RefCell<HashMap<(String, u16), Resolved>>,
 }
 
@@ -172,6 +188,7 @@ impl Fill {
             disk: RefCell::new(ByteLru::new(limit)),
             writing: RefCell::new(HashMap::new()),
             data_files: RefCell::new(HashMap::new()),
+            known: RefCell::new(HashMap::new()),
             dns: RefCell::new(HashMap::new()),
         }
     }
@@ -236,6 +253,7 @@ impl Shard {
                 fill.catalog.borrow_mut().insert(f.key.clone(), f.clone());
             }
             let version = f.meta().version;
+            self.remember_known(f);
             for i in 0..f.index.block_count() {
                 if f.index.has(i) && owner_of(f.file_id, i, self.shards) == self.id {
                     let key = BlockKey {
@@ -252,6 +270,66 @@ impl Shard {
         for (key, file) in evicted {
             self.punch(key, file).await;
         }
+    }
+
+    /// Notes that this shard holds (or is about to hold) blocks of `file`.
+    fn remember_known(&self, file: &Arc<CachedFile>) {
+        if let Some(fill) = self.fill() {
+            fill.known
+                .borrow_mut()
+                .entry((file.file_id, file.meta().version))
+                .or_insert_with(|| KnownFile {
+                    file: Arc::downgrade(file),
+                    block_count: file.index.block_count(),
+                });
+        }
+    }
+
+    /// Runs for the life of a cache shard: every [`HOUSEKEEPING_INTERVAL`], forgets
+    /// the file versions that were retired (replaced at the origin, gone there) or
+    /// dropped: their blocks leave the disk LRU and their data file is closed.
+    pub async fn housekeeping(self: Rc<Self>) {
+        loop {
+            runtime::sleep(HOUSEKEEPING_INTERVAL).await;
+            self.forget_retired().await;
+        }
+    }
+
+    async fn forget_retired(&self) {
+        let Some(fill) = self.fill() else { return };
+        let gone: Vec<((u64, u64), u64)> = fill
+            .known
+            .borrow()
+            .iter()
+            .filter(|(_, k)| k.file.upgrade().is_none_or(|f| f.is_retired()))
+            .map(|(key, k)| (*key, k.block_count))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for ((file_id, version), block_count) in gone {
+            fill.known.borrow_mut().remove(&(file_id, version));
+            fill.data_files.borrow_mut().remove(&(file_id, version));
+            let mut i = 0;
+            while i < block_count {
+                let end = (i + PURGE_SLICE_BLOCKS).min(block_count);
+                {
+                    let mut disk = fill.disk.borrow_mut();
+                    for index in i..end {
+                        if owner_of(file_id, index, self.shards) == self.id {
+                            disk.remove(&BlockKey {
+                                file_id,
+                                version,
+                                index,
+                            });
+                        }
+                    }
+                }
+                i = end;
+                runtime::yield_if_needed().await;
+            }
+        }
+        self.update_disk_gauges();
     }
 
     fn update_disk_gauges(&self) {
@@ -684,6 +762,7 @@ impl Shard {
         {
             return;
         }
+        self.remember_known(file);
         let evicted = fill
             .disk
             .borrow_mut()
