@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
+use futures::future::{FutureExt, LocalBoxFuture};
 use futures::stream::StreamExt;
 use futures_lite::io::{ReadHalf, WriteHalf};
 
@@ -21,7 +22,7 @@ use crate::protocol::{
 };
 use crate::content::Content;
 use crate::runtime::{self, TcpStream};
-use crate::shard::{BlockError, Shard};
+use crate::shard::{BlockError, Shard, READAHEAD_BLOCKS};
 
 /// File handles one connection may hold.
 pub const MAX_HANDLES_PER_CONNECTION: usize = 1024;
@@ -46,6 +47,22 @@ struct ConnState {
     /// Get requests queued or being streamed.
     outstanding: HashSet<u32>,
     cancelled: HashSet<u32>,
+    /// Gets ended early by an error answer: their remaining blocks are skipped.
+    failed: HashSet<u32>,
+}
+
+impl ConnState {
+    /// Whether the rest of Get `req_id` is to be skipped.
+    fn is_stopped(&self, req_id: u32) -> bool {
+        self.cancelled.contains(&req_id) || self.failed.contains(&req_id)
+    }
+
+    /// Forgets Get `req_id`: its last block was sent or skipped.
+    fn finish(&mut self, req_id: u32) {
+        self.outstanding.remove(&req_id);
+        self.cancelled.remove(&req_id);
+        self.failed.remove(&req_id);
+    }
 }
 
 fn frame_bytes(f: &Frame) -> Bytes {
@@ -448,81 +465,141 @@ fn accept_get(state: &Rc<RefCell<ConnState>>, g: &Get) -> Result<Content, (Error
     Ok(content)
 }
 
+/// What the writer sends next, in order: a ready frame, one block of a Get (its
+/// production already started, up to [`READAHEAD_BLOCKS`] ahead), or the end.
+enum Work {
+    Frame(Bytes),
+    Block {
+        req_id: u32,
+        idx: u64,
+        /// The Get's last block: its bookkeeping ends here.
+        last: bool,
+        /// `None` when the Get was cancelled or had failed before this block's turn
+        /// came to be produced.
+        result: Option<Result<Bytes, BlockError>>,
+    },
+    Close,
+}
+
+/// One item of the writer's queue before its block (if any) is produced.
+enum Job {
+    Frame(Bytes),
+    Block {
+        req_id: u32,
+        content: Content,
+        idx: u64,
+        last: bool,
+    },
+    Close,
+}
+
+/// Sends the reader's answers in order and streams the blocks of pipelined Gets. Blocks
+/// are produced up to [`READAHEAD_BLOCKS`] ahead of the one being written, across Get
+/// boundaries: a client that asks for one block per Get (a cache filling itself) keeps
+/// as many disk reads or upstream fetches going as one that asks for long runs.
 async fn writer_loop(
     shard: Rc<Shard>,
     mut wr: WriteHalf<TcpStream>,
-    mut rx: mpsc::Receiver<Out>,
+    rx: mpsc::Receiver<Out>,
     state: Rc<RefCell<ConnState>>,
     may_fetch: bool,
 ) {
-    while let Some(out) = rx.next().await {
-        let ok = match out {
-            Out::Frame(f) => write(&mut wr, &[&f]).await.is_ok(),
+    let jobs = rx.flat_map(|out| {
+        let jobs: Vec<Job> = match out {
+            Out::Frame(f) => vec![Job::Frame(f)],
+            Out::Close => vec![Job::Close],
             Out::Get {
                 req_id,
                 content,
                 first,
                 count,
             } => {
-                let get = StreamGet {
+                let end = first + u64::from(count);
+                return futures::stream::iter((first..end).map(move |idx| Job::Block {
                     req_id,
-                    first,
-                    count,
-                    may_fetch,
+                    content: content.clone(),
+                    idx,
+                    last: idx + 1 == end,
+                }))
+                .left_stream();
+            }
+        };
+        futures::stream::iter(jobs).right_stream()
+    });
+    let work = {
+        let (shard, state) = (shard.clone(), state.clone());
+        jobs.map(move |job| -> LocalBoxFuture<'static, Work> {
+            match job {
+                Job::Frame(f) => futures::future::ready(Work::Frame(f)).boxed_local(),
+                Job::Close => futures::future::ready(Work::Close).boxed_local(),
+                Job::Block {
+                    req_id,
+                    content,
+                    idx,
+                    last,
+                } => {
+                    let (shard, state) = (shard.clone(), state.clone());
+                    async move {
+                        let skip = state.borrow().is_stopped(req_id);
+                        let result = if skip {
+                            None
+                        } else {
+                            Some(shard.block(&content, idx, may_fetch).await)
+                        };
+                        Work::Block {
+                            req_id,
+                            idx,
+                            last,
+                            result,
+                        }
+                    }
+                    .boxed_local()
+                }
+            }
+        })
+        .buffered(READAHEAD_BLOCKS)
+    };
+    futures::pin_mut!(work);
+    while let Some(w) = work.next().await {
+        let ok = match w {
+            Work::Frame(f) => write(&mut wr, &[&f]).await.is_ok(),
+            Work::Close => false,
+            Work::Block {
+                req_id,
+                idx,
+                last,
+                result,
+            } => {
+                let stopped = state.borrow().is_stopped(req_id);
+                let r = match result {
+                    _ if stopped => Ok(()),
+                    None => Ok(()),
+                    Some(Ok(block)) => {
+                        let header = encode_data_header(req_id, idx, block.len());
+                        let r = write(&mut wr, &[&header, &block]).await;
+                        if r.is_ok() {
+                            ShardMetrics::add(&shard.m().bytes_sent_spp, block.len() as u64);
+                        }
+                        r
+                    }
+                    Some(Err(e)) => {
+                        // The rest of this Get is not produced or sent.
+                        state.borrow_mut().failed.insert(req_id);
+                        let (code, msg) = block_error_answer(e, idx);
+                        write(&mut wr, &[&error_frame(req_id, code, msg)]).await
+                    }
                 };
-                let r = stream_get(&shard, &mut wr, &state, &content, get).await;
-                let mut st = state.borrow_mut();
-                st.outstanding.remove(&req_id);
-                st.cancelled.remove(&req_id);
+                if last {
+                    state.borrow_mut().finish(req_id);
+                }
                 r.is_ok()
             }
-            Out::Close => false,
         };
         if !ok {
             break;
         }
     }
     let _ = futures_lite::AsyncWriteExt::close(&mut wr).await;
-}
-
-/// One accepted Get, as the writer streams it.
-struct StreamGet {
-    req_id: u32,
-    first: u64,
-    count: u32,
-    may_fetch: bool,
-}
-
-/// Streams blocks `first..first+count` as Data frames, reading a few blocks ahead.
-/// `Err` means the socket failed and the connection must end.
-async fn stream_get(
-    shard: &Rc<Shard>,
-    wr: &mut WriteHalf<TcpStream>,
-    state: &Rc<RefCell<ConnState>>,
-    content: &Content,
-    get: StreamGet,
-) -> Result<(), ()> {
-    let req_id = get.req_id;
-    let range = get.first..get.first + u64::from(get.count);
-    let blocks = shard.blocks_in_order(content, range, get.may_fetch);
-    futures::pin_mut!(blocks);
-    while let Some((idx, result)) = blocks.next().await {
-        if state.borrow().cancelled.contains(&req_id) {
-            return Ok(());
-        }
-        match result {
-            Ok(block) => {
-                let header = encode_data_header(req_id, idx, block.len());
-                write(wr, &[&header, &block]).await?;
-                ShardMetrics::add(&shard.m().bytes_sent_spp, block.len() as u64);
-            }
-            Err(e) => {
-                let (code, msg) = block_error_answer(e, idx);
-                return write(wr, &[&error_frame(req_id, code, msg)]).await;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The SPP error that ends a Get whose block `idx` could not be produced.
