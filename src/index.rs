@@ -120,10 +120,12 @@ impl std::fmt::Debug for FileIndex {
     }
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
+/// Little-endian integers at `at` in an index header (shared with the cache store's
+/// index). Panic on `at` out of range: callers check lengths first.
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
-fn le_u64(b: &[u8], at: usize) -> u64 {
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)

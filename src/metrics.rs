@@ -41,6 +41,9 @@ pub struct ShardMetrics {
     pub disk_cache_write_bytes: AtomicU64,
     /// Caches: requests refused because the requester may not make this node fetch.
     pub recursive_refused: AtomicU64,
+    /// Caches: verified blocks served but not stored, because the shard already had
+    /// its most disk writes in flight (a disk slower than the network).
+    pub disk_cache_write_skipped: AtomicU64,
     /// Caches (gauge): block bytes this shard holds on disk.
     pub disk_cache_bytes: AtomicI64,
     /// Caches (gauge): files whose metadata this shard holds.
@@ -155,7 +158,7 @@ impl Metrics {
             "Block requests forwarded to the owning shard.",
             &[("", self.sum(|s| s.router_forwarded.load(Relaxed)))],
         );
-        let cache_counters: [CounterDef; 9] = [
+        let cache_counters: [CounterDef; 10] = [
             (
                 "p2pd_disk_cache_hits_total",
                 "Caches: blocks read from the cache disk and verified.",
@@ -200,6 +203,11 @@ impl Metrics {
                 "p2pd_recursive_refused_total",
                 "Caches: requests refused because the requester may not make this node fetch.",
                 |s| &s.recursive_refused,
+            ),
+            (
+                "p2pd_disk_cache_write_skipped_total",
+                "Caches: verified blocks served but not stored because the disk writes were behind.",
+                |s| &s.disk_cache_write_skipped,
             ),
         ];
         for (name, help, field) in cache_counters {

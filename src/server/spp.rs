@@ -22,7 +22,7 @@ use crate::protocol::{
 };
 use crate::content::Content;
 use crate::runtime::{self, TcpStream};
-use crate::shard::{BlockError, Shard, READAHEAD_BLOCKS};
+use crate::shard::{BlockError, Shard};
 
 /// File handles one connection may hold.
 pub const MAX_HANDLES_PER_CONNECTION: usize = 1024;
@@ -466,7 +466,7 @@ fn accept_get(state: &Rc<RefCell<ConnState>>, g: &Get) -> Result<Content, (Error
 }
 
 /// What the writer sends next, in order: a ready frame, one block of a Get (its
-/// production already started, up to [`READAHEAD_BLOCKS`] ahead), or the end.
+/// production already started, up to [`Shard::readahead_blocks`] ahead), or the end.
 enum Work {
     Frame(Bytes),
     Block {
@@ -494,7 +494,7 @@ enum Job {
 }
 
 /// Sends the reader's answers in order and streams the blocks of pipelined Gets. Blocks
-/// are produced up to [`READAHEAD_BLOCKS`] ahead of the one being written, across Get
+/// are produced up to [`Shard::readahead_blocks`] ahead of the one being written, across Get
 /// boundaries: a client that asks for one block per Get (a cache filling itself) keeps
 /// as many disk reads or upstream fetches going as one that asks for long runs.
 async fn writer_loop(
@@ -526,6 +526,7 @@ async fn writer_loop(
         };
         futures::stream::iter(jobs).right_stream()
     });
+    let window = shard.readahead_blocks();
     let work = {
         let (shard, state) = (shard.clone(), state.clone());
         jobs.map(move |job| -> LocalBoxFuture<'static, Work> {
@@ -557,7 +558,7 @@ async fn writer_loop(
                 }
             }
         })
-        .buffered(READAHEAD_BLOCKS)
+        .buffered(window)
     };
     futures::pin_mut!(work);
     while let Some(w) = work.next().await {

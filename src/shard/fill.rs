@@ -8,7 +8,7 @@
 //! [`owner_of`](super::owner_of); a file's metadata (its catalog entry and its single
 //! in-flight info fetch) belongs to [`meta_owner`]. Other shards ask through the router.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -145,6 +145,11 @@ struct KnownFile {
     block_count: u64,
 }
 
+/// Disk writes one shard keeps in flight: a verified block arriving beyond it is served
+/// but not stored, so viewers never wait for a disk slower than the network and the
+/// blocks waiting to be written stay bounded.
+const MAX_WRITES_IN_FLIGHT: usize = 32;
+
 /// How often a cache shard looks for retired file versions to forget.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// Blocks looked at between two chances for other tasks to run, while a retired
@@ -169,6 +174,11 @@ pub struct Fill {
     disk: RefCell<ByteLru<Weak<CachedFile>>>,
     /// Blocks written to disk right now: served from here until their bit is set.
     writing: RefCell<HashMap<BlockKey, Bytes>>,
+    /// Bytes on disk that the LRU does not count: blocks being written and blocks
+    /// being punched out. With the LRU's bytes they never exceed the shard's limit, so
+    /// the disk use stays within `-C` at every moment, not only between writes.
+    reserved_bytes: Cell<u64>,
+    writes_in_flight: Cell<usize>,
     data_files: RefCell<HashMap<(u64, u64), Rc<DataFile>>>,
     /// The file versions with blocks in this shard's disk LRU, so that a retired
     /// version's blocks leave the accounting and its data file is closed (a deleted
@@ -187,6 +197,8 @@ impl Fill {
             lookups: RefCell::new(HashMap::new()),
             disk: RefCell::new(ByteLru::new(limit)),
             writing: RefCell::new(HashMap::new()),
+            reserved_bytes: Cell::new(0),
+            writes_in_flight: Cell::new(0),
             data_files: RefCell::new(HashMap::new()),
             known: RefCell::new(HashMap::new()),
             dns: RefCell::new(HashMap::new()),
@@ -262,13 +274,19 @@ impl Shard {
                         index: i,
                     };
                     let len = DataFile::aligned(f.index.block_len(i));
-                    evicted.extend(fill.disk.borrow_mut().insert(key, Arc::downgrade(f), len));
+                    evicted.extend(
+                        fill.disk
+                            .borrow_mut()
+                            .insert(key, Arc::downgrade(f), len)
+                            .into_iter()
+                            .map(|(k, w)| (k, w, len)),
+                    );
                 }
             }
         }
         self.update_disk_gauges();
-        for (key, file) in evicted {
-            self.punch(key, file).await;
+        for (key, file, len) in evicted {
+            self.evict(key, file, len).await;
         }
     }
 
@@ -643,7 +661,8 @@ impl Shard {
                     file.index.clear(index);
                     let removed = fill.disk.borrow_mut().remove(&key);
                     if let Some(w) = removed {
-                        self.punch(key, w).await;
+                        let len = DataFile::aligned(file.index.block_len(index));
+                        self.evict(key, w, len).await;
                     }
                     self.update_disk_gauges();
                 }
@@ -749,56 +768,84 @@ impl Shard {
         Err(last.unwrap_or_else(|| BlockError::Io("no upstream".into())))
     }
 
-    /// Writes a verified block to the data file and only then marks it held. Room is
-    /// made first (LRU eviction), so the disk use never exceeds the limit, not even
-    /// while the write is in flight.
+    /// Writes a verified block to the data file and only then marks it held and puts
+    /// it in the LRU. Room is made first (LRU eviction, holes punched) and the write's
+    /// bytes are reserved while it is in flight, so the LRU's bytes plus the reserved
+    /// ones, which bound what the disk holds, never exceed the limit.
     async fn store_block(self: &Rc<Self>, file: &Arc<CachedFile>, key: BlockKey, data: Bytes) {
         let Some(fill) = self.fill() else { return };
         let len = DataFile::aligned(data.len());
-        if fill
-            .cfg
-            .disk_limit_per_shard_bytes
-            .is_some_and(|limit| len > limit)
-        {
+        let limit = fill.cfg.disk_limit_per_shard_bytes.unwrap_or(u64::MAX);
+        if len > limit {
             return;
         }
-        self.remember_known(file);
-        let evicted = fill
-            .disk
-            .borrow_mut()
-            .insert(key, Arc::downgrade(file), len);
-        for (k, w) in evicted {
-            if k == key {
-                return;
-            }
-            self.punch(k, w).await;
+        if fill.writes_in_flight.get() >= MAX_WRITES_IN_FLIGHT {
+            ShardMetrics::add(&self.m().disk_cache_write_skipped, 1);
+            return;
         }
+        fill.writes_in_flight.set(fill.writes_in_flight.get() + 1);
+        let _in_flight = Release(&fill.writes_in_flight, 1);
+        self.remember_known(file);
+        loop {
+            let used = fill.disk.borrow().used_bytes() + fill.reserved_bytes.get();
+            if used.saturating_add(len) <= limit {
+                break;
+            }
+            let victim = fill.disk.borrow_mut().pop_lru();
+            let Some((k, w, l)) = victim else {
+                // Everything within the limit is being written or punched right now.
+                ShardMetrics::add(&self.m().disk_cache_write_skipped, 1);
+                return;
+            };
+            self.evict(k, w, l).await;
+        }
+        if file.is_retired() {
+            return;
+        }
+        fill.reserved_bytes.set(fill.reserved_bytes.get() + len);
         let written = match self.data_file(file).await {
             Ok(df) => df.write_block(file.offset(key.index), &data).await,
             Err(e) => Err(e),
         };
-        // Evicted while the write was in flight: the space was freed before the write
-        // landed, so free it again rather than claim the block.
-        let still_ours = fill.disk.borrow().contains(&key);
+        fill.reserved_bytes.set(fill.reserved_bytes.get() - len);
         match written {
-            Ok(()) if !still_ours => {
+            Ok(()) if !file.is_retired() => {
+                let evicted = fill.disk.borrow_mut().insert(key, Arc::downgrade(file), len);
+                file.index.set(key.index);
+                ShardMetrics::add(&self.m().disk_cache_write_bytes, data.len() as u64);
+                // Only when the limit changed under us: the reservation kept room.
+                for (k, w) in evicted {
+                    let l = self.evicted_len(&k, &w);
+                    self.evict(k, w, l).await;
+                }
+            }
+            // A retired version's files are deleted: nothing to claim or free.
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot write a block to the cache");
+                // A failed write may still have allocated part of the block.
                 if let Ok(df) = self.data_file(file).await {
                     let _ = df.punch(file.offset(key.index), data.len()).await;
                 }
             }
-            Ok(()) if !file.is_retired() => {
-                file.index.set(key.index);
-                ShardMetrics::add(&self.m().disk_cache_write_bytes, data.len() as u64);
-            }
-            Ok(()) => {
-                fill.disk.borrow_mut().remove(&key);
-            }
-            Err(e) => {
-                tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot write a block to the cache");
-                fill.disk.borrow_mut().remove(&key);
-            }
         }
         self.update_disk_gauges();
+    }
+
+    /// The bytes an LRU entry stood for (its block's on-disk size).
+    fn evicted_len(&self, key: &BlockKey, file: &Weak<CachedFile>) -> u64 {
+        file.upgrade()
+            .filter(|f| key.index < f.index.block_count())
+            .map_or(0, |f| DataFile::aligned(f.index.block_len(key.index)))
+    }
+
+    /// Evicts a block taken out of the LRU: its `len` bytes stay reserved until its
+    /// hole is punched.
+    async fn evict(&self, key: BlockKey, file: Weak<CachedFile>, len: u64) {
+        let Some(fill) = self.fill() else { return };
+        fill.reserved_bytes.set(fill.reserved_bytes.get() + len);
+        self.punch(key, file).await;
+        fill.reserved_bytes.set(fill.reserved_bytes.get() - len);
     }
 
     /// Evicts a block: it stops being held at once, then its space is freed.
@@ -890,5 +937,14 @@ fn refusal_to_block_error(r: Refusal) -> BlockError {
     match r {
         Refusal::Upstream(u) => BlockError::Upstream(u),
         other => BlockError::Io(other.to_string()),
+    }
+}
+
+/// Takes `n` back from a counter when dropped, however the holder's task ends.
+struct Release<'a>(&'a Cell<usize>, usize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - self.1);
     }
 }

@@ -23,8 +23,11 @@ use crate::runtime::{self, BlockFile};
 /// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
 /// a single hot title still spreads over every core.
 pub const STRIPE_BLOCKS: u64 = 4;
-/// Blocks a connection reads ahead of the one it is writing.
+/// Blocks a connection of an origin produces ahead of the one it is writing.
 pub const READAHEAD_BLOCKS: usize = 4;
+/// The same on a cache: a missing block costs an upstream round trip, not a disk read,
+/// so more are kept in flight to stream at the upstream's rate.
+pub const CACHE_READAHEAD_BLOCKS: usize = 8;
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
 /// Bytes hashed between two chances for other tasks to run.
@@ -150,7 +153,15 @@ impl Shard {
         }
     }
 
-    /// Blocks `range` of a file in order, with up to [`READAHEAD_BLOCKS`] produced
+    /// Blocks produced ahead of the one a connection writes (see [`READAHEAD_BLOCKS`]).
+    pub fn readahead_blocks(&self) -> usize {
+        match self.role {
+            ShardRole::Origin { .. } => READAHEAD_BLOCKS,
+            ShardRole::Cache(_) => CACHE_READAHEAD_BLOCKS,
+        }
+    }
+
+    /// Blocks `range` of a file in order, with up to [`Shard::readahead_blocks`] produced
     /// ahead of the one being consumed (the shared streaming path of SPP and HTTP).
     pub fn blocks_in_order(
         self: &Rc<Self>,
@@ -159,12 +170,13 @@ impl Shard {
         may_fetch: bool,
     ) -> impl Stream<Item = (u64, Result<Bytes, BlockError>)> + 'static {
         let (shard, content) = (self.clone(), content.clone());
+        let window = self.readahead_blocks();
         futures::stream::iter(range)
             .map(move |i| {
                 let (shard, content) = (shard.clone(), content.clone());
                 async move { (i, shard.block(&content, i, may_fetch).await) }
             })
-            .buffered(READAHEAD_BLOCKS)
+            .buffered(window)
     }
 
     /// A block this shard owns: memory cache, else one shared read (the origin's disk;

@@ -53,6 +53,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{FileKey, FileMeta};
 use crate::digest::DigestAlgo;
+use crate::index::{le_u32, le_u64};
 use crate::protocol::limits::{
     BLOCK_ALIGN_BYTES, MAX_BLOCK_BYTES, MAX_FILE_BYTES, MAX_HOST_BYTES, MAX_PATH_BYTES,
     MIN_BLOCK_BYTES,
@@ -218,14 +219,6 @@ fn checksum(header: &[u8], rest: &[&[u8]]) -> [u8; CHECKSUM_BYTES] {
 
 fn le_u16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// What the fixed header says, checked against every rule that needs no other bytes.

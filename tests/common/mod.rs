@@ -263,6 +263,11 @@ fn parse_listen_line(line: &str) -> Option<SocketAddr> {
 /// Starts an origin on a fresh 127.`tag`.x.y publishing `dir` with 16 KiB blocks (so
 /// small files span several blocks), two shards and its indexes under `idx`.
 pub fn start_origin(tag: u8, dir: &Path, idx: &Path, extra: &[&str]) -> Node {
+    start_origin_on(host_ip(tag), 0, dir, idx, extra)
+}
+
+/// [`start_origin`] on a given address and port (0: any free port).
+pub fn start_origin_on(ip: IpAddr, port: u16, dir: &Path, idx: &Path, extra: &[&str]) -> Node {
     let mut args = vec![
         "-p",
         dir.to_str().unwrap(),
@@ -274,7 +279,7 @@ pub fn start_origin(tag: u8, dir: &Path, idx: &Path, extra: &[&str]) -> Node {
         "16k",
     ];
     args.extend_from_slice(extra);
-    Node::start(host_ip(tag), &args)
+    Node::start_on(ip, port, &args)
 }
 
 /// Deterministic test content: a byte pattern that differs per file and per position.
