@@ -113,7 +113,7 @@ assert d['errors_total']==0, d['errors']
 print(d['bytes_per_s'], d['bytes'])"
 }
 
-declare -A MBPS
+declare -A MBPS SKIPPED REFETCHED
 total=$((bytes * FILES))
 for proto in http spp; do
     for r in $(seq 1 "$REPEAT"); do
@@ -136,6 +136,7 @@ for proto in http spp; do
             [ "$(metric "$CACHE" p2pd_disk_cache_write_bytes_total)" = "$total" ] && break
             sleep 0.1
         done
+        SKIPPED[$proto]+="$(metric "$CACHE" p2pd_disk_cache_write_skipped_total) "
         stop_cache
         drop_caches
         start_cache
@@ -143,6 +144,7 @@ for proto in http spp; do
         read -r bps got < <(bench "disk-$proto-$r" "$proto" "$CACHE")
         sent=$(( $(metric "$ORIGIN" 'p2pd_bytes_sent_total{proto="spp"}') - before ))
         [ "$sent" = 0 ] || log "disk-$proto-$r: the origin sent $sent bytes"
+        REFETCHED[$proto]+="$sent "
         MBPS[disk-$proto]+="$(python3 -c "print(round($bps/1e6))") "
         stop_cache
         log "$proto run $r: origin ${MBPS[origin-$proto]}/ fill ${MBPS[fill-$proto]}/ disk ${MBPS[disk-$proto]}MB/s"
@@ -169,6 +171,10 @@ ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
     for k in origin fill disk; do
         echo "| $k | ${MBPS[$k-http]}| $(median "${MBPS[$k-http]}") | ${MBPS[$k-spp]}| $(median "${MBPS[$k-spp]}") |"
     done
+    echo
+    echo "Blocks served but not stored during each fill (p2pd_disk_cache_write_skipped_total):"
+    echo "HTTP ${SKIPPED[http]}, SPP ${SKIPPED[spp]}; bytes the origin sent during each disk run"
+    echo "(0 when the fill stored everything): HTTP ${REFETCHED[http]}, SPP ${REFETCHED[spp]}."
     echo
     echo "Ratios of medians against the origin:"
     for p in http spp; do

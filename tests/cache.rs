@@ -2051,3 +2051,196 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
         body_text(&r)
     );
 }
+
+impl Spp {
+    fn locate(&mut self, req_id: u32, handle: u32, first: u64, count: u64) -> Result<Frame, String> {
+        self.send(&Frame::LocateRequest(LocateRequest {
+            req_id,
+            handle,
+            first_block: first,
+            block_count: count,
+        }))?;
+        self.recv()
+    }
+
+    /// Asks for blocks `first..first+count`; returns the Data frames' block numbers
+    /// (each verified against `info`) and the Error that ended the Get, if any.
+    fn get_range(
+        &mut self,
+        info: &Info,
+        req_id: u32,
+        first: u64,
+        count: u32,
+    ) -> Result<(Vec<u64>, Option<ErrorFrame>), String> {
+        self.send(&Frame::Get(Get {
+            req_id,
+            handle: info.handle,
+            version: info.version,
+            first_block: first,
+            block_count: count,
+        }))?;
+        let mut got = Vec::new();
+        let mut d = [0u8; MAX_DIGEST_BYTES];
+        while got.len() < count as usize {
+            match self.recv()? {
+                Frame::Data(dt) if dt.req_id == req_id => {
+                    let want = info.digest(dt.block as usize).ok_or("no digest")?;
+                    if info.algo.digest_into(&dt.payload, &mut d) != want {
+                        return Err(format!("block {} fails its digest", dt.block));
+                    }
+                    got.push(dt.block);
+                }
+                Frame::Error(e) if e.req_id == req_id => return Ok((got, Some(e))),
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+        Ok((got, None))
+    }
+}
+
+fn expect_info(f: Frame) -> Result<Info, String> {
+    match f {
+        Frame::Info(i) => Ok(i),
+        other => Err(format!("expected Info, got {other:?}")),
+    }
+}
+
+fn expect_locations(f: Frame) -> Result<Vec<Location>, String> {
+    match f {
+        Frame::Locate(l) => Ok(l.locations),
+        other => Err(format!("expected Locate, got {other:?}")),
+    }
+}
+
+/// A hierarchy two caches deep (cache2 `-S cache1`, cache1 `-S origin`): the origin's
+/// info reaches the client unchanged, each level fetches each block once, and Locate
+/// answers are relayed up the chain (each cache first, then what its upstream said,
+/// the origin's `-l` mirror last). An outsider's Locate lists only the ranges the
+/// cache holds, and its Gets stop with NotCachedHere at the first block not held.
+#[test]
+fn hierarchy_relays_info_and_locate_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let f = content(10 * BS + 99, 1401);
+    let g = content(8 * BS, 1402);
+    write_file(dir.path(), "f.bin", &f);
+    write_file(dir.path(), "g.bin", &g);
+    let (o_ip, c1_ip, c2_ip) = (ip(140, 1), ip(140, 2), ip(140, 3));
+    let mirror: SocketAddr = "127.26.140.9:1111".parse().unwrap();
+    let origin = origin_on(o_ip, 1111, dir.path(), idx.path(), &["-l", &mirror.to_string()]);
+    let site = ["-n", "127.26.140.0/24", "--info-ttl", "60000"];
+    let p1 = format!("{o_ip}:1111");
+    let c1 = cache_on(c1_ip, 1111, d1.path(), &[&site[..], &["-S", &p1]].concat());
+    let p2 = format!("{c1_ip}:1111");
+    let c2 = cache_on(c2_ip, 1111, d2.path(), &[&site[..], &["-S", &p2]].concat());
+    let host = "cdn.example.com";
+
+    // The origin's own answer, to compare with what arrives through two caches.
+    let (mut direct, _) = ok!(Spp::connect_from(ip(140, 8), origin.addr), [origin], "direct");
+    let want = ok!(
+        direct.info(1, host, "f.bin").and_then(expect_info),
+        [origin],
+        "direct info"
+    );
+    let (mut inside, _) = ok!(
+        Spp::connect_from(ip(140, 7), c2.addr),
+        [origin, c1, c2],
+        "inside"
+    );
+    let info = ok!(
+        inside.info(1, host, "f.bin").and_then(expect_info),
+        [origin, c1, c2],
+        "info via two caches"
+    );
+    check!(
+        (info.size, info.block_size, info.algo, info.version, info.mtime_unix_secs, &info.digests)
+            == (want.size, want.block_size, want.algo, want.version, want.mtime_unix_secs, &want.digests),
+        [origin, c1, c2],
+        "the info changed on its way: {info:?} vs the origin's {want:?}"
+    );
+    let got = ok!(inside.get_all(&info), [origin, c1, c2], "f.bin via two caches");
+    check_bytes!(got, f, [origin, c1, c2], "f.bin via two caches");
+    let n = nblocks(f.len()) as u64;
+    check_metric_eq!(origin.SPP_SENT, f.len() as u64, [origin, c1, c2], "origin");
+    check_metric_eq!(c1."p2pd_upstream_fetches_total", n, [origin, c1, c2], "cache1");
+    check_metric_eq!(c2."p2pd_upstream_fetches_total", n, [origin, c1, c2], "cache2");
+
+    // Locate from inside: cache2, then cache1, then the origin and its mirror.
+    let locs = ok!(
+        inside.locate(2, info.handle, 0, n).and_then(expect_locations),
+        [origin, c1, c2],
+        "inside locate"
+    );
+    let addrs: Vec<SocketAddr> = locs.iter().map(|l| l.addr).collect();
+    let chain = vec![c2.addr, c1.addr, origin.addr, mirror];
+    check!(
+        addrs == chain,
+        [origin, c1, c2],
+        "locate via the chain: {locs:?}, expected the addresses {chain:?}"
+    );
+    check!(
+        locs[0].role == Role::Scc
+            && locs[1].role == Role::Scc
+            && locs[2].role == Role::Origin
+            && locs.iter().all(|l| l.holds == Holds::All),
+        [origin, c1, c2],
+        "roles or holdings: {locs:?}"
+    );
+
+    // An inside client takes blocks 2..5 of g.bin through cache2 only.
+    let ginfo = ok!(
+        inside.info(3, host, "g.bin").and_then(expect_info),
+        [origin, c1, c2],
+        "g info"
+    );
+    let (blocks, err) = ok!(inside.get_range(&ginfo, 4, 2, 3), [origin, c1, c2], "g 2..5");
+    check!(
+        blocks == vec![2, 3, 4] && err.is_none(),
+        [origin, c1, c2],
+        "g.bin 2..5 inside: {blocks:?} {err:?}"
+    );
+
+    // An outsider: cache2 alone, holding 2..5; no fetch on its behalf.
+    let sent = origin.metric(SPP_SENT);
+    let (mut outside, _) = ok!(
+        Spp::connect_from(ip(141, 5), c2.addr),
+        [origin, c1, c2],
+        "outside"
+    );
+    let oinfo = ok!(
+        outside.info(5, host, "g.bin").and_then(expect_info),
+        [origin, c1, c2],
+        "outside g info"
+    );
+    let locs = ok!(
+        outside.locate(6, oinfo.handle, 0, 8).and_then(expect_locations),
+        [origin, c1, c2],
+        "outside locate"
+    );
+    check!(
+        locs.len() == 1
+            && locs[0].addr == c2.addr
+            && locs[0].holds == Holds::Ranges(vec![BlockRange { start: 2, count: 3 }]),
+        [origin, c1, c2],
+        "an outsider's locate: {locs:?}"
+    );
+    let (blocks, err) = ok!(outside.get_range(&oinfo, 7, 3, 4), [origin, c1, c2], "outside 3..7");
+    check!(
+        blocks == vec![3, 4] && err.as_ref().is_some_and(|e| e.code == ErrorCode::NotCachedHere),
+        [origin, c1, c2],
+        "an outsider's Get of 3..7: {blocks:?} then {err:?}"
+    );
+    let (blocks, err) = ok!(outside.get_range(&oinfo, 8, 0, 2), [origin, c1, c2], "outside 0..2");
+    check!(
+        blocks.is_empty() && err.as_ref().is_some_and(|e| e.code == ErrorCode::NotCachedHere),
+        [origin, c1, c2],
+        "an outsider's Get of 0..2: {blocks:?} then {err:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    check!(
+        origin.metric(SPP_SENT) == sent,
+        [origin, c1, c2],
+        "the outsider made the origin send data"
+    );
+}

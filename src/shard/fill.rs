@@ -145,10 +145,11 @@ struct KnownFile {
     block_count: u64,
 }
 
-/// Disk writes one shard keeps in flight: a verified block arriving beyond it is served
-/// but not stored, so viewers never wait for a disk slower than the network and the
-/// blocks waiting to be written stay bounded.
-const MAX_WRITES_IN_FLIGHT: usize = 32;
+/// Block bytes one shard has waiting for or in disk writes at most: a verified block
+/// arriving beyond it is served but not stored, so viewers never wait for a disk
+/// slower than the network and the memory held by pending writes stays bounded
+/// (256 blocks of 256 KiB, 4 of the largest, 16 MiB).
+const MAX_WRITE_BYTES_IN_FLIGHT: u64 = 64 << 20;
 
 /// How often a cache shard looks for retired file versions to forget.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -178,7 +179,7 @@ pub struct Fill {
     /// being punched out. With the LRU's bytes they never exceed the shard's limit, so
     /// the disk use stays within `-C` at every moment, not only between writes.
     reserved_bytes: Cell<u64>,
-    writes_in_flight: Cell<usize>,
+    write_bytes_in_flight: Cell<u64>,
     data_files: RefCell<HashMap<(u64, u64), Rc<DataFile>>>,
     /// The file versions with blocks in this shard's disk LRU, so that a retired
     /// version's blocks leave the accounting and its data file is closed (a deleted
@@ -198,7 +199,7 @@ impl Fill {
             disk: RefCell::new(ByteLru::new(limit)),
             writing: RefCell::new(HashMap::new()),
             reserved_bytes: Cell::new(0),
-            writes_in_flight: Cell::new(0),
+            write_bytes_in_flight: Cell::new(0),
             data_files: RefCell::new(HashMap::new()),
             known: RefCell::new(HashMap::new()),
             dns: RefCell::new(HashMap::new()),
@@ -779,12 +780,13 @@ impl Shard {
         if len > limit {
             return;
         }
-        if fill.writes_in_flight.get() >= MAX_WRITES_IN_FLIGHT {
+        let pending = fill.write_bytes_in_flight.get();
+        if pending + len > MAX_WRITE_BYTES_IN_FLIGHT {
             ShardMetrics::add(&self.m().disk_cache_write_skipped, 1);
             return;
         }
-        fill.writes_in_flight.set(fill.writes_in_flight.get() + 1);
-        let _in_flight = Release(&fill.writes_in_flight, 1);
+        fill.write_bytes_in_flight.set(pending + len);
+        let _in_flight = Release(&fill.write_bytes_in_flight, len);
         self.remember_known(file);
         loop {
             let used = fill.disk.borrow().used_bytes() + fill.reserved_bytes.get();
@@ -941,7 +943,7 @@ fn refusal_to_block_error(r: Refusal) -> BlockError {
 }
 
 /// Takes `n` back from a counter when dropped, however the holder's task ends.
-struct Release<'a>(&'a Cell<usize>, usize);
+struct Release<'a>(&'a Cell<u64>, u64);
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
