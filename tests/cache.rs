@@ -2050,6 +2050,22 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
         r.status,
         body_text(&r)
     );
+
+    // The origin comes back on the same address: the cache connects again by itself.
+    origin.restart();
+    let r = ok!(
+        via(cache.addr, &url("other.bin"), ""),
+        [origin, cache],
+        "missing file, origin back"
+    );
+    check!(
+        r.status == 200,
+        [origin, cache],
+        "a file the cache lacks, origin back: {} {}",
+        r.status,
+        body_text(&r)
+    );
+    check_bytes!(r.body, other, [origin, cache], "other.bin, origin back");
 }
 
 impl Spp {
