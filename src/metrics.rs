@@ -44,6 +44,8 @@ pub struct ShardMetrics {
     /// Caches: verified blocks served but not stored, because the shard already had
     /// its most disk writes in flight (a disk slower than the network).
     pub disk_cache_write_skipped: AtomicU64,
+    /// Caches: disk writes that failed (full or failing disk); the block is still served.
+    pub disk_cache_write_errors: AtomicU64,
     /// Caches (gauge): block bytes this shard holds on disk.
     pub disk_cache_bytes: AtomicI64,
     /// Caches (gauge): files whose metadata this shard holds.
@@ -158,7 +160,7 @@ impl Metrics {
             "Block requests forwarded to the owning shard.",
             &[("", self.sum(|s| s.router_forwarded.load(Relaxed)))],
         );
-        let cache_counters: [CounterDef; 10] = [
+        let cache_counters: [CounterDef; 11] = [
             (
                 "p2pd_disk_cache_hits_total",
                 "Caches: blocks read from the cache disk and verified.",
@@ -208,6 +210,11 @@ impl Metrics {
                 "p2pd_disk_cache_write_skipped_total",
                 "Caches: verified blocks served but not stored because the disk writes were behind.",
                 |s| &s.disk_cache_write_skipped,
+            ),
+            (
+                "p2pd_disk_cache_write_errors_total",
+                "Caches: disk writes that failed (full or failing disk); the blocks were still served.",
+                |s| &s.disk_cache_write_errors,
             ),
         ];
         for (name, help, field) in cache_counters {

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::content::{Content, Refusal};
-use crate::shard::fill::CachedFile;
-use crate::store::FileKey;
 use crate::runtime::{self, Full, MeshBuilder, Receivers, Senders};
+use crate::shard::fill::CachedFile;
 use crate::shard::{BlockError, Shard};
+use crate::store::FileKey;
 
 /// Messages queued per pair of shards before a sender waits.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;

@@ -1853,7 +1853,11 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
     // The cache holds the first half of the old version only.
     let half = size / 2;
     let r = ok!(
-        via(cache.addr, &url, &format!("Range: bytes=0-{}\r\n", half - 1)),
+        via(
+            cache.addr,
+            &url,
+            &format!("Range: bytes=0-{}\r\n", half - 1)
+        ),
         [origin, cache],
         "first half"
     );
@@ -2010,7 +2014,11 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
     );
     let oaddr = origin.addr;
     let url = |f: &str| format!("http://{oaddr}/{f}");
-    let r = ok!(via(cache.addr, &url("held.bin"), ""), [origin, cache], "fill");
+    let r = ok!(
+        via(cache.addr, &url("held.bin"), ""),
+        [origin, cache],
+        "fill"
+    );
     check_bytes!(r.body, data, [origin, cache], "fill");
 
     origin.kill9();
@@ -2028,7 +2036,12 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
             r.status,
             body_text(&r)
         );
-        check_bytes!(r.body, data, [cache], "round {round}: held file, origin down");
+        check_bytes!(
+            r.body,
+            data,
+            [cache],
+            "round {round}: held file, origin down"
+        );
         let r = ok!(
             via(cache.addr, &url("held.bin"), "Range: bytes=20000-40000\r\n"),
             [cache],
@@ -2069,7 +2082,13 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
 }
 
 impl Spp {
-    fn locate(&mut self, req_id: u32, handle: u32, first: u64, count: u64) -> Result<Frame, String> {
+    fn locate(
+        &mut self,
+        req_id: u32,
+        handle: u32,
+        first: u64,
+        count: u64,
+    ) -> Result<Frame, String> {
         self.send(&Frame::LocateRequest(LocateRequest {
             req_id,
             handle,
@@ -2144,7 +2163,13 @@ fn hierarchy_relays_info_and_locate_answers() {
     write_file(dir.path(), "g.bin", &g);
     let (o_ip, c1_ip, c2_ip) = (ip(140, 1), ip(140, 2), ip(140, 3));
     let mirror: SocketAddr = "127.26.140.9:1111".parse().unwrap();
-    let origin = origin_on(o_ip, 1111, dir.path(), idx.path(), &["-l", &mirror.to_string()]);
+    let origin = origin_on(
+        o_ip,
+        1111,
+        dir.path(),
+        idx.path(),
+        &["-l", &mirror.to_string()],
+    );
     let site = ["-n", "127.26.140.0/24", "--info-ttl", "60000"];
     let p1 = format!("{o_ip}:1111");
     let c1 = cache_on(c1_ip, 1111, d1.path(), &[&site[..], &["-S", &p1]].concat());
@@ -2153,7 +2178,11 @@ fn hierarchy_relays_info_and_locate_answers() {
     let host = "cdn.example.com";
 
     // The origin's own answer, to compare with what arrives through two caches.
-    let (mut direct, _) = ok!(Spp::connect_from(ip(140, 8), origin.addr), [origin], "direct");
+    let (mut direct, _) = ok!(
+        Spp::connect_from(ip(140, 8), origin.addr),
+        [origin],
+        "direct"
+    );
     let want = ok!(
         direct.info(1, host, "f.bin").and_then(expect_info),
         [origin],
@@ -2170,12 +2199,29 @@ fn hierarchy_relays_info_and_locate_answers() {
         "info via two caches"
     );
     check!(
-        (info.size, info.block_size, info.algo, info.version, info.mtime_unix_secs, &info.digests)
-            == (want.size, want.block_size, want.algo, want.version, want.mtime_unix_secs, &want.digests),
+        (
+            info.size,
+            info.block_size,
+            info.algo,
+            info.version,
+            info.mtime_unix_secs,
+            &info.digests
+        ) == (
+            want.size,
+            want.block_size,
+            want.algo,
+            want.version,
+            want.mtime_unix_secs,
+            &want.digests
+        ),
         [origin, c1, c2],
         "the info changed on its way: {info:?} vs the origin's {want:?}"
     );
-    let got = ok!(inside.get_all(&info), [origin, c1, c2], "f.bin via two caches");
+    let got = ok!(
+        inside.get_all(&info),
+        [origin, c1, c2],
+        "f.bin via two caches"
+    );
     check_bytes!(got, f, [origin, c1, c2], "f.bin via two caches");
     let n = nblocks(f.len()) as u64;
     check_metric_eq!(origin.SPP_SENT, f.len() as u64, [origin, c1, c2], "origin");
@@ -2184,7 +2230,9 @@ fn hierarchy_relays_info_and_locate_answers() {
 
     // Locate from inside: cache2, then cache1, then the origin and its mirror.
     let locs = ok!(
-        inside.locate(2, info.handle, 0, n).and_then(expect_locations),
+        inside
+            .locate(2, info.handle, 0, n)
+            .and_then(expect_locations),
         [origin, c1, c2],
         "inside locate"
     );
@@ -2210,7 +2258,11 @@ fn hierarchy_relays_info_and_locate_answers() {
         [origin, c1, c2],
         "g info"
     );
-    let (blocks, err) = ok!(inside.get_range(&ginfo, 4, 2, 3), [origin, c1, c2], "g 2..5");
+    let (blocks, err) = ok!(
+        inside.get_range(&ginfo, 4, 2, 3),
+        [origin, c1, c2],
+        "g 2..5"
+    );
     check!(
         blocks == vec![2, 3, 4] && err.is_none(),
         [origin, c1, c2],
@@ -2230,7 +2282,9 @@ fn hierarchy_relays_info_and_locate_answers() {
         "outside g info"
     );
     let locs = ok!(
-        outside.locate(6, oinfo.handle, 0, 8).and_then(expect_locations),
+        outside
+            .locate(6, oinfo.handle, 0, 8)
+            .and_then(expect_locations),
         [origin, c1, c2],
         "outside locate"
     );
@@ -2241,15 +2295,29 @@ fn hierarchy_relays_info_and_locate_answers() {
         [origin, c1, c2],
         "an outsider's locate: {locs:?}"
     );
-    let (blocks, err) = ok!(outside.get_range(&oinfo, 7, 3, 4), [origin, c1, c2], "outside 3..7");
+    let (blocks, err) = ok!(
+        outside.get_range(&oinfo, 7, 3, 4),
+        [origin, c1, c2],
+        "outside 3..7"
+    );
     check!(
-        blocks == vec![3, 4] && err.as_ref().is_some_and(|e| e.code == ErrorCode::NotCachedHere),
+        blocks == vec![3, 4]
+            && err
+                .as_ref()
+                .is_some_and(|e| e.code == ErrorCode::NotCachedHere),
         [origin, c1, c2],
         "an outsider's Get of 3..7: {blocks:?} then {err:?}"
     );
-    let (blocks, err) = ok!(outside.get_range(&oinfo, 8, 0, 2), [origin, c1, c2], "outside 0..2");
+    let (blocks, err) = ok!(
+        outside.get_range(&oinfo, 8, 0, 2),
+        [origin, c1, c2],
+        "outside 0..2"
+    );
     check!(
-        blocks.is_empty() && err.as_ref().is_some_and(|e| e.code == ErrorCode::NotCachedHere),
+        blocks.is_empty()
+            && err
+                .as_ref()
+                .is_some_and(|e| e.code == ErrorCode::NotCachedHere),
         [origin, c1, c2],
         "an outsider's Get of 0..2: {blocks:?} then {err:?}"
     );

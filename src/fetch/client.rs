@@ -160,7 +160,9 @@ impl InfoPieces {
             return Err(protocol("info answer carried no digests".into()));
         }
         if self.next + got > f.block_count() {
-            return Err(protocol("info answer carried digests past the last block".into()));
+            return Err(protocol(
+                "info answer carried digests past the last block".into(),
+            ));
         }
         f.digests.extend_from_slice(&info.digests);
         self.next += got;
@@ -207,17 +209,16 @@ impl Connection {
         listen_port: u16,
         timeout: Duration,
     ) -> Result<Connection, FetchError> {
-        let stream =
-            runtime::connect_from(addr, source, timeout)
-                .await
-                .map_err(|source| match source.kind() {
-                    std::io::ErrorKind::TimedOut => FetchError::Timeout {
-                        addr,
-                        what: "the connection",
-                        ms: timeout.as_millis() as u64,
-                    },
-                    _ => FetchError::Connect { addr, source },
-                })?;
+        let stream = runtime::connect_from(addr, source, timeout)
+            .await
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::TimedOut => FetchError::Timeout {
+                    addr,
+                    what: "the connection",
+                    ms: timeout.as_millis() as u64,
+                },
+                _ => FetchError::Connect { addr, source },
+            })?;
         let mut c = Connection {
             stream,
             addr,

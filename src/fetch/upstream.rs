@@ -22,8 +22,8 @@ use futures_lite::io::{ReadHalf, WriteHalf};
 
 use super::client::{info_request, Connection, FetchError, InfoPieces, RemoteFile};
 use crate::protocol::{
-    encode, limits, Decoder, ErrorCode, FileRef, Frame, Get, InfoRequest, LocateRequest,
-    Location, Role,
+    encode, limits, Decoder, ErrorCode, FileRef, Frame, Get, InfoRequest, LocateRequest, Location,
+    Role,
 };
 use crate::runtime::{self, TcpStream};
 use crate::store::FileMeta;
@@ -124,9 +124,8 @@ pub struct Upstream {
 impl Upstream {
     /// Connects, exchanges Hellos, and starts the reader and writer.
     pub async fn connect(addr: SocketAddr, cfg: &UpstreamConfig) -> Result<Upstream, FetchError> {
-        let conn =
-            Connection::connect_from(addr, cfg.bind, cfg.role, cfg.listen_port, cfg.timeout)
-                .await?;
+        let conn = Connection::connect_from(addr, cfg.bind, cfg.role, cfg.listen_port, cfg.timeout)
+            .await?;
         let (stream, buf, dec) = conn.into_parts();
         let (rd, wr) = futures_lite::io::split(stream);
         let inner = Rc::new(Inner {
@@ -199,7 +198,12 @@ impl Upstream {
     /// Sends `frame` (whose request id is `req_id`) and waits for its answer. A
     /// timeout with nothing at all heard from the upstream since the request went out
     /// kills the connection: it is silent, not merely slow with this request.
-    async fn request(&self, req_id: u32, frame: &Frame, what: &'static str) -> Result<Frame, FetchError> {
+    async fn request(
+        &self,
+        req_id: u32,
+        frame: &Frame,
+        what: &'static str,
+    ) -> Result<Frame, FetchError> {
         if let Some(e) = self.inner.death() {
             return Err(e);
         }
@@ -259,7 +263,11 @@ impl Upstream {
     }
 
     /// One Info request; remembers the handle it names.
-    async fn info_piece(&self, file: &FileRef, frame: Frame) -> Result<crate::protocol::Info, FetchError> {
+    async fn info_piece(
+        &self,
+        file: &FileRef,
+        frame: Frame,
+    ) -> Result<crate::protocol::Info, FetchError> {
         let Some(req_id) = frame.req_id() else {
             return Err(self.unexpected(&frame));
         };
@@ -340,7 +348,12 @@ impl Upstream {
     }
 
     /// Block `index` of version `version` of `file` (unverified: the caller checks it).
-    pub async fn block(&self, file: &FileRef, version: u64, index: u64) -> Result<Bytes, FetchError> {
+    pub async fn block(
+        &self,
+        file: &FileRef,
+        version: u64,
+        index: u64,
+    ) -> Result<Bytes, FetchError> {
         let handle = self.handle(file, version).await?;
         let req_id = self.next_req_id();
         let frame = Frame::Get(Get {
@@ -392,7 +405,12 @@ impl Upstream {
 }
 
 /// Reads answers and hands each to the request that waits for it.
-async fn reader(inner: Rc<Inner>, mut rd: ReadHalf<TcpStream>, mut buf: BytesMut, mut dec: Decoder) {
+async fn reader(
+    inner: Rc<Inner>,
+    mut rd: ReadHalf<TcpStream>,
+    mut buf: BytesMut,
+    mut dec: Decoder,
+) {
     let addr = inner.addr;
     loop {
         let frame = match dec.decode(&mut buf) {
@@ -444,7 +462,12 @@ async fn reader(inner: Rc<Inner>, mut rd: ReadHalf<TcpStream>, mut buf: BytesMut
 }
 
 /// Sends requests in order; stops when the connection dies or its upstream is dropped.
-async fn writer(inner: Rc<Inner>, mut wr: WriteHalf<TcpStream>, mut rx: mpsc::Receiver<Bytes>, timeout: Duration) {
+async fn writer(
+    inner: Rc<Inner>,
+    mut wr: WriteHalf<TcpStream>,
+    mut rx: mpsc::Receiver<Bytes>,
+    timeout: Duration,
+) {
     let addr = inner.addr;
     while let Some(b) = rx.next().await {
         if inner.dead.borrow().is_some() {
@@ -553,9 +576,14 @@ impl UpstreamPool {
                         }
                     }
                     let cfg = self.cfg.clone();
-                    let f = async move { Upstream::connect(addr, &cfg).await.map(Rc::new).map_err(Rc::new) }
-                        .boxed_local()
-                        .shared();
+                    let f = async move {
+                        Upstream::connect(addr, &cfg)
+                            .await
+                            .map(Rc::new)
+                            .map_err(Rc::new)
+                    }
+                    .boxed_local()
+                    .shared();
                     conns.insert(addr, Entry::Connecting(f.clone()));
                     f
                 }

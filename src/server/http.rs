@@ -9,6 +9,7 @@ use bytes::{Buf, BytesMut};
 use futures::stream::StreamExt;
 
 use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
+use crate::content::Content;
 use crate::http::range::{if_range_allows, resolve_range, RangeSpec};
 use crate::http::request::{parse_request, Method, Request, Target};
 use crate::http::response::{
@@ -17,7 +18,6 @@ use crate::http::response::{
 };
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::{normalize_request_path, PathError};
-use crate::content::Content;
 use crate::publish::FileEntry;
 use crate::runtime::{self, TcpStream};
 use crate::shard::Shard;
@@ -214,10 +214,7 @@ async fn operator(
 ) -> Result<(), ()> {
     let (body, ctype) = match op {
         "health" => ("ok\n".to_string(), "text/plain"),
-        "metrics" => (
-            ctx.render_metrics(),
-            "text/plain; version=0.0.4",
-        ),
+        "metrics" => (ctx.render_metrics(), "text/plain; version=0.0.4"),
         _ => {
             return error(
                 stream,
@@ -369,7 +366,11 @@ async fn serve_file(
     // the head is sent, so the answer is a clear 403 rather than a cut-off body.
     if let Content::Cached(file) = content {
         let bs = u64::from(content.block_size());
-        if !may_fetch && !head_only && start < end_excl && !file.holds_all(start / bs, (end_excl - 1) / bs + 1) {
+        if !may_fetch
+            && !head_only
+            && start < end_excl
+            && !file.holds_all(start / bs, (end_excl - 1) / bs + 1)
+        {
             ShardMetrics::add(&shard.m().recursive_refused, 1);
             let msg = "not cached here, and this node fetches only for its own clients";
             return error(stream, 403, msg, keep_alive, head_only).await;

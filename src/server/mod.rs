@@ -116,21 +116,14 @@ impl Context {
                 match runtime::timeout(INDEX_WAIT_TIMEOUT, publisher.lookup(path)).await {
                     Ok(Ok(e)) => Ok(Content::Published(e)),
                     Ok(Err(LookupError::NotFound)) => Err(Refusal::NotFound(path.to_string())),
-                    Ok(Err(LookupError::Busy)) => {
-                        Err(Refusal::Busy("indexer busy, retry".into()))
-                    }
+                    Ok(Err(LookupError::Busy)) => Err(Refusal::Busy("indexer busy, retry".into())),
                     Ok(Err(LookupError::Failed(m))) => Err(Refusal::Internal(m)),
                     Err(_) => Err(Refusal::Busy("file is still being indexed, retry".into())),
                 }
             }
             RoleContext::Cache { .. } => {
                 let key = FileKey::new(host, port, path);
-                match runtime::timeout(
-                    LOOKUP_TIMEOUT,
-                    shard.lookup_cached(key, may_fetch),
-                )
-                .await
-                {
+                match runtime::timeout(LOOKUP_TIMEOUT, shard.lookup_cached(key, may_fetch)).await {
                     Ok(r) => r.map(Content::Cached),
                     Err(_) => Err(Refusal::Upstream(crate::content::UpstreamError {
                         kind: crate::content::UpstreamErrorKind::TimedOut,

@@ -13,6 +13,7 @@ use futures::stream::StreamExt;
 use futures_lite::io::{ReadHalf, WriteHalf};
 
 use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
+use crate::content::Content;
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::normalize_plain_path;
 use crate::protocol::{
@@ -20,7 +21,6 @@ use crate::protocol::{
     ErrorFrame, Frame, Get, Hello, Holds, Info, InfoRequest, Locate, LocateRequest, Location, Role,
     PROTOCOL_VERSION,
 };
-use crate::content::Content;
 use crate::runtime::{self, TcpStream};
 use crate::shard::{BlockError, Shard};
 
@@ -150,13 +150,7 @@ pub async fn serve(
     let state = Rc::new(RefCell::new(ConnState::default()));
     let (tx, rx) = mpsc::channel::<Out>(limits::MAX_OUTSTANDING_REQUESTS + 16);
     let may_fetch = ctx.may_fetch(peer.ip(), local.map(|l| l.ip()));
-    let writer = runtime::spawn(writer_loop(
-        shard.clone(),
-        wr,
-        rx,
-        state.clone(),
-        may_fetch,
-    ));
+    let writer = runtime::spawn(writer_loop(shard.clone(), wr, rx, state.clone(), may_fetch));
     let conn = Conn {
         shard: &shard,
         ctx: &ctx,

@@ -71,7 +71,10 @@ impl std::fmt::Debug for CachedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CachedFile")
             .field("url", &self.key.url())
-            .field("version", &format_args!("{:016x}", self.index.meta().version))
+            .field(
+                "version",
+                &format_args!("{:016x}", self.index.meta().version),
+            )
             .finish()
     }
 }
@@ -151,6 +154,9 @@ struct KnownFile {
 /// (256 blocks of 256 KiB, 4 of the largest, 16 MiB).
 const MAX_WRITE_BYTES_IN_FLIGHT: u64 = 64 << 20;
 
+/// Failed disk writes are logged at most once per this interval per shard.
+const WRITE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How often a cache shard looks for retired file versions to forget.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// Blocks looked at between two chances for other tasks to run, while a retired
@@ -180,6 +186,8 @@ pub struct Fill {
     /// the disk use stays within `-C` at every moment, not only between writes.
     reserved_bytes: Cell<u64>,
     write_bytes_in_flight: Cell<u64>,
+    /// When a failed disk write was last logged.
+    last_write_warning: Cell<Option<Instant>>,
     data_files: RefCell<HashMap<(u64, u64), Rc<DataFile>>>,
     /// The file versions with blocks in this shard's disk LRU, so that a retired
     /// version's blocks leave the accounting and its data file is closed (a deleted
@@ -200,6 +208,7 @@ impl Fill {
             writing: RefCell::new(HashMap::new()),
             reserved_bytes: Cell::new(0),
             write_bytes_in_flight: Cell::new(0),
+            last_write_warning: Cell::new(None),
             data_files: RefCell::new(HashMap::new()),
             known: RefCell::new(HashMap::new()),
             dns: RefCell::new(HashMap::new()),
@@ -812,7 +821,10 @@ impl Shard {
         fill.reserved_bytes.set(fill.reserved_bytes.get() - len);
         match written {
             Ok(()) if !file.is_retired() => {
-                let evicted = fill.disk.borrow_mut().insert(key, Arc::downgrade(file), len);
+                let evicted = fill
+                    .disk
+                    .borrow_mut()
+                    .insert(key, Arc::downgrade(file), len);
                 file.index.set(key.index);
                 ShardMetrics::add(&self.m().disk_cache_write_bytes, data.len() as u64);
                 // Only when the limit changed under us: the reservation kept room.
@@ -824,7 +836,18 @@ impl Shard {
             // A retired version's files are deleted: nothing to claim or free.
             Ok(()) => {}
             Err(e) => {
-                tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot write a block to the cache");
+                ShardMetrics::add(&self.m().disk_cache_write_errors, 1);
+                // A full or failing disk fails every write: one line per interval, the
+                // count in the metrics.
+                let now = Instant::now();
+                let due = fill
+                    .last_write_warning
+                    .get()
+                    .is_none_or(|t| now.duration_since(t) >= WRITE_WARNING_INTERVAL);
+                if due {
+                    fill.last_write_warning.set(Some(now));
+                    tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot write a block to the cache (the block is still served; further write errors are counted in p2pd_disk_cache_write_errors_total)");
+                }
                 // A failed write may still have allocated part of the block.
                 if let Ok(df) = self.data_file(file).await {
                     let _ = df.punch(file.offset(key.index), data.len()).await;
@@ -862,7 +885,10 @@ impl Shard {
             return;
         }
         if let Ok(df) = self.data_file(&file).await {
-            if let Err(e) = df.punch(file.offset(key.index), file.index.block_len(key.index)).await {
+            if let Err(e) = df
+                .punch(file.offset(key.index), file.index.block_len(key.index))
+                .await
+            {
                 tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot free an evicted block's space");
             }
         }
@@ -921,7 +947,10 @@ impl Shard {
             })
             .await
             .unwrap_or_default();
-        let own = self.fill().map(|f| f.cfg.own_addrs.clone()).unwrap_or_default();
+        let own = self
+            .fill()
+            .map(|f| f.cfg.own_addrs.clone())
+            .unwrap_or_default();
         for l in relayed.into_iter().take(MAX_RELAYED_LOCATIONS) {
             if out.len() >= limits::MAX_LOCATIONS {
                 break;
