@@ -4,4 +4,5 @@
 //! builds on these.
 
 pub mod client;
+pub mod sched;
 pub mod upstream;
