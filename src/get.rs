@@ -1,6 +1,7 @@
-//! `p2pd get URL`: fetch one file over SPP, verify every block against the origin's
-//! digests before writing it, and write it to a file (atomically, via a `.part` name)
-//! or to stdout.
+//! `p2pd get URL`: fetch one file over SPP from every source the URL's node knows
+//! (itself, its mirrors, peers; the fastest preferred, failing ones dropped), verify
+//! every block against the origin's digests before writing it, and write it to a file
+//! (atomically, via a `.part` name) or to stdout.
 
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,13 +9,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::GetConfig;
-use crate::fetch::client::{Connection, FetchError};
-use crate::protocol::{limits, ErrorCode, FileRef, Frame, Role};
+use crate::fetch::client::FetchError;
+use crate::fetch::multi::{self, FetchReport, MultiError};
+use crate::fetch::upstream::{UpstreamConfig, UpstreamPool};
+use crate::protocol::{ErrorCode, FileRef, Role};
 
-/// Blocks asked for per Get frame, and Get frames kept outstanding: enough in flight to
-/// fill a long fat pipe without unbounded buffering.
-const BLOCKS_PER_GET: u32 = 8;
-const GETS_IN_FLIGHT: usize = 4;
+/// A block outstanding this long at one source is asked of another (capped by
+/// `--timeout`).
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exit codes, so scripts can tell failures apart.
 pub mod exit {
@@ -91,7 +93,7 @@ pub fn run(cfg: GetConfig) -> i32 {
     let started = Instant::now();
     let result = crate::runtime::run_single(io_memory, fetch(cfg.clone(), target));
     match result {
-        Ok(Ok(bytes)) => {
+        Ok(Ok((bytes, report))) => {
             if cfg.output.is_some() && !cfg.quiet {
                 let secs = started.elapsed().as_secs_f64().max(1e-6);
                 eprintln!(
@@ -99,6 +101,19 @@ pub fn run(cfg: GetConfig) -> i32 {
                     bytes,
                     secs,
                     bytes as f64 / secs / 1e6
+                );
+                for s in report.sources.iter().filter(|s| s.blocks > 0 || s.dropped) {
+                    eprintln!(
+                        "p2pd get: from {}: {} bytes in {} blocks{}",
+                        s.addr,
+                        s.bytes,
+                        s.blocks,
+                        if s.dropped { " (dropped)" } else { "" }
+                    );
+                }
+                eprintln!(
+                    "p2pd get: longest wait for the next block: {} ms",
+                    report.longest_wait.as_millis()
                 );
             }
             exit::OK
@@ -143,7 +158,7 @@ impl Sink {
     }
 }
 
-async fn fetch(cfg: GetConfig, target: Target) -> Result<u64, (String, i32)> {
+async fn fetch(cfg: GetConfig, target: Target) -> Result<(u64, FetchReport), (String, i32)> {
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let fail = |e: FetchError| {
         let code = exit_code(&e);
@@ -156,24 +171,17 @@ async fn fetch(cfg: GetConfig, target: Target) -> Result<u64, (String, i32)> {
         };
         (msg, code)
     };
-    // Try each address the host resolves to until one answers.
-    let mut conn = None;
-    let mut last_err = None;
-    for a in &target.addrs {
-        match Connection::connect(*a, Role::Client, 0, timeout).await {
-            Ok(c) => {
-                conn = Some(c);
-                break;
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
-    let mut conn = match (conn, last_err) {
-        (Some(c), _) => c,
-        (None, Some(e)) => return Err(fail(e)),
-        (None, None) => return Err(("no address to connect to".into(), exit::CONNECT)),
-    };
-    let file = conn.file_info(&target.file).await.map_err(fail)?;
+    let pool = UpstreamPool::new(UpstreamConfig {
+        role: Role::Client,
+        listen_port: 0,
+        bind: None,
+        timeout,
+    });
+    // The file's info from the first of the URL's addresses that answers, and every
+    // source it knows of (itself, its -l nodes, peers), plus the URL's other addresses.
+    let (file, sources) = multi::discover(&pool, &target.file, &target.addrs)
+        .await
+        .map_err(fail)?;
     let total = file.block_count();
 
     let mut sink = match &cfg.output {
@@ -206,65 +214,42 @@ async fn fetch(cfg: GetConfig, target: Target) -> Result<u64, (String, i32)> {
         b
     });
 
-    let mut next_to_ask = 0u64;
-    let mut next_to_write = 0u64;
-    let mut in_flight: std::collections::VecDeque<(u32, u64, u64)> = Default::default();
     let mut written = 0u64;
-    while next_to_write < total {
-        while in_flight.len() < GETS_IN_FLIGHT && next_to_ask < total {
-            let count = (total - next_to_ask)
-                .min(u64::from(BLOCKS_PER_GET.min(limits::MAX_BLOCKS_PER_GET)))
-                as u32;
-            let id = conn.get(&file, next_to_ask, count).await.map_err(fail)?;
-            in_flight.push_back((id, next_to_ask, next_to_ask + u64::from(count)));
-            next_to_ask += u64::from(count);
+    let sched = multi::sched_config(file.block_size, timeout.min(STALL_TIMEOUT));
+    let result = multi::fetch_blocks(
+        &pool,
+        &target.file,
+        &file,
+        &sources,
+        0..total,
+        sched,
+        |_, b| {
+            sink.write(&b)
+                .map_err(|e| format!("cannot write output: {e}"))?;
+            written += b.len() as u64;
+            if let Some(bar) = &bar {
+                bar.set_position(written);
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let report = match result {
+        Ok(r) => r,
+        Err(MultiError::Deliver(m)) => return Err((m, exit::FAILED)),
+        Err(e @ MultiError::NoSource { digest, .. }) => {
+            let code = if digest {
+                exit::INTEGRITY
+            } else {
+                exit::FAILED
+            };
+            return Err((e.to_string(), code));
         }
-        let frame = conn.recv("block data").await.map_err(fail)?;
-        let (id, _, end) = *in_flight
-            .front()
-            .ok_or_else(|| ("internal: nothing in flight".to_string(), exit::FAILED))?;
-        match frame {
-            Frame::Data(d) if d.req_id == id && d.block == next_to_write => {
-                if d.payload.len() != file.block_len(d.block)
-                    || !file.algo.verify(&d.payload, file.digest(d.block))
-                {
-                    return Err(fail(FetchError::Digest {
-                        addr: conn.addr,
-                        block: d.block,
-                        algo: file.algo.name(),
-                    }));
-                }
-                sink.write(&d.payload)
-                    .map_err(|e| (format!("cannot write output: {e}"), exit::FAILED))?;
-                written += d.payload.len() as u64;
-                if let Some(b) = &bar {
-                    b.set_position(written);
-                }
-                next_to_write += 1;
-                if next_to_write == end {
-                    in_flight.pop_front();
-                }
-            }
-            Frame::Error(e) => {
-                return Err(fail(FetchError::Remote {
-                    addr: conn.addr,
-                    code: e.code,
-                    message: e.message,
-                }));
-            }
-            Frame::Pong(_) => {}
-            _ => {
-                return Err(fail(FetchError::Protocol {
-                    addr: conn.addr,
-                    message: "data out of order".into(),
-                }));
-            }
-        }
-    }
+    };
     sink.finish()
         .map_err(|e| (format!("cannot finish output: {e}"), exit::FAILED))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok(written)
+    Ok((written, report))
 }

@@ -52,6 +52,8 @@ pub struct Context {
     pub mirrors: Vec<SocketAddr>,
     /// Connections each shard accepts at most.
     pub max_connections_per_shard: usize,
+    /// Every shard waits here once, after its start-up work, before serving.
+    pub startup: std::sync::Barrier,
 }
 
 /// The role-specific part of the shared context.
@@ -230,6 +232,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         port,
         mirrors,
         max_connections_per_shard,
+        startup: std::sync::Barrier::new(shards),
     });
     let listeners = Arc::new(Mutex::new(listeners));
     let mesh = router::mesh(shards);
@@ -388,11 +391,16 @@ async fn shard_main(
         router,
         role,
     );
-    Router::serve(shard.clone(), receivers);
     if let RoleContext::Cache { stored, .. } = &ctx.role {
         shard.adopt_stored(stored).await;
         runtime::spawn_detached(shard.clone().housekeeping());
     }
+    // No shard serves a request before every shard has taken its part of the store:
+    // a lookup reaching a metadata owner that has not yet adopted its files would
+    // start their versions afresh, losing what the store held. Every shard has joined
+    // the mesh already, so none waits here for one that cannot arrive.
+    ctx.startup.wait();
+    Router::serve(shard.clone(), receivers);
     let std_listener = listeners
         .lock()
         .map_err(|_| "listener list poisoned".to_string())?

@@ -14,11 +14,10 @@ pub mod fill;
 
 use crate::cache::{BlockCache, BlockKey};
 use crate::content::{Content, UpstreamError};
-use crate::digest::MAX_DIGEST_BYTES;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::publish::{FileEntry, Publisher};
 use crate::router::Router;
-use crate::runtime::{self, BlockFile};
+use crate::runtime::BlockFile;
 
 /// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
 /// a single hot title still spreads over every core.
@@ -30,8 +29,6 @@ pub const READAHEAD_BLOCKS: usize = 4;
 pub const CACHE_READAHEAD_BLOCKS: usize = 8;
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
-/// Bytes hashed between two chances for other tasks to run.
-const VERIFY_SLICE_BYTES: usize = 256 * 1024;
 
 /// Why a block could not be produced.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,17 +48,7 @@ pub enum BlockError {
     Upstream(UpstreamError),
 }
 
-/// Checks `data` against `expected`, hashing in slices so a large block does not hold
-/// the reactor for long.
-pub async fn verify_block(algo: crate::digest::DigestAlgo, data: &[u8], expected: &[u8]) -> bool {
-    let mut h = algo.hasher();
-    for chunk in data.chunks(VERIFY_SLICE_BYTES) {
-        h.update(chunk);
-        runtime::yield_if_needed().await;
-    }
-    let mut out = [0u8; MAX_DIGEST_BYTES];
-    h.finish_into(&mut out) == expected
-}
+pub use crate::fetch::verify_block;
 
 /// The shard that owns block `index` of file `file_id`.
 pub fn owner_of(file_id: u64, index: u64, shards: usize) -> usize {
