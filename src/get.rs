@@ -111,6 +111,12 @@ pub fn run(cfg: GetConfig) -> i32 {
                         if s.dropped { " (dropped)" } else { "" }
                     );
                 }
+                if report.bad_blocks > 0 {
+                    eprintln!(
+                        "p2pd get: {} blocks failed their digest and were fetched again from other sources",
+                        report.bad_blocks
+                    );
+                }
                 eprintln!(
                     "p2pd get: longest wait for the next block: {} ms",
                     report.longest_wait.as_millis()

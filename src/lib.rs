@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pathsafe;
 pub mod protocol;
 pub mod publish;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod server;

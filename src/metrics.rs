@@ -46,6 +46,8 @@ pub struct ShardMetrics {
     pub disk_cache_write_skipped: AtomicU64,
     /// Caches: disk writes that failed (full or failing disk); the block is still served.
     pub disk_cache_write_errors: AtomicU64,
+    /// Time senders waited under `--upload-rate`, in ms.
+    pub upload_throttled_ms: AtomicU64,
     /// Caches (gauge): block bytes this shard holds on disk.
     pub disk_cache_bytes: AtomicI64,
     /// Caches (gauge): files whose metadata this shard holds.
@@ -154,6 +156,11 @@ impl Metrics {
             "p2pd_disk_read_bytes_total",
             "Bytes read from disk.",
             &[("", self.sum(|s| s.disk_read_bytes.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_upload_throttled_ms_total",
+            "Milliseconds senders waited under --upload-rate.",
+            &[("", self.sum(|s| s.upload_throttled_ms.load(Relaxed)))],
         );
         counter(
             "p2pd_router_forwarded_total",

@@ -21,7 +21,7 @@ const MAX_HELP_WIDTH_COLUMNS: usize = 100;
 pub(super) type SynopsisItem = (&'static str, Option<&'static str>);
 
 /// The node's synopsis: the original man page's, verbatim, then our long-only options.
-pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 22] = [
+pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 23] = [
     ("-dDiTZ", None),
     ("-A", Some("hostname")),
     ("-b", Some("blocksize")),
@@ -44,6 +44,7 @@ pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 22] = [
     ("--buffered-reads", None),
     ("--info-ttl", Some("MS")),
     ("--upstream-timeout", Some("MS")),
+    ("--upload-rate", Some("BYTES/S")),
 ];
 
 /// `p2pd get`'s synopsis after its URL.
@@ -513,4 +514,16 @@ pub(super) struct ServeArgs {
         Matters to caches; an origin accepts it and ignores it."
     )]
     pub(super) upstream_timeout: u64,
+
+    /// Most bytes per second this node sends to others (all connections together)
+    #[arg(
+        long = "upload-rate",
+        value_name = "BYTES/S",
+        long_help = "Most bytes per second of file data this node sends to others over \
+        SPP and HTTP, all connections together (shared out among the shards), so a node \
+        can limit what it contributes, e.g. a viewer's machine serving peers. Sizes take \
+        k, M, G and T suffixes (powers of 1024), e.g. 512k or 10M; at least 16k. \
+        Default: no limit."
+    )]
+    pub(super) upload_rate: Option<String>,
 }

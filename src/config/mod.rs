@@ -222,6 +222,8 @@ pub struct ServeConfig {
     /// `--upstream-timeout MS`, >= 1: deadline for connecting to an upstream node and
     /// for each answer from it.
     pub upstream_timeout_ms: u64,
+    /// `--upload-rate`: most bytes per second of file data sent, None = no limit.
+    pub upload_rate_bytes_per_s: Option<u64>,
 }
 
 impl ServeConfig {
@@ -543,6 +545,12 @@ fn validate_serve(
     if a.max_connections == 0 {
         return Err(CliError::option("--max-connections", "must be at least 1"));
     }
+    let upload_rate_bytes_per_s = a
+        .upload_rate
+        .as_deref()
+        .map(parse_upload_rate)
+        .transpose()
+        .map_err(|why| CliError::option("--upload-rate", why))?;
     if a.upstream_timeout == 0 {
         return Err(CliError::option(
             "--upstream-timeout",
@@ -641,6 +649,7 @@ fn validate_serve(
         buffered_reads: a.buffered_reads,
         info_ttl_ms: a.info_ttl,
         upstream_timeout_ms: a.upstream_timeout,
+        upload_rate_bytes_per_s,
     })
 }
 
@@ -711,6 +720,19 @@ fn parse_disk_cache_size(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// Smallest `--upload-rate`: one of the smallest blocks per second.
+pub const MIN_UPLOAD_RATE_BYTES_PER_S: u64 = 16 * 1024;
+
+fn parse_upload_rate(s: &str) -> Result<u64, String> {
+    let rate = parse_size_bytes(s)?;
+    if rate < MIN_UPLOAD_RATE_BYTES_PER_S {
+        return Err(format!(
+            "{s} is below the minimum of 16k bytes per second (one of the smallest blocks)"
+        ));
+    }
+    Ok(rate)
 }
 
 /// `-n`/`-N`: a subnet in CIDR form ("10.0.0.0/8", "2001:db8::/32").

@@ -148,6 +148,25 @@ fn defaults() {
     assert!(!cfg.buffered_reads);
     assert_eq!(cfg.info_ttl_ms, DEFAULT_INFO_TTL_MS);
     assert_eq!(cfg.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
+    assert_eq!(cfg.upload_rate_bytes_per_s, None);
+}
+
+#[test]
+fn upload_rate_takes_sizes_per_second_on_every_role() {
+    assert_eq!(
+        serve(&["--upload-rate", "10M"]).upload_rate_bytes_per_s,
+        Some(10 << 20)
+    );
+    assert_eq!(
+        cache(&["--upload-rate=16k"]).upload_rate_bytes_per_s,
+        Some(16 * 1024)
+    );
+    let e = serve_err(&["--upload-rate", "1k"]);
+    assert_eq!(
+        e.message,
+        "p2pd: --upload-rate: 1k is below the minimum of 16k bytes per second (one of the smallest blocks)"
+    );
+    assert_usage(&serve_err(&["--upload-rate", "fast"]), "--upload-rate");
 }
 
 #[test]

@@ -418,6 +418,7 @@ async fn stream_body(
         if from >= to {
             return Err(());
         }
+        shard.upload_throttle(to - from).await;
         send(stream, &[&block[from..to]]).await?;
         ShardMetrics::add(&shard.m().bytes_sent_http, (to - from) as u64);
     }

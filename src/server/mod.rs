@@ -390,6 +390,10 @@ async fn shard_main(
         ctx.metrics.clone(),
         router,
         role,
+        // Each shard sends its share of the node's rate.
+        ctx.config
+            .upload_rate_bytes_per_s
+            .map(|r| (r / ctx.config.threads as u64).max(1)),
     );
     if let RoleContext::Cache { stored, .. } = &ctx.role {
         shard.adopt_stored(stored).await;

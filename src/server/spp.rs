@@ -570,6 +570,7 @@ async fn writer_loop(
                     _ if stopped => Ok(()),
                     None => Ok(()),
                     Some(Ok(block)) => {
+                        shard.upload_throttle(block.len()).await;
                         let header = encode_data_header(req_id, idx, block.len());
                         let r = write(&mut wr, &[&header, &block]).await;
                         if r.is_ok() {

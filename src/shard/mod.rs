@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
@@ -16,8 +17,9 @@ use crate::cache::{BlockCache, BlockKey};
 use crate::content::{Content, UpstreamError};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::publish::{FileEntry, Publisher};
+use crate::ratelimit::TokenBucket;
 use crate::router::Router;
-use crate::runtime::BlockFile;
+use crate::runtime::{self, BlockFile};
 
 /// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
 /// a single hot title still spreads over every core.
@@ -94,9 +96,21 @@ pub struct Shard {
     /// One disk read per missing block, however many requesters wait for it.
     inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
     files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
+    /// `--upload-rate`, this shard's share: file data sent over SPP and HTTP.
+    upload: Option<RefCell<TokenBucket>>,
 }
 
 impl Shard {
+    /// Waits until `bytes` of file data may be sent under `--upload-rate`.
+    pub async fn upload_throttle(&self, bytes: usize) {
+        let Some(bucket) = &self.upload else { return };
+        let wait = bucket.borrow_mut().take(bytes as u64, Instant::now());
+        if !wait.is_zero() {
+            ShardMetrics::add(&self.m().upload_throttled_ms, wait.as_millis() as u64);
+            runtime::sleep(wait).await;
+        }
+    }
+
     pub fn new(
         id: usize,
         shards: usize,
@@ -104,6 +118,7 @@ impl Shard {
         metrics: Metrics,
         router: Router,
         role: ShardRole,
+        upload_rate_bytes_per_s: Option<u64>,
     ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
@@ -114,6 +129,8 @@ impl Shard {
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
             files: RefCell::new(HashMap::new()),
+            upload: upload_rate_bytes_per_s
+                .map(|rate| RefCell::new(TokenBucket::new(rate, Instant::now()))),
         })
     }
 

@@ -1,0 +1,272 @@
+//! Network-aware fetching with real processes: several origins with identical content
+//! listing each other with `-l` (scenario 2), one of them slow (`--upload-rate`),
+//! killed halfway, or serving corrupted blocks; `p2pd get` picks the fast ones, fails
+//! over without a gap, and never writes a byte that failed its digest.
+//!
+//! Origins publish with 16 KiB blocks and listen on fixed addresses (they name each
+//! other before they start): each test has its own 127.27.N.x.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BS: usize = 16 * 1024;
+const SPP_SENT: &str = "p2pd_bytes_sent_total{proto=\"spp\"}";
+
+fn ip(c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 27, c, d))
+}
+
+/// Three origins on 127.27.`net`.1..=3, port 1111, each publishing `dir`'s copy with
+/// the other two as `-l` mirrors; `extra[i]` goes to origin i.
+fn three_origins(net: u8, dirs: [&Path; 3], idx: [&Path; 3], extra: [&[&str]; 3]) -> Vec<Node> {
+    let addrs: Vec<SocketAddr> = (1..=3).map(|d| SocketAddr::new(ip(net, d), 1111)).collect();
+    (0..3)
+        .map(|i| {
+            let mirrors: Vec<String> = (0..3)
+                .filter(|&j| j != i)
+                .flat_map(|j| ["-l".to_string(), addrs[j].to_string()])
+                .collect();
+            let mut args: Vec<&str> = mirrors.iter().map(|s| s.as_str()).collect();
+            args.extend_from_slice(extra[i]);
+            start_origin_on(addrs[i].ip(), 1111, dirs[i], idx[i], &args)
+        })
+        .collect()
+}
+
+/// `p2pd get URL -o OUT` (not quiet): (exit code, stderr, bytes per source address,
+/// dropped sources, the longest wait for the next block in ms).
+struct GetRun {
+    code: i32,
+    stderr: String,
+    by_source: Vec<(SocketAddr, u64)>,
+    dropped: Vec<SocketAddr>,
+    longest_wait_ms: u64,
+}
+
+fn get(url: &str, out: &Path) -> GetRun {
+    let o = run_p2pd(&["get", url, "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    let mut by_source = Vec::new();
+    let mut dropped = Vec::new();
+    let mut longest_wait_ms = 0;
+    for line in stderr.lines() {
+        if let Some(rest) = line.strip_prefix("p2pd get: from ") {
+            // "ADDR: N bytes in M blocks[ (dropped)]"
+            let (addr, rest) = rest.split_once(": ").expect("source line");
+            let addr: SocketAddr = addr.parse().expect("source address");
+            let bytes: u64 = rest.split(' ').next().unwrap().parse().expect("bytes");
+            by_source.push((addr, bytes));
+            if rest.ends_with("(dropped)") {
+                dropped.push(addr);
+            }
+        }
+        if let Some(ms) = line.strip_prefix("p2pd get: longest wait for the next block: ") {
+            longest_wait_ms = ms.trim_end_matches(" ms").parse().expect("ms");
+        }
+    }
+    GetRun {
+        code: o.status.code().unwrap_or(-1),
+        stderr,
+        by_source,
+        dropped,
+        longest_wait_ms,
+    }
+}
+
+fn bytes_from(r: &GetRun, a: SocketAddr) -> u64 {
+    r.by_source
+        .iter()
+        .filter(|(s, _)| *s == a)
+        .map(|(_, b)| b)
+        .sum()
+}
+
+fn diag(nodes: &[&Node]) -> String {
+    let named: Vec<(&str, &Node)> = nodes.iter().map(|n| ("origin", *n)).collect();
+    diagnose(&named)
+}
+
+/// Scenario 2: three origins, one limited to a tenth of the others' rate. The client
+/// takes most bytes from the two fast ones and uses both.
+#[test]
+fn the_fast_origins_serve_most_bytes_and_both_are_used() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = content(8 * 1024 * 1024, 2701);
+    for d in &dirs {
+        write_file(d.path(), "f.bin", &data);
+    }
+    let fast: &[&str] = &["--upload-rate", "8M"];
+    let slow: &[&str] = &["--upload-rate", "800k"];
+    let o = three_origins(
+        1,
+        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
+        [idx[0].path(), idx[1].path(), idx[2].path()],
+        [fast, fast, slow],
+    );
+    let out = dirs[0].path().join("out.bin");
+    let t = Instant::now();
+    let r = get(&format!("spp://{}/f.bin", o[0].addr), &out);
+    let took = t.elapsed();
+    assert!(
+        r.code == 0,
+        "get failed: {}{}",
+        r.stderr,
+        diag(&[&o[0], &o[1], &o[2]])
+    );
+    assert!(std::fs::read(&out).unwrap() == data, "the output differs");
+    let (a, b, c) = (
+        bytes_from(&r, o[0].addr),
+        bytes_from(&r, o[1].addr),
+        bytes_from(&r, o[2].addr),
+    );
+    let total = data.len() as u64;
+    eprintln!(
+        "bytes by source: fast {a} + {b}, slow {c} of {total} ({:.1}% from the fast ones) in {took:?}",
+        (a + b) as f64 * 100.0 / total as f64
+    );
+    assert_eq!(a + b + c, total, "{}", r.stderr);
+    assert!(
+        (a + b) * 100 > total * 80,
+        "the fast origins served only {} of {total} bytes: {}",
+        a + b,
+        r.stderr
+    );
+    assert!(a > 0 && b > 0, "both fast origins used: {}", r.stderr);
+    // The origins' own counters agree with what the client reports.
+    let sent: u64 = o.iter().map(|n| n.metric(SPP_SENT)).sum();
+    assert!(sent >= total, "the origins sent {sent} bytes for {total}");
+}
+
+/// One origin (the one the URL names, whose info the client has) is killed halfway:
+/// the download completes from the others, byte-identical, and the longest wait for
+/// the next block is bounded.
+#[test]
+fn an_origin_killed_halfway_does_not_stop_the_download() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = content(12 * 1024 * 1024, 2702);
+    for d in &dirs {
+        write_file(d.path(), "f.bin", &data);
+    }
+    // Each at 8 MiB/s: about half a second a source for the whole file.
+    let cap: &[&str] = &["--upload-rate", "8M"];
+    let mut o = three_origins(
+        2,
+        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
+        [idx[0].path(), idx[1].path(), idx[2].path()],
+        [cap, cap, cap],
+    );
+    let out = dirs[0].path().join("out.bin");
+    let url = format!("spp://{}/f.bin", o[0].addr);
+    let out2 = out.clone();
+    let client = std::thread::spawn(move || get(&url, &out2));
+    // Kill origin 0 once it has sent a sixth of the file.
+    let total = data.len() as u64;
+    let t = Instant::now();
+    while o[0].metric(SPP_SENT) < total / 6 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "origin 0 never sent a sixth of the file{}",
+            diag(&[&o[0], &o[1], &o[2]])
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent_before_kill = o[0].metric(SPP_SENT);
+    o[0].kill9();
+    let r = client.join().unwrap();
+    assert!(
+        r.code == 0,
+        "get failed: {}{}",
+        r.stderr,
+        diag(&[&o[1], &o[2]])
+    );
+    assert!(std::fs::read(&out).unwrap() == data, "the output differs");
+    let from_killed = bytes_from(&r, o[0].addr);
+    eprintln!(
+        "origin 0 killed after sending {sent_before_kill} bytes; the client took {from_killed} \
+         from it; longest wait for the next block: {} ms",
+        r.longest_wait_ms
+    );
+    assert!(from_killed < total, "{}", r.stderr);
+    assert!(
+        bytes_from(&r, o[1].addr) > 0 && bytes_from(&r, o[2].addr) > 0,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.longest_wait_ms < 2000,
+        "the interruption lasted {} ms: {}",
+        r.longest_wait_ms,
+        r.stderr
+    );
+}
+
+/// One origin serves corrupted blocks (its file was edited in place with its size
+/// and modification time kept, so it still vouches for the old digests): the client
+/// detects them, drops that origin, and the file arrives intact from the others.
+#[test]
+fn a_source_serving_corrupted_blocks_is_dropped_and_the_file_arrives_intact() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = content(64 * BS + 500, 2703);
+    let mut paths = Vec::new();
+    for d in &dirs {
+        paths.push(write_file(d.path(), "f.bin", &data));
+    }
+    let none: &[&str] = &[];
+    let o = three_origins(
+        3,
+        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
+        [idx[0].path(), idx[1].path(), idx[2].path()],
+        [none, none, none],
+    );
+    // Origin 2 has indexed the file; now flip a byte in every block of its copy,
+    // keeping the size, the inode and the modification time.
+    let t = Instant::now();
+    while o[2].metric("p2pd_files_published") < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "origin 2 did not index"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let p = &paths[2];
+        let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        for b in 0..data.len().div_ceil(BS) {
+            let at = b * BS + 7;
+            f.write_all_at(&[data[at] ^ 0x5a], at as u64).unwrap();
+        }
+        f.set_modified(mtime).unwrap();
+        f.sync_all().unwrap();
+    }
+    let out = dirs[0].path().join("out.bin");
+    let r = get(&format!("spp://{}/f.bin", o[0].addr), &out);
+    assert!(
+        r.code == 0,
+        "get failed: {}{}",
+        r.stderr,
+        diag(&[&o[0], &o[1], &o[2]])
+    );
+    assert!(std::fs::read(&out).unwrap() == data, "the output differs");
+    eprintln!("{}", r.stderr.trim());
+    assert!(
+        r.dropped.contains(&o[2].addr),
+        "the corrupting origin was not dropped: {}",
+        r.stderr
+    );
+    assert_eq!(bytes_from(&r, o[2].addr), 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("failed their digest"),
+        "no digest failure reported: {}",
+        r.stderr
+    );
+}
