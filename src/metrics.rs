@@ -2,9 +2,11 @@
 //! atomics on its own cache lines, so no contention); `/_p2pd/metrics` sums them on
 //! demand and renders the Prometheus text format.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A counter of the node: (name, help, the per-shard field it sums).
 type CounterDef = (&'static str, &'static str, fn(&ShardMetrics) -> &AtomicU64);
@@ -48,15 +50,35 @@ pub struct ShardMetrics {
     pub disk_cache_write_errors: AtomicU64,
     /// Time senders waited under `--upload-rate`, in ms.
     pub upload_throttled_ms: AtomicU64,
+    /// Caches: verified bytes fetched, by source address (at most
+    /// [`MAX_SOURCES_COUNTED`] addresses; the rest under the unspecified address).
+    /// Only the owning shard writes; the lock is uncontended but for a scrape.
+    pub upstream_bytes_by_source: Mutex<HashMap<SocketAddr, u64>>,
     /// Caches (gauge): block bytes this shard holds on disk.
     pub disk_cache_bytes: AtomicI64,
     /// Caches (gauge): files whose metadata this shard holds.
     pub files_cached: AtomicI64,
 }
 
+/// Source addresses one shard counts bytes for, separately.
+pub const MAX_SOURCES_COUNTED: usize = 256;
+
 impl ShardMetrics {
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
+    }
+
+    /// Counts `bytes` of verified blocks fetched from `source`.
+    pub fn add_upstream_bytes_from(&self, source: SocketAddr, bytes: u64) {
+        let Ok(mut m) = self.upstream_bytes_by_source.lock() else {
+            return;
+        };
+        let key = if m.len() < MAX_SOURCES_COUNTED || m.contains_key(&source) {
+            source
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        *m.entry(key).or_default() += bytes;
     }
 }
 
@@ -262,6 +284,24 @@ impl Metrics {
             "# HELP p2pd_files_published Files in the published catalog.\n# TYPE p2pd_files_published gauge\np2pd_files_published {files_published}"
         );
         let _ = writeln!(o, "# HELP p2pd_shards Executors (one per core).\n# TYPE p2pd_shards gauge\np2pd_shards {}", self.shards.len());
+        let mut by_source: std::collections::BTreeMap<SocketAddr, u64> = Default::default();
+        for s in self.shards.iter() {
+            if let Ok(m) = s.upstream_bytes_by_source.lock() {
+                for (a, b) in m.iter() {
+                    *by_source.entry(*a).or_default() += b;
+                }
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_upstream_bytes_by_source_total Caches: verified bytes fetched from each source.\n# TYPE p2pd_upstream_bytes_by_source_total counter"
+        );
+        for (a, b) in by_source {
+            let _ = writeln!(
+                o,
+                "p2pd_upstream_bytes_by_source_total{{source=\"{a}\"}} {b}"
+            );
+        }
         o
     }
 }

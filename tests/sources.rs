@@ -270,3 +270,99 @@ fn a_source_serving_corrupted_blocks_is_dropped_and_the_file_arrives_intact() {
         r.stderr
     );
 }
+
+/// A player streams through its client cache (LHC, no parent) from an origin that
+/// lists two mirrors; the origin is killed halfway through. The HTTP stream goes on
+/// from the mirrors: status 200, every byte right, none repeated or missing, and no
+/// long gap. The cache's per-source metrics show the mirrors took over.
+#[test]
+fn a_player_streaming_through_its_cache_does_not_notice_the_origin_dying() {
+    use std::io::{Read, Write};
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cdir = tempfile::tempdir().unwrap();
+    let data = content(12 * 1024 * 1024, 2704);
+    for d in &dirs {
+        write_file(d.path(), "movie.mp4", &data);
+    }
+    let cap: &[&str] = &["--upload-rate", "8M"];
+    let mut o = three_origins(
+        4,
+        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
+        [idx[0].path(), idx[1].path(), idx[2].path()],
+        [cap, cap, cap],
+    );
+    let lhc = Node::start_on(
+        ip(4, 10),
+        0,
+        &["-c", cdir.path().to_str().unwrap(), "--threads", "2"],
+    );
+    let url = format!("http://{}/movie.mp4", o[0].addr);
+    let mut s = std::net::TcpStream::connect(lhc.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {url} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        o[0].addr
+    )
+    .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut last = Instant::now();
+        let mut longest = Duration::ZERO;
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    all.extend_from_slice(&chunk[..n]);
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                Err(e) => panic!("reading the stream: {e}"),
+            }
+        }
+        (all, longest)
+    });
+    let total = data.len() as u64;
+    let t = Instant::now();
+    while o[0].metric(SPP_SENT) < total / 6 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "origin 0 never sent a sixth of the file{}",
+            diag(&[&o[0], &lhc])
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    o[0].kill9();
+    let (all, longest) = reader.join().unwrap();
+    let (status, _, n, _) = parse_head(&all, false).expect("a response head");
+    assert_eq!(status, 200);
+    let body = &all[n..];
+    assert!(
+        body.len() == data.len() && body == &data[..],
+        "the stream was {} bytes for {} (or differs){}",
+        body.len(),
+        data.len(),
+        diag(&[&o[1], &o[2], &lhc])
+    );
+    let metrics = lhc.metrics_text();
+    let from = |a: SocketAddr| -> u64 {
+        let key = format!("p2pd_upstream_bytes_by_source_total{{source=\"{a}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let (a, b, c) = (from(o[0].addr), from(o[1].addr), from(o[2].addr));
+    eprintln!(
+        "through the cache: {a} bytes from the killed origin, {b} + {c} from the mirrors; \
+         longest gap in the stream {longest:?}"
+    );
+    assert_eq!(a + b + c, total, "{metrics}");
+    assert!(b + c > 0 && a < total, "{metrics}");
+    assert!(
+        longest < Duration::from_secs(4),
+        "the stream stopped for {longest:?}"
+    );
+}

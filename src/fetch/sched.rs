@@ -217,6 +217,11 @@ impl Scheduler {
         self.sources.iter().any(|s| !s.dropped && s.holds(block))
     }
 
+    /// Whether no source that is still used may serve `block`.
+    pub fn stuck_on(&self, block: u64) -> bool {
+        !self.servable(block)
+    }
+
     /// Why nothing more can be done, if so: every source that could serve a missing
     /// block was dropped.
     pub fn stuck(&self) -> Option<String> {
@@ -256,10 +261,13 @@ impl Scheduler {
             .copied()
             .filter(|&i| {
                 let s = &self.sources[i];
+                // Measured sources are probed `interval` after they were last heard
+                // from; never-measured ones at once.
+                let last_heard = s.last_probe.max(s.last_done);
                 !eligible(s)
                     && s.outstanding == 0
-                    && s.last_probe
-                        .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+                    && (s.rate_bps.is_none()
+                        || last_heard.is_none_or(|t| now.saturating_duration_since(t) >= interval))
             })
             .min_by_key(|&i| {
                 let s = &self.sources[i];
@@ -334,6 +342,18 @@ impl Scheduler {
             b += 1;
         }
         out
+    }
+
+    /// One block on demand, outside any range (a cache's owner shard fetching the
+    /// block a viewer needs): the source to ask, chosen and counted as in [`assign`],
+    /// or None when every source that may have it is dropped or full. Use a scheduler
+    /// made for an empty range, so nothing is tracked per block once it is done.
+    ///
+    /// [`assign`]: Scheduler::assign
+    pub fn pick_block(&mut self, block: u64, now: Instant) -> Option<SourceId> {
+        let s = self.pick(block, None, now)?;
+        self.start(block, s, now);
+        Some(s)
     }
 
     /// The block at the playback position, asked of a second source when it waited
@@ -431,7 +451,7 @@ impl Scheduler {
                 Assignment { block, source: src }
             })
             .collect();
-        if block >= self.position {
+        if block >= self.position && block < self.end {
             self.verified.insert(block);
         }
         while self.verified.remove(&self.position) {
@@ -871,6 +891,37 @@ mod tests {
         assert!(s.assign(t0).is_empty());
         // An empty range is finished at once.
         assert!(Scheduler::new(cfg(), 7, 7).is_finished());
+    }
+
+    #[test]
+    fn blocks_on_demand_go_to_the_fastest_source_and_fail_over() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg(), 0, 0);
+        let a = s.add_source(Holds::All);
+        let b = s.add_source(Holds::All);
+        // Both unmeasured: the first two blocks go one to each.
+        let x = s.pick_block(10, t0).unwrap();
+        let y = s.pick_block(11, t0).unwrap();
+        assert_ne!(x, y);
+        // a is fast, b slow.
+        let (fast, slow) = (a, b);
+        let blk = |_: &Scheduler, src| if src == x { 10 } else { 11 };
+        s.on_verified(fast, blk(&s, fast), BS, t0, t0 + Duration::from_millis(2));
+        s.on_verified(slow, blk(&s, slow), BS, t0, t0 + Duration::from_millis(40));
+        let t = t0 + Duration::from_millis(50);
+        for i in 0..6 {
+            let src = s.pick_block(100 + i, t).unwrap();
+            assert_eq!(src, fast, "block {i} went to the slow source");
+            s.on_verified(src, 100 + i, BS, t, t + Duration::from_millis(2));
+        }
+        // The fast one dies: the next block goes to the slow one, nothing is kept.
+        let src = s.pick_block(200, t).unwrap();
+        s.on_failure(src, 200, Failure::Closed);
+        s.on_failure(fast, 200, Failure::Closed);
+        s.on_failure(fast, 200, Failure::Closed);
+        assert!(s.source(fast).dropped);
+        assert_eq!(s.pick_block(200, t), Some(slow));
+        assert!(s.is_finished() && s.stuck().is_none());
     }
 
     #[test]

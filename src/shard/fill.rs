@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 
@@ -24,6 +25,7 @@ use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
 use crate::cache::{BlockKey, ByteLru};
 use crate::content::{Refusal, UpstreamError, UpstreamErrorKind};
 use crate::fetch::client::{FetchError, RemoteFile};
+use crate::fetch::sched::{Failure, SchedConfig, Scheduler, SourceId};
 use crate::fetch::upstream::{Upstream, UpstreamConfig, UpstreamPool};
 use crate::metrics::ShardMetrics;
 use crate::protocol::{limits, ErrorCode, FileRef, Holds, Location};
@@ -65,6 +67,11 @@ pub struct CachedFile {
     retired: AtomicBool,
     /// When the upstream last confirmed this version ([`now_ms`]); 0 = never.
     validated_ms: AtomicU64,
+    /// Other nodes that serve this file, from the upstream's Locate answer (its
+    /// mirrors, later peers), refreshed at each revalidation.
+    located: ArcSwap<Vec<SocketAddr>>,
+    /// When `located` was last asked for ([`now_ms`]); 0 = never.
+    located_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for CachedFile {
@@ -88,6 +95,8 @@ impl CachedFile {
             index,
             retired: AtomicBool::new(false),
             validated_ms: AtomicU64::new(0),
+            located: ArcSwap::from_pointee(Vec::new()),
+            located_ms: AtomicU64::new(0),
         }
     }
 
@@ -142,6 +151,34 @@ pub struct FillConfig {
     pub who_may_fetch: String,
 }
 
+/// The sources of one file version as a shard sees them.
+struct FileSources {
+    addrs: Vec<SocketAddr>,
+    sched: Scheduler,
+    last_pick: Option<SourceId>,
+}
+
+/// How often a cache asks its upstream again where a file's blocks are.
+const LOCATE_REFRESH: Duration = Duration::from_secs(30);
+/// How long it waits for that answer.
+const LOCATE_WAIT: Duration = Duration::from_secs(2);
+/// Sources one file is fetched from at most.
+const MAX_SOURCES_PER_FILE: usize = 16;
+/// Files whose source state a shard keeps; beyond it the state starts afresh.
+const MAX_FILES_WITH_SOURCES: usize = 4096;
+/// Sources tried for one block before its fetch fails.
+const MAX_ATTEMPTS_PER_BLOCK: usize = 6;
+/// With other sources to fail over to, the most one attempt may take.
+const FAILOVER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The scheduler policy for blocks fetched on demand.
+fn sched_config(upstream_timeout: Duration) -> SchedConfig {
+    SchedConfig {
+        stall_timeout: upstream_timeout,
+        ..SchedConfig::default()
+    }
+}
+
 /// A file version this shard holds blocks of, as [`Fill::known`] remembers it.
 struct KnownFile {
     file: Weak<CachedFile>,
@@ -189,6 +226,9 @@ pub struct Fill {
     /// When a failed disk write was last logged.
     last_write_warning: Cell<Option<Instant>>,
     data_files: RefCell<HashMap<(u64, u64), Rc<DataFile>>>,
+    /// Per file version this shard fetches blocks of: its sources and their measured
+    /// state.
+    sources: RefCell<HashMap<(u64, u64), FileSources>>,
     /// The file versions with blocks in this shard's disk LRU, so that a retired
     /// version's blocks leave the accounting and its data file is closed (a deleted
     /// file's space is freed only when the last descriptor goes).
@@ -211,6 +251,7 @@ impl Fill {
             last_write_warning: Cell::new(None),
             data_files: RefCell::new(HashMap::new()),
             known: RefCell::new(HashMap::new()),
+            sources: RefCell::new(HashMap::new()),
             dns: RefCell::new(HashMap::new()),
         }
     }
@@ -451,6 +492,7 @@ impl Shard {
             match r {
                 Ok(meta) if meta.version == f.meta().version => {
                     f.validated_ms.store(now_ms(), Relaxed);
+                    self.refresh_located(f);
                     return Ok(f.clone());
                 }
                 Ok(_) => {
@@ -481,7 +523,46 @@ impl Shard {
         if let Some(old) = existing {
             self.retire(&old);
         }
+        self.refresh_located(&file);
         Ok(file)
+    }
+
+    /// Asks the upstream, in the background, which other nodes serve `file` (its
+    /// mirrors, later peers), when that was not asked within [`LOCATE_REFRESH`]:
+    /// fetches fail over to them. Not with a parent, which is the only source.
+    fn refresh_located(self: &Rc<Self>, file: &Arc<CachedFile>) {
+        let Some(fill) = self.fill() else { return };
+        if fill.cfg.parent.is_some() {
+            return;
+        }
+        let last = file.located_ms.load(Relaxed);
+        if last != 0 && now_ms().saturating_sub(last) < LOCATE_REFRESH.as_millis() as u64 {
+            return;
+        }
+        file.located_ms.store(now_ms(), Relaxed);
+        let (me, file) = (self.clone(), file.clone());
+        runtime::spawn_detached(async move {
+            let fref = file.file_ref();
+            let (version, blocks) = (file.meta().version, file.index.block_count().max(1));
+            let r = runtime::timeout(
+                LOCATE_WAIT,
+                me.with_upstream(&file.key, |up| {
+                    let fref = fref.clone();
+                    async move { up.locate(&fref, version, 0, blocks).await }
+                }),
+            )
+            .await;
+            if let Ok(Ok(locations)) = r {
+                let addrs: Vec<SocketAddr> = locations
+                    .iter()
+                    .filter(|l| l.holds == Holds::All)
+                    .map(|l| l.addr)
+                    .take(MAX_SOURCES_PER_FILE)
+                    .collect();
+                tracing::debug!(url = %file.key.url(), sources = ?addrs, "located the file's sources");
+                file.located.store(Arc::new(addrs));
+            }
+        });
     }
 
     /// Creates the index of a new file version (on the blocking pool: it writes and
@@ -722,8 +803,34 @@ impl Shard {
         Ok(data)
     }
 
-    /// Fetches one block from the upstream and verifies it; a source whose block fails
-    /// its digest is not asked again for this block.
+    /// The sources a block of `file` may come from: the upstream (the parent, else the
+    /// URL's addresses), and without a parent also the nodes the upstream's Locate
+    /// answer named (mirrors; later peers). A parent is the only source: a hierarchy
+    /// shields the nodes above it.
+    async fn block_sources(&self, file: &Arc<CachedFile>) -> Result<Vec<SocketAddr>, Refusal> {
+        let mut addrs = self.upstream_addrs(&file.key).await?;
+        let parent = self.fill().is_some_and(|f| f.cfg.parent.is_some());
+        if !parent {
+            let own = self
+                .fill()
+                .map(|f| f.cfg.own_addrs.clone())
+                .unwrap_or_default();
+            for a in file.located.load().iter() {
+                if addrs.len() >= MAX_SOURCES_PER_FILE {
+                    break;
+                }
+                if !addrs.contains(a) && !own.contains(a) {
+                    addrs.push(*a);
+                }
+            }
+        }
+        Ok(addrs)
+    }
+
+    /// Fetches one block and verifies it, from the best of the file's sources (see
+    /// `fetch::sched`), failing over to the others: a source that errors, closes,
+    /// stalls past the attempt deadline or sends a bad block loses the block to the
+    /// next one, and one that sent a bad block is not asked again for this file.
     async fn fetch_block(&self, file: &Arc<CachedFile>, index: u64) -> Result<Bytes, BlockError> {
         let Some(fill) = self.fill() else {
             return Err(BlockError::Io("not a cache".into()));
@@ -731,51 +838,149 @@ impl Shard {
         let fref = file.file_ref();
         let version = file.meta().version;
         let addrs = self
-            .upstream_addrs(&file.key)
+            .block_sources(file)
             .await
             .map_err(refusal_to_block_error)?;
+        // One deadline per attempt when others can take over; a single source gets the
+        // whole upstream timeout (it may itself be fetching from further up).
+        let attempt = if addrs.len() > 1 {
+            fill.cfg.upstream.timeout.min(FAILOVER_ATTEMPT_TIMEOUT)
+        } else {
+            fill.cfg.upstream.timeout
+        };
+        let key = (file.file_id, version);
         let mut last: Option<BlockError> = None;
-        for addr in addrs {
-            let r = match fill.pool.get(addr).await {
-                Ok(up) => up.block(&fref, version, index).await,
-                Err(e) => Err(e),
+        for _ in 0..MAX_ATTEMPTS_PER_BLOCK {
+            let Some((src, addr)) = self.pick_source(key, &addrs, index) else {
+                break;
             };
-            match r {
+            let started = Instant::now();
+            let r = runtime::timeout(attempt, async {
+                let up = fill.pool.get(addr).await?;
+                up.block(&fref, version, index).await
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError::Timeout {
+                    addr,
+                    what: "block data",
+                    ms: attempt.as_millis() as u64,
+                })
+            });
+            let outcome = match r {
                 Ok(data) => {
                     let len = file.index.block_len(index);
                     if data.len() == len
                         && verify_block(file.meta().algo, &data, file.index.digest(index)).await
                     {
+                        self.with_sources(key, |s| {
+                            s.sched.on_verified(
+                                src,
+                                index,
+                                data.len() as u64,
+                                started,
+                                Instant::now(),
+                            );
+                        });
+                        self.m().add_upstream_bytes_from(addr, data.len() as u64);
                         return Ok(data);
                     }
                     ShardMetrics::add(&self.m().digest_failures, 1);
                     ShardMetrics::add(&self.m().upstream_errors, 1);
-                    tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded");
+                    tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded, and the source is not used again for this file");
                     last = Some(BlockError::Upstream(UpstreamError {
                         kind: UpstreamErrorKind::Failed,
                         message: format!("block {index} from {addr} failed its digest check"),
                     }));
+                    Failure::BadBlock
                 }
                 Err(FetchError::Remote {
                     code: ErrorCode::VersionChanged,
                     ..
                 }) => {
                     // The origin has a new version: the next lookup fetches its info.
+                    self.with_sources(key, |s| {
+                        s.sched.on_failure(src, index, Failure::NotHeld);
+                    });
                     file.validated_ms.store(0, Relaxed);
                     return Err(BlockError::Changed);
                 }
                 Err(e) => {
                     ShardMetrics::add(&self.m().upstream_errors, 1);
-                    tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed");
-                    let next = try_next(&e);
+                    tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
+                    let kind = match &e {
+                        FetchError::Remote {
+                            code:
+                                ErrorCode::NotFound | ErrorCode::NotCachedHere | ErrorCode::Forbidden,
+                            ..
+                        } => Failure::NotHeld,
+                        _ if try_next(&e) => Failure::Closed,
+                        _ => Failure::Error,
+                    };
                     last = Some(BlockError::Upstream(upstream_error(&e)));
-                    if !next {
-                        break;
-                    }
+                    kind
                 }
-            }
+            };
+            self.with_sources(key, |s| {
+                s.sched.on_failure(src, index, outcome);
+            });
         }
         Err(last.unwrap_or_else(|| BlockError::Io("no upstream".into())))
+    }
+
+    /// Runs `f` on the source state this shard keeps for file version `key`.
+    fn with_sources<T>(&self, key: (u64, u64), f: impl FnOnce(&mut FileSources) -> T) -> Option<T> {
+        let fill = self.fill()?;
+        let mut all = fill.sources.borrow_mut();
+        all.get_mut(&key).map(f)
+    }
+
+    /// The source to ask for block `index` of file version `key` among `addrs`; the
+    /// scheduler is (re)built when the addresses changed, or when every source was
+    /// dropped (a source that recovered gets another chance).
+    fn pick_source(
+        &self,
+        key: (u64, u64),
+        addrs: &[SocketAddr],
+        index: u64,
+    ) -> Option<(SourceId, SocketAddr)> {
+        let fill = self.fill()?;
+        let mut all = fill.sources.borrow_mut();
+        let fresh = |addrs: &[SocketAddr]| {
+            let mut sched = Scheduler::new(sched_config(fill.cfg.upstream.timeout), 0, 0);
+            for _ in addrs {
+                sched.add_source(Holds::All);
+            }
+            FileSources {
+                addrs: addrs.to_vec(),
+                sched,
+                last_pick: None,
+            }
+        };
+        if all.len() >= MAX_FILES_WITH_SOURCES && !all.contains_key(&key) {
+            all.clear();
+        }
+        let entry = all.entry(key).or_insert_with(|| fresh(addrs));
+        if entry.addrs != addrs {
+            *entry = fresh(addrs);
+        }
+        let now = Instant::now();
+        let src = match entry.sched.pick_block(index, now) {
+            Some(s) => s,
+            None if entry.sched.stuck_on(index) => {
+                *entry = fresh(addrs);
+                entry.sched.pick_block(index, now)?
+            }
+            None => return None,
+        };
+        let addr = entry.addrs[src];
+        if entry.last_pick != Some(src) {
+            if let Some(prev) = entry.last_pick {
+                tracing::debug!(from = %entry.addrs[prev], to = %addr, block = index, "switching source");
+            }
+            entry.last_pick = Some(src);
+        }
+        Some((src, addr))
     }
 
     /// Writes a verified block to the data file and only then marks it held and puts
