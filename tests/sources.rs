@@ -366,3 +366,83 @@ fn a_player_streaming_through_its_cache_does_not_notice_the_origin_dying() {
         "the stream stopped for {longest:?}"
     );
 }
+
+/// The same through a client cache: one of the origin's mirrors serves corrupted
+/// blocks. The cache drops it for the file at its first bad block; the player gets
+/// every byte right and the bad mirror's bytes never count as fetched.
+#[test]
+fn a_cache_drops_a_corrupting_mirror_and_streams_intact_data() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cdir = tempfile::tempdir().unwrap();
+    let data = content(96 * BS + 123, 2705);
+    let mut paths = Vec::new();
+    for d in &dirs {
+        paths.push(write_file(d.path(), "f.bin", &data));
+    }
+    let none: &[&str] = &[];
+    let o = three_origins(
+        5,
+        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
+        [idx[0].path(), idx[1].path(), idx[2].path()],
+        [none, none, none],
+    );
+    let t = Instant::now();
+    while o[2].metric("p2pd_files_published") < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "origin 2 did not index"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let p = &paths[2];
+        let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        for b in 0..data.len().div_ceil(BS) {
+            let at = b * BS + 11;
+            f.write_all_at(&[data[at] ^ 0xa5], at as u64).unwrap();
+        }
+        f.set_modified(mtime).unwrap();
+        f.sync_all().unwrap();
+    }
+    let lhc = Node::start_on(
+        ip(5, 10),
+        0,
+        &["-c", cdir.path().to_str().unwrap(), "--threads", "2"],
+    );
+    let url = format!("http://{}/f.bin", o[0].addr);
+    // A first small request makes the cache learn the mirrors; the whole file then
+    // spreads over all three sources, the corrupting one included.
+    let r = try_proxy_request(lhc.addr, None, "GET", &url, "Range: bytes=0-99\r\n")
+        .unwrap_or_else(|e| panic!("first range: {e}{}", diag(&[&lhc])));
+    assert_eq!(r.status, 206);
+    assert!(r.body == data[..100]);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = try_proxy_request(lhc.addr, None, "GET", &url, "")
+        .unwrap_or_else(|e| panic!("whole file: {e}{}", diag(&[&lhc])));
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "the body differs{}", diag(&[&lhc]));
+    let failures = lhc.metric("p2pd_digest_failures_total");
+    assert!(
+        failures >= 1,
+        "the corrupting mirror was never asked{}",
+        diag(&[&lhc])
+    );
+    let metrics = lhc.metrics_text();
+    let from_bad = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "p2pd_upstream_bytes_by_source_total{{source=\"{}\"}} ",
+                o[2].addr
+            ))
+        })
+        .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+    assert_eq!(
+        from_bad, 0,
+        "bytes from the corrupting mirror were counted: {metrics}"
+    );
+    eprintln!("digest failures at the cache: {failures} (each dropped the mirror for the file on one shard)");
+}
