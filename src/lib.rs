@@ -15,6 +15,7 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod pathsafe;
+pub mod peers;
 pub mod protocol;
 pub mod publish;
 pub mod ratelimit;

@@ -50,6 +50,13 @@ pub struct ShardMetrics {
     pub disk_cache_write_errors: AtomicU64,
     /// Time senders waited under `--upload-rate`, in ms.
     pub upload_throttled_ms: AtomicU64,
+    /// p2p mode: Have frames recorded, and Locate answers that named peers.
+    pub have_reports: AtomicU64,
+    pub locate_answers_with_peers: AtomicU64,
+    /// Fetchers: verified bytes from peers (other viewers' machines) and from servers
+    /// (origins, mirrors, caches): the peer efficiency.
+    pub peer_bytes: AtomicU64,
+    pub server_bytes: AtomicU64,
     /// Caches: verified bytes fetched, by source address (at most
     /// [`MAX_SOURCES_COUNTED`] addresses; the rest under the unspecified address).
     /// Only the owning shard writes; the lock is uncontended but for a scrape.
@@ -183,6 +190,24 @@ impl Metrics {
             "p2pd_upload_throttled_ms_total",
             "Milliseconds senders waited under --upload-rate.",
             &[("", self.sum(|s| s.upload_throttled_ms.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_have_reports_total",
+            "p2p mode: Have reports recorded from peers.",
+            &[("", self.sum(|s| s.have_reports.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_locate_answers_with_peers_total",
+            "p2p mode: Locate answers that named peers.",
+            &[("", self.sum(|s| s.locate_answers_with_peers.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_fetched_bytes_total",
+            "Verified bytes fetched, by kind of source: peers (viewers' machines) or servers (origins, mirrors, caches).",
+            &[
+                ("{source=\"peer\"}", self.sum(|s| s.peer_bytes.load(Relaxed))),
+                ("{source=\"server\"}", self.sum(|s| s.server_bytes.load(Relaxed))),
+            ],
         );
         counter(
             "p2pd_router_forwarded_total",

@@ -160,8 +160,6 @@ fn bad_command_lines_are_refused_with_one_line() {
         &["-c", d2, "--upstream-timeout", "0"],
         &["--upstream-timeout"],
     );
-    assert_refused(&["-c", d2, "-i"], &["-i", "not supported yet"]);
-    assert_refused(&["-i", "-p", d], &["-i", "not supported yet"]);
     assert_refused(&["-p", d, "-D"], &["-D", "not supported yet"]);
     assert_refused(&["get", "notaurl"], &["notaurl", "spp://"]);
     assert_refused(&["get", "http://x/y"], &["http://x/y", "spp://"]);

@@ -124,9 +124,9 @@ one TCP port (default 1111); the first bytes of a connection decide which one it
 Files are named spp://host[:port]/path; http://host:port/path names the same file over \
 HTTP.
 
-The origin, site cache and client cache/proxy roles work. p2p mode (-i, -N) and \
-detaching (-D) come in a later release: they are parsed and checked, then refused with \
-a message, never silently ignored. So are the options of the other role: an origin \
+The origin, site cache and client cache/proxy roles work, and so does p2p mode (-i, \
+-N). Detaching (-D) comes in a later release: it is parsed, then refused with a \
+message, never silently ignored. So are the options of the other role: an origin \
 refuses -C, -n and -S; a cache refuses -b, -m, -T, --index-dir, --rescan-interval, \
 --verify-reads and --buffered-reads.
 
@@ -298,7 +298,7 @@ pub(super) struct ServeArgs {
         long = "p2p",
         long_help = "p2p mode: nodes that fetched blocks from this node and reported \
         them are added to the locations handed to later requesters for those blocks, so \
-        viewers serve each other. Works on origins and caches. Not supported yet."
+        viewers serve each other. Works on origins and caches."
     )]
     pub(super) p2p: bool,
 
@@ -346,7 +346,7 @@ pub(super) struct ServeArgs {
         action = ArgAction::Append,
         long_help = "Locality for p2p mode: when any -N is given, a requester inside one \
         of these subnets (CIDR, e.g. 10.1.0.0/16) is only handed peers from the same \
-        subnet, so traffic stays inside a site. Repeatable. Not supported yet."
+        subnet, so traffic stays inside a site. Repeatable."
     )]
     pub(super) locality: Vec<String>,
 

@@ -224,6 +224,12 @@ pub struct ServeConfig {
     pub upstream_timeout_ms: u64,
     /// `--upload-rate`: most bytes per second of file data sent, None = no limit.
     pub upload_rate_bytes_per_s: Option<u64>,
+    /// `-i`: record the peers that report blocks (Have) and hand them out in Locate
+    /// answers (origins and caches).
+    pub p2p: bool,
+    /// `-N`: a requester inside one of these subnets is handed peers of that subnet
+    /// only (and one outside them no peer inside).
+    pub locality: Vec<ipnet::IpNet>,
 }
 
 impl ServeConfig {
@@ -298,6 +304,8 @@ impl SppUrl {
 }
 
 /// What the command line asks for.
+// Built once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Command {
     Serve(ServeConfig),
@@ -412,14 +420,9 @@ fn one_line(report: &str) -> String {
 }
 
 /// Options that a later release implements: (clap id, option label).
-const NOT_YET_SUPPORTED: [(&str, &str); 3] = [
-    ("p2p", "-i/--p2p"),
-    ("locality", "-N/--locality"),
-    ("detach", "-D/--detach"),
-];
+const NOT_YET_SUPPORTED: [(&str, &str); 1] = [("detach", "-D/--detach")];
 /// Why the options of [`NOT_YET_SUPPORTED`] are refused.
-const NOT_YET_SUPPORTED_WHY: &str =
-    "not supported yet (p2p mode and detaching come in a later release)";
+const NOT_YET_SUPPORTED_WHY: &str = "not supported yet (detaching comes in a later release)";
 
 /// Options that only a cache uses: (clap id, option label, why refused on an origin).
 const CACHE_ONLY: [(&str, &str, &str); 3] = [
@@ -496,9 +499,11 @@ fn validate_serve(
         .map_err(|why| CliError::option("-C/--disk-cache-size", why))?;
     let digest =
         DigestAlgo::from_name(&a.digest).map_err(|e| CliError::option("-m/--digest", e))?;
-    for s in &a.locality {
-        parse_subnet(s).map_err(|why| CliError::option("-N/--locality", why))?;
-    }
+    let locality = a
+        .locality
+        .iter()
+        .map(|s| parse_subnet(s).map_err(|why| CliError::option("-N/--locality", why)))
+        .collect::<Result<Vec<_>, _>>()?;
     let recursive_subnets = a
         .recursive_subnet
         .iter()
@@ -650,6 +655,8 @@ fn validate_serve(
         info_ttl_ms: a.info_ttl,
         upstream_timeout_ms: a.upstream_timeout,
         upload_rate_bytes_per_s,
+        p2p: a.p2p,
+        locality,
     })
 }
 

@@ -88,10 +88,20 @@ pub enum Failure {
     BadBlock,
 }
 
+/// Whose bandwidth a source is: a peer's (another viewer's machine, free to the
+/// provider) is used before a server's (origin, mirror, cache), which then serves
+/// what no peer can, and stands in when peers are slow or fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SourceClass {
+    Peer,
+    Server,
+}
+
 /// What a source is known to be like.
 #[derive(Clone, Debug)]
 pub struct SourceState {
     holds: Holds,
+    pub class: SourceClass,
     /// Bytes per second (EWMA); None until its first block.
     pub rate_bps: Option<f64>,
     /// Latency to first byte of its last block.
@@ -165,8 +175,13 @@ impl Scheduler {
     }
 
     pub fn add_source(&mut self, holds: Holds) -> SourceId {
+        self.add_source_of(holds, SourceClass::Server)
+    }
+
+    pub fn add_source_of(&mut self, holds: Holds, class: SourceClass) -> SourceId {
         self.sources.push(SourceState {
             holds,
+            class,
             rate_bps: None,
             ttfb: None,
             failures_in_row: 0,
@@ -237,15 +252,66 @@ impl Scheduler {
         ))
     }
 
-    /// Picks the source for `block` (not already asked of `except`).
+    /// Picks the source for `block` (not already asked of `except`): among the peers
+    /// that hold it if any is usable and not too slow, else among the servers.
     fn pick(&mut self, block: u64, except: Option<SourceId>, now: Instant) -> Option<SourceId> {
+        let peers_hold = (0..self.sources.len()).any(|i| {
+            let s = &self.sources[i];
+            Some(i) != except && s.class == SourceClass::Peer && !s.dropped && s.holds(block)
+        });
+        if peers_hold {
+            if let Some(p) = self.pick_in(block, except, now, Some(SourceClass::Peer)) {
+                return Some(p);
+            }
+            // Every peer that holds it is busy: a server takes it only when the peers
+            // are slower than the servers (otherwise the block waits for a peer).
+            let best = |c: SourceClass| {
+                self.sources
+                    .iter()
+                    .filter(|s| s.class == c && !s.dropped)
+                    .filter_map(|s| s.rate_bps)
+                    .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))
+            };
+            let servers_faster = match (best(SourceClass::Peer), best(SourceClass::Server)) {
+                (Some(p), Some(s)) => s > p / self.cfg.tolerance,
+                // A server not measured yet gets tried, so the comparison can be made.
+                (_, None) => true,
+                // Peers not measured yet: they get the chance first.
+                (None, Some(_)) => false,
+            };
+            if !servers_faster {
+                return None;
+            }
+        }
+        self.pick_in(block, except, now, Some(SourceClass::Server))
+            .or_else(|| self.pick_in(block, except, now, None))
+    }
+
+    /// [`pick`](Self::pick) within one class (or all).
+    fn pick_in(
+        &mut self,
+        block: u64,
+        except: Option<SourceId>,
+        now: Instant,
+        class: Option<SourceClass>,
+    ) -> Option<SourceId> {
         let candidates: Vec<SourceId> = (0..self.sources.len())
-            .filter(|&i| Some(i) != except && self.usable(i, block))
+            .filter(|&i| {
+                Some(i) != except
+                    && self.usable(i, block)
+                    && class.is_none_or(|c| self.sources[i].class == c)
+            })
             .collect();
         if candidates.is_empty() {
             return None;
         }
-        let best = self.best_rate();
+        // Rates compare within the class being picked from.
+        let best = self
+            .sources
+            .iter()
+            .filter(|s| !s.dropped && class.is_none_or(|c| s.class == c))
+            .filter_map(|s| s.rate_bps)
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
         let eligible = |s: &SourceState| match (s.rate_bps, best) {
             (Some(r), Some(b)) => r >= b * self.cfg.tolerance,
             // Nothing measured yet: everyone is worth trying.
@@ -295,7 +361,7 @@ impl Scheduler {
         // to a slow source (unless nobody eligible can ever serve it).
         chosen.or_else(|| {
             let any_eligible_holds = self.sources.iter().any(|s| {
-                !s.dropped && eligible(s) && s.holds(block) && !s.missing.contains(&block)
+                !s.dropped && class.is_none_or(|c| s.class == c) && eligible(s) && s.holds(block)
             });
             if any_eligible_holds {
                 None
@@ -922,6 +988,33 @@ mod tests {
         assert!(s.source(fast).dropped);
         assert_eq!(s.pick_block(200, t), Some(slow));
         assert!(s.is_finished() && s.stuck().is_none());
+    }
+
+    #[test]
+    fn peers_are_preferred_and_the_server_serves_what_they_lack() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg(), 0, 200);
+        let server = s.add_source_of(Holds::All, SourceClass::Server);
+        let p1 = s.add_source_of(holds_ranges(&[(0, 150)]), SourceClass::Peer);
+        let p2 = s.add_source_of(holds_ranges(&[(0, 120)]), SourceClass::Peer);
+        // Peers as fast as the server.
+        let (per, _) = simulate(&mut s, &|_, _| Some(2), t0, Duration::from_secs(60));
+        assert!(per[p1] + per[p2] >= 140, "peers took {per:?}");
+        assert!(
+            per[server] >= 50 && per[server] <= 60,
+            "the server served what no peer holds: {per:?}"
+        );
+        // Peers ten times slower than the server: the server takes over.
+        let mut s = Scheduler::new(cfg(), 0, 200);
+        let server = s.add_source_of(Holds::All, SourceClass::Server);
+        s.add_source_of(Holds::All, SourceClass::Peer);
+        let (per, _) = simulate(
+            &mut s,
+            &|i, _| Some(if i == server { 2 } else { 20 }),
+            t0,
+            Duration::from_secs(60),
+        );
+        assert!(per[server] >= 150, "slow peers did not hand over: {per:?}");
     }
 
     #[test]

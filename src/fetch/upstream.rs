@@ -22,8 +22,8 @@ use futures_lite::io::{ReadHalf, WriteHalf};
 
 use super::client::{info_request, Connection, FetchError, InfoPieces, RemoteFile};
 use crate::protocol::{
-    encode, limits, Decoder, ErrorCode, FileRef, Frame, Get, InfoRequest, LocateRequest, Location,
-    Role,
+    encode, limits, BlockRange, Decoder, ErrorCode, FileRef, Frame, Get, Have, InfoRequest,
+    LocateRequest, Location, Role,
 };
 use crate::runtime::{self, TcpStream};
 use crate::store::FileMeta;
@@ -117,6 +117,10 @@ pub struct Upstream {
     handles: RefCell<HashMap<FileRef, (u32, u64)>>,
     handles_asked: Cell<usize>,
     last_used: Cell<Instant>,
+    /// p2p mode: blocks this node fetched and verified, to report in batches (Have),
+    /// by handle on this connection: (version, blocks).
+    haves: RefCell<HashMap<u32, (u64, Vec<u64>)>>,
+    have_flush_due: Cell<bool>,
     /// Dropping the upstream stops its reader (and, with `out`, its writer).
     _reader: runtime::Task<()>,
 }
@@ -149,6 +153,8 @@ impl Upstream {
             handles: RefCell::new(HashMap::new()),
             handles_asked: Cell::new(0),
             last_used: Cell::new(Instant::now()),
+            haves: RefCell::new(HashMap::new()),
+            have_flush_due: Cell::new(false),
             _reader: reader,
         })
     }
@@ -403,6 +409,76 @@ impl Upstream {
         }
     }
 }
+
+impl Upstream {
+    /// Reports, soon and batched, that this node now holds block `index` of version
+    /// `version` of `file` (p2p mode: the upstream may hand this node to others). Best
+    /// effort: without a handle for that version on this connection, or with too much
+    /// unsent, the report is dropped.
+    pub fn report_have(self: &Rc<Self>, file: &FileRef, version: u64, index: u64) {
+        let Some(&(handle, v)) = self.handles.borrow().get(file) else {
+            return;
+        };
+        if v != version || self.inner.dead.borrow().is_some() {
+            return;
+        }
+        {
+            let mut haves = self.haves.borrow_mut();
+            let pending: usize = haves.values().map(|(_, b)| b.len()).sum();
+            if pending >= MAX_PENDING_HAVE_BLOCKS {
+                return;
+            }
+            haves
+                .entry(handle)
+                .or_insert((version, Vec::new()))
+                .1
+                .push(index);
+        }
+        if !self.have_flush_due.replace(true) {
+            let me = Rc::downgrade(self);
+            runtime::spawn_detached(async move {
+                runtime::sleep(HAVE_BATCH_INTERVAL).await;
+                if let Some(up) = me.upgrade() {
+                    up.flush_haves();
+                }
+            });
+        }
+    }
+
+    /// Sends the pending reports as Have frames (ranges of consecutive blocks).
+    fn flush_haves(&self) {
+        self.have_flush_due.set(false);
+        let haves = std::mem::take(&mut *self.haves.borrow_mut());
+        for (handle, (version, mut blocks)) in haves {
+            blocks.sort_unstable();
+            blocks.dedup();
+            let mut ranges: Vec<BlockRange> = Vec::new();
+            for b in blocks {
+                match ranges.last_mut() {
+                    Some(r) if r.start + r.count == b => r.count += 1,
+                    _ => ranges.push(BlockRange { start: b, count: 1 }),
+                }
+            }
+            for chunk in ranges.chunks(limits::MAX_RANGES) {
+                let mut bytes = BytesMut::new();
+                let frame = Frame::Have(Have {
+                    handle,
+                    version,
+                    ranges: chunk.to_vec(),
+                });
+                if encode(&frame, &mut bytes).is_ok() {
+                    // A full queue means the connection is busy: reports are hints.
+                    let _ = self.out.clone().try_send(bytes.freeze());
+                }
+            }
+        }
+    }
+}
+
+/// How long fetched blocks are collected before they are reported (Have).
+const HAVE_BATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// Unsent reports one connection keeps at most.
+const MAX_PENDING_HAVE_BLOCKS: usize = 65_536;
 
 /// Reads answers and hands each to the request that waits for it.
 async fn reader(

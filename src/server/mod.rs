@@ -54,6 +54,9 @@ pub struct Context {
     pub max_connections_per_shard: usize,
     /// Every shard waits here once, after its start-up work, before serving.
     pub startup: std::sync::Barrier,
+    /// `-i`: the peers that reported blocks (Have), handed out in Locate answers.
+    /// Touched on Have and Locate only (control frames), never per block.
+    pub peers: Option<Mutex<crate::peers::Registry>>,
 }
 
 /// The role-specific part of the shared context.
@@ -148,12 +151,21 @@ impl Context {
 
     /// Prometheus text of the node's metrics.
     pub fn render_metrics(&self) -> String {
-        match &self.role {
+        let mut text = match &self.role {
             RoleContext::Origin { publisher } => self
                 .metrics
                 .render(publisher.file_count(), &publisher.stats),
             RoleContext::Cache { .. } => self.metrics.render(0, &Default::default()),
+        };
+        if let Some(Ok(g)) = self.peers.as_ref().map(|p| p.lock()) {
+            use std::fmt::Write as _;
+            let _ = writeln!(
+                text,
+                "# HELP p2pd_peers_known p2p mode: peers that reported blocks, not yet expired.\n# TYPE p2pd_peers_known gauge\np2pd_peers_known {}",
+                g.peers()
+            );
         }
+        text
     }
 }
 
@@ -164,6 +176,9 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+/// How often peers that stopped reporting are looked for and forgotten.
+const PEER_EXPIRY_CHECK: Duration = Duration::from_secs(10);
 
 /// Most time a request waits for a cached file's info (the upstream's own deadline
 /// applies to each attempt; this bounds them all).
@@ -225,6 +240,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         NodeRole::Cache(cache) => start_cache(&config, cache, shards, port)?,
     };
     let max_connections_per_shard = config.max_connections.div_ceil(shards).max(1);
+    let p2p = config.p2p;
     let ctx = Arc::new(Context {
         config,
         role,
@@ -233,6 +249,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         mirrors,
         max_connections_per_shard,
         startup: std::sync::Barrier::new(shards),
+        peers: p2p.then(|| Mutex::new(crate::peers::Registry::new())),
     });
     let listeners = Arc::new(Mutex::new(listeners));
     let mesh = router::mesh(shards);
@@ -405,6 +422,18 @@ async fn shard_main(
     // the mesh already, so none waits here for one that cannot arrive.
     ctx.startup.wait();
     Router::serve(shard.clone(), receivers);
+    if id == 0 && ctx.peers.is_some() {
+        // One shard forgets the peers that stopped reporting.
+        let ctx = ctx.clone();
+        runtime::spawn_detached(async move {
+            loop {
+                runtime::sleep(PEER_EXPIRY_CHECK).await;
+                if let Some(Ok(mut g)) = ctx.peers.as_ref().map(|p| p.lock()) {
+                    g.expire(std::time::Instant::now());
+                }
+            }
+        });
+    }
     let std_listener = listeners
         .lock()
         .map_err(|_| "listener list poisoned".to_string())?

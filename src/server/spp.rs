@@ -158,6 +158,9 @@ pub async fn serve(
         peer,
         local,
         may_fetch,
+        // Where the requester accepts SPP (its address, the port of its Hello): how it
+        // is handed to others as a peer in p2p mode.
+        listen: (hello.listen_port != 0).then(|| SocketAddr::new(peer.ip(), hello.listen_port)),
     };
     reader_loop(&conn, rd, buf, dec, tx).await;
     writer.await;
@@ -226,6 +229,9 @@ struct Conn<'a> {
     local: Option<SocketAddr>,
     /// The requester may make this node fetch from its upstream (caches).
     may_fetch: bool,
+    /// The requester's SPP address, when it accepts connections (a node, not a
+    /// plain client).
+    listen: Option<SocketAddr>,
 }
 
 async fn reader_loop(
@@ -276,10 +282,10 @@ async fn reader_loop(
                 ShardMetrics::add(&shard.m().requests_spp, 1);
                 let (shard, ctx, state, mut tx) =
                     (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
-                let (local, may_fetch) = (conn.local, conn.may_fetch);
+                let (local, may_fetch, requester) = (conn.local, conn.may_fetch, conn.peer.ip());
                 // A cache relays its upstream's answer: that takes a round trip.
                 runtime::spawn_detached(async move {
-                    let f = locate(&shard, &ctx, &state, &r, local, may_fetch).await;
+                    let f = locate(&shard, &ctx, &state, &r, (local, requester), may_fetch).await;
                     let _ = futures::SinkExt::send(&mut tx, Out::Frame(f)).await;
                 });
                 continue;
@@ -303,8 +309,12 @@ async fn reader_loop(
                 }
                 continue;
             }
-            // Recorded in p2p mode (a later release); accepted and dropped here.
-            Frame::Have(_) => continue,
+            // p2p mode: the requester holds these blocks now; without -i, or from a
+            // node that accepts no connections, there is nothing to record.
+            Frame::Have(h) => {
+                record_have(conn, &h);
+                continue;
+            }
             Frame::Ping(v) => Out::Frame(frame_bytes(&Frame::Pong(v))),
             Frame::Pong(_) | Frame::Error(_) => continue,
             Frame::Hello(_) | Frame::Info(_) | Frame::Locate(_) | Frame::Data(_) => {
@@ -386,7 +396,7 @@ async fn locate(
     ctx: &Ctx,
     state: &Rc<RefCell<ConnState>>,
     r: &LocateRequest,
-    local: Option<SocketAddr>,
+    (local, requester): (Option<SocketAddr>, std::net::IpAddr),
     may_fetch: bool,
 ) -> Bytes {
     let Some(content) = state.borrow().handles.get(r.handle as usize).cloned() else {
@@ -418,10 +428,56 @@ async fn locate(
             });
         }
     }
+    // p2p mode: the peers that reported blocks of this span, nearest first.
+    if let Some(Ok(g)) = ctx.peers.as_ref().map(|p| p.lock()) {
+        let peers = g.locate(
+            (content.file_id(), content.version()),
+            r.first_block,
+            r.block_count,
+            requester,
+            &ctx.config.locality,
+            std::time::Instant::now(),
+        );
+        if !peers.is_empty() {
+            ShardMetrics::add(&shard.m().locate_answers_with_peers, 1);
+        }
+        for p in peers {
+            if locations.len() >= limits::MAX_LOCATIONS {
+                break;
+            }
+            if !locations.iter().any(|l| l.addr == p.addr) {
+                locations.push(p);
+            }
+        }
+    }
     frame_bytes(&Frame::Locate(Locate {
         req_id: r.req_id,
         locations,
     }))
+}
+
+/// Records a Have in the registry (`-i`): blocks of a file version the requester
+/// opened on this connection, under its listening address.
+fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have) {
+    let (Some(peers), Some(listen)) = (&conn.ctx.peers, conn.listen) else {
+        return;
+    };
+    let Some(content) = conn.state.borrow().handles.get(h.handle as usize).cloned() else {
+        return;
+    };
+    // A Have for another version is ignored, as the protocol says.
+    if content.version() != h.version {
+        return;
+    }
+    ShardMetrics::add(&conn.shard.m().have_reports, 1);
+    if let Ok(mut g) = peers.lock() {
+        g.have(
+            (content.file_id(), content.version()),
+            listen,
+            &h.ranges,
+            std::time::Instant::now(),
+        );
+    }
 }
 
 fn accept_get(state: &Rc<RefCell<ConnState>>, g: &Get) -> Result<Content, (ErrorCode, String)> {

@@ -25,10 +25,10 @@ use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
 use crate::cache::{BlockKey, ByteLru};
 use crate::content::{Refusal, UpstreamError, UpstreamErrorKind};
 use crate::fetch::client::{FetchError, RemoteFile};
-use crate::fetch::sched::{Failure, SchedConfig, Scheduler, SourceId};
+use crate::fetch::sched::{Failure, SchedConfig, Scheduler, SourceClass, SourceId};
 use crate::fetch::upstream::{Upstream, UpstreamConfig, UpstreamPool};
 use crate::metrics::ShardMetrics;
-use crate::protocol::{limits, ErrorCode, FileRef, Holds, Location};
+use crate::protocol::{limits, ErrorCode, FileRef, Holds, Location, Role};
 use crate::runtime::{self, DataFile};
 use crate::store::index::CacheIndex;
 use crate::store::{dir::StoreDir, FileKey, FileMeta};
@@ -69,7 +69,7 @@ pub struct CachedFile {
     validated_ms: AtomicU64,
     /// Other nodes that serve this file, from the upstream's Locate answer (its
     /// mirrors, later peers), refreshed at each revalidation.
-    located: ArcSwap<Vec<SocketAddr>>,
+    located: ArcSwap<Vec<Located>>,
     /// When `located` was last asked for ([`now_ms`]); 0 = never.
     located_ms: AtomicU64,
 }
@@ -153,7 +153,7 @@ pub struct FillConfig {
 
 /// The sources of one file version as a shard sees them.
 struct FileSources {
-    addrs: Vec<SocketAddr>,
+    sources: Vec<Located>,
     sched: Scheduler,
     last_pick: Option<SourceId>,
 }
@@ -176,6 +176,22 @@ fn sched_config(upstream_timeout: Duration) -> SchedConfig {
     SchedConfig {
         stall_timeout: upstream_timeout,
         ..SchedConfig::default()
+    }
+}
+
+/// A source a Locate answer named: where, what it holds, whose bandwidth it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Located {
+    pub addr: SocketAddr,
+    pub holds: Holds,
+    pub class: SourceClass,
+}
+
+/// Peers (viewers' machines) are preferred over servers; see `fetch::sched`.
+fn class_of(role: Role) -> SourceClass {
+    match role {
+        Role::Lhc | Role::Client => SourceClass::Peer,
+        Role::Origin | Role::Scc => SourceClass::Server,
     }
 }
 
@@ -523,46 +539,66 @@ impl Shard {
         if let Some(old) = existing {
             self.retire(&old);
         }
-        self.refresh_located(&file);
+        // A new file's sources are learned before its first block is asked for, so
+        // peers can serve it from the start; later refreshes go on in the background.
+        if let Some(locate) = self.locate_task(&file) {
+            locate.await;
+        }
         Ok(file)
     }
 
     /// Asks the upstream, in the background, which other nodes serve `file` (its
-    /// mirrors, later peers), when that was not asked within [`LOCATE_REFRESH`]:
-    /// fetches fail over to them. Not with a parent, which is the only source.
+    /// mirrors, peers in p2p mode), when that was not asked within
+    /// [`LOCATE_REFRESH`]: fetches fail over to them, and prefer peers.
     fn refresh_located(self: &Rc<Self>, file: &Arc<CachedFile>) {
-        let Some(fill) = self.fill() else { return };
+        if let Some(locate) = self.locate_task(file) {
+            runtime::spawn_detached(locate);
+        }
+    }
+
+    /// The Locate round trip for `file` if one is due. Not with a parent, which is the
+    /// only source.
+    fn locate_task(self: &Rc<Self>, file: &Arc<CachedFile>) -> Option<LocalBoxFuture<'static, ()>> {
+        let fill = self.fill()?;
         if fill.cfg.parent.is_some() {
-            return;
+            return None;
         }
         let last = file.located_ms.load(Relaxed);
         if last != 0 && now_ms().saturating_sub(last) < LOCATE_REFRESH.as_millis() as u64 {
-            return;
+            return None;
         }
         file.located_ms.store(now_ms(), Relaxed);
         let (me, file) = (self.clone(), file.clone());
-        runtime::spawn_detached(async move {
-            let fref = file.file_ref();
-            let (version, blocks) = (file.meta().version, file.index.block_count().max(1));
-            let r = runtime::timeout(
-                LOCATE_WAIT,
-                me.with_upstream(&file.key, |up| {
-                    let fref = fref.clone();
-                    async move { up.locate(&fref, version, 0, blocks).await }
-                }),
-            )
-            .await;
-            if let Ok(Ok(locations)) = r {
-                let addrs: Vec<SocketAddr> = locations
-                    .iter()
-                    .filter(|l| l.holds == Holds::All)
-                    .map(|l| l.addr)
-                    .take(MAX_SOURCES_PER_FILE)
-                    .collect();
-                tracing::debug!(url = %file.key.url(), sources = ?addrs, "located the file's sources");
-                file.located.store(Arc::new(addrs));
+        Some(
+            async move {
+                let fref = file.file_ref();
+                let (version, blocks) = (file.meta().version, file.index.block_count().max(1));
+                let r = runtime::timeout(
+                    LOCATE_WAIT,
+                    me.with_upstream(&file.key, |up| {
+                        let fref = fref.clone();
+                        async move { up.locate(&fref, version, 0, blocks).await }
+                    }),
+                )
+                .await;
+                let own = me.fill().map(|f| f.cfg.own_addrs.clone()).unwrap_or_default();
+                if let Ok(Ok(locations)) = r {
+                    let found: Vec<Located> = locations
+                        .into_iter()
+                        .filter(|l| !own.contains(&l.addr))
+                        .take(MAX_SOURCES_PER_FILE)
+                        .map(|l| Located {
+                            addr: l.addr,
+                            class: class_of(l.role),
+                            holds: l.holds,
+                        })
+                        .collect();
+                    tracing::debug!(url = %file.key.url(), sources = ?found.iter().map(|l| l.addr).collect::<Vec<_>>(), "located the file's sources");
+                    file.located.store(Arc::new(found));
+                }
             }
-        });
+            .boxed_local(),
+        )
     }
 
     /// Creates the index of a new file version (on the blocking pool: it writes and
@@ -805,26 +841,31 @@ impl Shard {
 
     /// The sources a block of `file` may come from: the upstream (the parent, else the
     /// URL's addresses), and without a parent also the nodes the upstream's Locate
-    /// answer named (mirrors; later peers). A parent is the only source: a hierarchy
-    /// shields the nodes above it.
-    async fn block_sources(&self, file: &Arc<CachedFile>) -> Result<Vec<SocketAddr>, Refusal> {
-        let mut addrs = self.upstream_addrs(&file.key).await?;
+    /// answer named (mirrors, peers in p2p mode). A parent is the only source: a
+    /// hierarchy shields the nodes above it.
+    async fn block_sources(&self, file: &Arc<CachedFile>) -> Result<Vec<Located>, Refusal> {
+        let mut out: Vec<Located> = self
+            .upstream_addrs(&file.key)
+            .await?
+            .into_iter()
+            .map(|addr| Located {
+                addr,
+                holds: Holds::All,
+                class: SourceClass::Server,
+            })
+            .collect();
         let parent = self.fill().is_some_and(|f| f.cfg.parent.is_some());
         if !parent {
-            let own = self
-                .fill()
-                .map(|f| f.cfg.own_addrs.clone())
-                .unwrap_or_default();
-            for a in file.located.load().iter() {
-                if addrs.len() >= MAX_SOURCES_PER_FILE {
+            for l in file.located.load().iter() {
+                if out.len() >= MAX_SOURCES_PER_FILE {
                     break;
                 }
-                if !addrs.contains(a) && !own.contains(a) {
-                    addrs.push(*a);
+                if !out.iter().any(|o| o.addr == l.addr) {
+                    out.push(l.clone());
                 }
             }
         }
-        Ok(addrs)
+        Ok(out)
     }
 
     /// Fetches one block and verifies it, from the best of the file's sources (see
@@ -837,13 +878,14 @@ impl Shard {
         };
         let fref = file.file_ref();
         let version = file.meta().version;
-        let addrs = self
+        let sources = self
             .block_sources(file)
             .await
             .map_err(refusal_to_block_error)?;
+        let upstream = sources.first().map(|l| l.addr);
         // One deadline per attempt when others can take over; a single source gets the
         // whole upstream timeout (it may itself be fetching from further up).
-        let attempt = if addrs.len() > 1 {
+        let attempt = if sources.len() > 1 {
             fill.cfg.upstream.timeout.min(FAILOVER_ATTEMPT_TIMEOUT)
         } else {
             fill.cfg.upstream.timeout
@@ -851,7 +893,7 @@ impl Shard {
         let key = (file.file_id, version);
         let mut last: Option<BlockError> = None;
         for _ in 0..MAX_ATTEMPTS_PER_BLOCK {
-            let Some((src, addr)) = self.pick_source(key, &addrs, index) else {
+            let Some((src, addr, class)) = self.pick_source(key, &sources, index) else {
                 break;
             };
             let started = Instant::now();
@@ -882,7 +924,22 @@ impl Shard {
                                 Instant::now(),
                             );
                         });
-                        self.m().add_upstream_bytes_from(addr, data.len() as u64);
+                        let m = self.m();
+                        m.add_upstream_bytes_from(addr, data.len() as u64);
+                        ShardMetrics::add(
+                            match class {
+                                SourceClass::Peer => &m.peer_bytes,
+                                SourceClass::Server => &m.server_bytes,
+                            },
+                            data.len() as u64,
+                        );
+                        // p2p: tell the node that hands out locations that this one
+                        // now holds the block (batched; ignored without -i there).
+                        if let Some(u) = upstream {
+                            if let Ok(up) = fill.pool.get(u).await {
+                                up.report_have(&fref, version, index);
+                            }
+                        }
                         return Ok(data);
                     }
                     ShardMetrics::add(&self.m().digest_failures, 1);
@@ -935,24 +992,24 @@ impl Shard {
         all.get_mut(&key).map(f)
     }
 
-    /// The source to ask for block `index` of file version `key` among `addrs`; the
-    /// scheduler is (re)built when the addresses changed, or when every source was
+    /// The source to ask for block `index` of file version `key` among `sources`;
+    /// the scheduler is (re)built when the sources changed, or when every source was
     /// dropped (a source that recovered gets another chance).
     fn pick_source(
         &self,
         key: (u64, u64),
-        addrs: &[SocketAddr],
+        sources: &[Located],
         index: u64,
-    ) -> Option<(SourceId, SocketAddr)> {
+    ) -> Option<(SourceId, SocketAddr, SourceClass)> {
         let fill = self.fill()?;
         let mut all = fill.sources.borrow_mut();
-        let fresh = |addrs: &[SocketAddr]| {
+        let fresh = |sources: &[Located]| {
             let mut sched = Scheduler::new(sched_config(fill.cfg.upstream.timeout), 0, 0);
-            for _ in addrs {
-                sched.add_source(Holds::All);
+            for l in sources {
+                sched.add_source_of(l.holds.clone(), l.class);
             }
             FileSources {
-                addrs: addrs.to_vec(),
+                sources: sources.to_vec(),
                 sched,
                 last_pick: None,
             }
@@ -960,27 +1017,28 @@ impl Shard {
         if all.len() >= MAX_FILES_WITH_SOURCES && !all.contains_key(&key) {
             all.clear();
         }
-        let entry = all.entry(key).or_insert_with(|| fresh(addrs));
-        if entry.addrs != addrs {
-            *entry = fresh(addrs);
+        let entry = all.entry(key).or_insert_with(|| fresh(sources));
+        if entry.sources != sources {
+            *entry = fresh(sources);
         }
         let now = Instant::now();
         let src = match entry.sched.pick_block(index, now) {
             Some(s) => s,
             None if entry.sched.stuck_on(index) => {
-                *entry = fresh(addrs);
+                *entry = fresh(sources);
                 entry.sched.pick_block(index, now)?
             }
             None => return None,
         };
-        let addr = entry.addrs[src];
+        let chosen = &entry.sources[src];
+        let (addr, class) = (chosen.addr, chosen.class);
         if entry.last_pick != Some(src) {
             if let Some(prev) = entry.last_pick {
-                tracing::debug!(from = %entry.addrs[prev], to = %addr, block = index, "switching source");
+                tracing::debug!(from = %entry.sources[prev].addr, to = %addr, block = index, "switching source");
             }
             entry.last_pick = Some(src);
         }
-        Some((src, addr))
+        Some((src, addr, class))
     }
 
     /// Writes a verified block to the data file and only then marks it held and puts

@@ -1,0 +1,371 @@
+//! The client registry of p2p mode (`-i`), pure: no I/O, the time passed in. Peers
+//! that fetched blocks from this node report them (Have); later requesters are handed
+//! the peers that hold the blocks they ask about, nearest first, and with `-N` only
+//! peers of their own subnet. Entries expire when a peer stops reporting; a peer found
+//! unreachable or bad is removed.
+//!
+//! Memory is bounded: at most [`MAX_FILES`] files, [`MAX_PEERS_PER_FILE`] peers per
+//! file and [`MAX_RANGES_PER_PEER`] block ranges per peer and file. An entry takes
+//! about 100 bytes plus 16 per range, so the registry stays under
+//! `MAX_FILES * MAX_PEERS_PER_FILE * (100 + 16 * MAX_RANGES_PER_PEER)` bytes in the
+//! worst case (about 300 MiB), and in practice a few MiB: most peers hold one run of
+//! blocks. Past a bound the least recently seen entry makes room.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{BlockRange, Holds, Location, Role};
+
+/// Files with peers at most.
+pub const MAX_FILES: usize = 4096;
+/// Peers remembered per file at most.
+pub const MAX_PEERS_PER_FILE: usize = 256;
+/// Block ranges remembered per peer and file; beyond it the smallest are merged away.
+pub const MAX_RANGES_PER_PEER: usize = 64;
+/// A peer not heard from for this long is forgotten.
+pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
+/// Peers handed out in one Locate answer at most.
+pub const MAX_PEERS_PER_ANSWER: usize = 16;
+
+/// A file version as the registry names it: the node's own file id and version.
+pub type FileVersion = (u64, u64);
+
+#[derive(Clone, Debug)]
+struct PeerEntry {
+    /// Held blocks as sorted, disjoint, non-adjacent `(start, end)` runs.
+    runs: Vec<(u64, u64)>,
+    last_seen: Instant,
+}
+
+/// The registry: per file version, per peer, what it holds.
+#[derive(Debug, Default)]
+pub struct Registry {
+    files: HashMap<FileVersion, HashMap<SocketAddr, PeerEntry>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Peers known (distinct addresses over every file).
+    pub fn peers(&self) -> usize {
+        let mut all: Vec<&SocketAddr> = self.files.values().flat_map(|m| m.keys()).collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    }
+
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// `peer` reports it holds `ranges` of `file`.
+    pub fn have(
+        &mut self,
+        file: FileVersion,
+        peer: SocketAddr,
+        ranges: &[BlockRange],
+        now: Instant,
+    ) {
+        if ranges.is_empty() {
+            return;
+        }
+        if !self.files.contains_key(&file) && self.files.len() >= MAX_FILES {
+            self.evict_file();
+        }
+        let peers = self.files.entry(file).or_default();
+        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS_PER_FILE {
+            if let Some(oldest) = peers
+                .iter()
+                .min_by_key(|(_, e)| e.last_seen)
+                .map(|(a, _)| *a)
+            {
+                peers.remove(&oldest);
+            }
+        }
+        let e = peers.entry(peer).or_insert_with(|| PeerEntry {
+            runs: Vec::new(),
+            last_seen: now,
+        });
+        e.last_seen = now;
+        for r in ranges {
+            if r.count == 0 {
+                continue;
+            }
+            add_run(&mut e.runs, (r.start, r.start.saturating_add(r.count)));
+        }
+        while e.runs.len() > MAX_RANGES_PER_PEER {
+            merge_smallest_gap(&mut e.runs);
+        }
+    }
+
+    /// Forgets `peer` everywhere (unreachable, or it served a bad block).
+    pub fn remove_peer(&mut self, peer: SocketAddr) {
+        for peers in self.files.values_mut() {
+            peers.remove(&peer);
+        }
+        self.files.retain(|_, p| !p.is_empty());
+    }
+
+    /// Forgets every peer not heard from within [`PEER_EXPIRY`].
+    pub fn expire(&mut self, now: Instant) {
+        for peers in self.files.values_mut() {
+            peers.retain(|_, e| now.saturating_duration_since(e.last_seen) < PEER_EXPIRY);
+        }
+        self.files.retain(|_, p| !p.is_empty());
+    }
+
+    fn evict_file(&mut self) {
+        let oldest = self
+            .files
+            .iter()
+            .map(|(f, peers)| (*f, peers.values().map(|e| e.last_seen).max()))
+            .min_by_key(|(_, t)| *t)
+            .map(|(f, _)| f);
+        if let Some(f) = oldest {
+            self.files.remove(&f);
+        }
+    }
+
+    /// The peers holding any of blocks `first..first+count` of `file`, for a
+    /// requester at `requester`: not the requester itself, nearest first (longest
+    /// common address prefix, then the most recently seen), and when `locality` is
+    /// not empty and the requester is inside one of its subnets, only peers inside
+    /// that same subnet. Each with the ranges it holds within the span.
+    pub fn locate(
+        &self,
+        file: FileVersion,
+        first: u64,
+        count: u64,
+        requester: IpAddr,
+        locality: &[ipnet::IpNet],
+        now: Instant,
+    ) -> Vec<Location> {
+        let Some(peers) = self.files.get(&file) else {
+            return Vec::new();
+        };
+        let end = first.saturating_add(count);
+        let site = locality.iter().find(|n| n.contains(&requester));
+        let mut found: Vec<(u32, Instant, Location)> = peers
+            .iter()
+            .filter(|(addr, e)| {
+                addr.ip() != requester
+                    && now.saturating_duration_since(e.last_seen) < PEER_EXPIRY
+                    && site.is_none_or(|n| n.contains(&addr.ip()))
+                    && (locality.is_empty() || site.is_some() || !in_any(locality, addr.ip()))
+            })
+            .filter_map(|(addr, e)| {
+                let ranges: Vec<BlockRange> = e
+                    .runs
+                    .iter()
+                    .filter(|(s, t)| *s < end && *t > first)
+                    .map(|&(s, t)| {
+                        let (s, t) = (s.max(first), t.min(end));
+                        BlockRange {
+                            start: s,
+                            count: t - s,
+                        }
+                    })
+                    .collect();
+                (!ranges.is_empty()).then(|| {
+                    (
+                        common_prefix(requester, addr.ip()),
+                        e.last_seen,
+                        Location {
+                            addr: *addr,
+                            role: Role::Lhc,
+                            holds: Holds::Ranges(ranges),
+                        },
+                    )
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then(b.1.cmp(&a.1))
+                .then(a.2.addr.cmp(&b.2.addr))
+        });
+        found
+            .into_iter()
+            .take(MAX_PEERS_PER_ANSWER)
+            .map(|(_, _, l)| l)
+            .collect()
+    }
+}
+
+fn in_any(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// Leading bits two addresses share (0 across families): "nearness" on the network.
+pub fn common_prefix(a: IpAddr, b: IpAddr) -> u32 {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) ^ u32::from(b)).leading_zeros(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a) ^ u128::from(b)).leading_zeros(),
+        _ => 0,
+    }
+}
+
+/// Adds `[s, t)` to sorted disjoint runs, merging what it touches.
+fn add_run(runs: &mut Vec<(u64, u64)>, (mut s, mut t): (u64, u64)) {
+    let mut out = Vec::with_capacity(runs.len() + 1);
+    let mut placed = false;
+    for &(a, b) in runs.iter() {
+        if b < s {
+            out.push((a, b));
+        } else if t < a {
+            if !placed {
+                out.push((s, t));
+                placed = true;
+            }
+            out.push((a, b));
+        } else {
+            s = s.min(a);
+            t = t.max(b);
+        }
+    }
+    if !placed {
+        out.push((s, t));
+        out.sort_unstable();
+    }
+    *runs = out;
+}
+
+/// Joins the two neighbouring runs with the smallest gap (the peer is then thought to
+/// hold the gap too: a Get for it is answered NotCachedHere and goes elsewhere).
+fn merge_smallest_gap(runs: &mut Vec<(u64, u64)>) {
+    if runs.len() < 2 {
+        return;
+    }
+    let i = (0..runs.len() - 1)
+        .min_by_key(|&i| runs[i + 1].0 - runs[i].1)
+        .unwrap_or(0);
+    runs[i].1 = runs[i + 1].1;
+    runs.remove(i + 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+    fn r(start: u64, count: u64) -> BlockRange {
+        BlockRange { start, count }
+    }
+    const F: FileVersion = (7, 9);
+
+    #[test]
+    fn runs_merge_and_stay_sorted() {
+        let mut runs = Vec::new();
+        add_run(&mut runs, (10, 20));
+        add_run(&mut runs, (0, 5));
+        add_run(&mut runs, (5, 7));
+        add_run(&mut runs, (30, 31));
+        add_run(&mut runs, (15, 30));
+        assert_eq!(runs, vec![(0, 7), (10, 31)]);
+        merge_smallest_gap(&mut runs);
+        assert_eq!(runs, vec![(0, 31)]);
+    }
+
+    #[test]
+    fn locate_hands_out_holders_nearest_first_never_the_requester() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        g.have(F, a("10.1.2.3:1111"), &[r(0, 10)], t);
+        g.have(F, a("10.9.0.1:1111"), &[r(5, 10)], t);
+        g.have(F, a("192.168.0.1:1111"), &[r(0, 100)], t);
+        g.have(F, a("10.1.2.99:1111"), &[r(50, 10)], t);
+        let got = g.locate(F, 0, 20, "10.1.2.200".parse().unwrap(), &[], t);
+        let addrs: Vec<SocketAddr> = got.iter().map(|l| l.addr).collect();
+        // 10.1.2.99 holds nothing in 0..20; the nearest holder first.
+        assert_eq!(
+            addrs,
+            vec![
+                a("10.1.2.3:1111"),
+                a("10.9.0.1:1111"),
+                a("192.168.0.1:1111")
+            ]
+        );
+        assert_eq!(got[1].holds, Holds::Ranges(vec![r(5, 10)]));
+        assert_eq!(got[2].holds, Holds::Ranges(vec![r(0, 20)]));
+        // The requester is never handed itself.
+        let got = g.locate(F, 0, 20, "10.1.2.3".parse().unwrap(), &[], t);
+        assert!(got.iter().all(|l| l.addr.ip().to_string() != "10.1.2.3"));
+        // Another file version knows nobody.
+        assert!(g
+            .locate((7, 10), 0, 20, "10.1.2.200".parse().unwrap(), &[], t)
+            .is_empty());
+    }
+
+    #[test]
+    fn locality_keeps_site_requesters_inside_their_site() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        let site: Vec<ipnet::IpNet> = vec!["10.1.0.0/16".parse().unwrap()];
+        g.have(F, a("10.1.5.5:1111"), &[r(0, 10)], t);
+        g.have(F, a("172.16.0.1:1111"), &[r(0, 10)], t);
+        let inside = g.locate(F, 0, 10, "10.1.9.9".parse().unwrap(), &site, t);
+        assert_eq!(
+            inside.iter().map(|l| l.addr).collect::<Vec<_>>(),
+            vec![a("10.1.5.5:1111")]
+        );
+        // Outside every -N subnet: never handed a site peer.
+        let outside = g.locate(F, 0, 10, "172.16.0.2".parse().unwrap(), &site, t);
+        assert_eq!(
+            outside.iter().map(|l| l.addr).collect::<Vec<_>>(),
+            vec![a("172.16.0.1:1111")]
+        );
+    }
+
+    #[test]
+    fn silent_peers_expire_and_removed_peers_are_gone() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        g.have(F, a("10.0.0.1:1"), &[r(0, 4)], t);
+        g.have(F, a("10.0.0.2:1"), &[r(0, 4)], t + Duration::from_secs(100));
+        let later = t + PEER_EXPIRY + Duration::from_secs(1);
+        assert_eq!(
+            g.locate(F, 0, 4, "10.0.0.9".parse().unwrap(), &[], later)
+                .len(),
+            1
+        );
+        g.expire(later);
+        assert_eq!(g.peers(), 1);
+        g.remove_peer(a("10.0.0.2:1"));
+        assert_eq!((g.peers(), g.files()), (0, 0));
+    }
+
+    #[test]
+    fn a_flood_of_reports_stays_within_the_bounds() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        for f in 0..(MAX_FILES as u64 + 50) {
+            for p in 0..3u32 {
+                let ip = std::net::Ipv4Addr::from(0x0a00_0000 + p);
+                g.have(
+                    (f, 1),
+                    SocketAddr::new(ip.into(), 1),
+                    &[r(0, 1)],
+                    t + Duration::from_millis(f),
+                );
+            }
+        }
+        assert_eq!(g.files(), MAX_FILES);
+        // Many peers on one file, each with many scattered ranges.
+        for p in 0..(MAX_PEERS_PER_FILE as u32 + 100) {
+            let ip = std::net::Ipv4Addr::from(0x0b00_0000 + p);
+            let ranges: Vec<BlockRange> = (0..200).map(|i| r(i * 3, 1)).collect();
+            g.have((u64::MAX, 1), SocketAddr::new(ip.into(), 1), &ranges, t);
+        }
+        let peers = &g.files[&(u64::MAX, 1)];
+        assert_eq!(peers.len(), MAX_PEERS_PER_FILE);
+        assert!(peers.values().all(|e| e.runs.len() <= MAX_RANGES_PER_PEER));
+        // Answers stay bounded too.
+        let got = g.locate((u64::MAX, 1), 0, 1000, "1.2.3.4".parse().unwrap(), &[], t);
+        assert_eq!(got.len(), MAX_PEERS_PER_ANSWER);
+    }
+}

@@ -1,0 +1,104 @@
+//! p2p mode with real processes (scenario 4): an origin with `-i` hands out the client
+//! caches that reported blocks (Have), and later viewers fetch from them instead of
+//! the origin. Each simulated viewer machine is an LHC on its own 127.28.1.x address.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use common::*;
+
+const SPP_SENT: &str = "p2pd_bytes_sent_total{proto=\"spp\"}";
+
+fn ip(c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 28, c, d))
+}
+
+fn metric_line(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
+/// Scenario 4: ten viewers watch the same file one after another through their own
+/// client caches; the origin (with -i) sends the first one the whole file and the
+/// later ones far less, as they take blocks from the viewers before them.
+#[test]
+fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(4 * 1024 * 1024, 2801);
+    let size = data.len() as u64;
+    write_file(dir.path(), "movie.mp4", &data);
+    let origin = start_origin_on(ip(0, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let url = format!("http://{}/movie.mp4", origin.addr);
+    let mut viewers = Vec::new();
+    let mut dirs = Vec::new();
+    let mut origin_bytes = Vec::new();
+    for k in 1..=10u8 {
+        let d = tempfile::tempdir().unwrap();
+        let lhc = Node::start_on(
+            ip(1, k),
+            0,
+            &["-c", d.path().to_str().unwrap(), "--threads", "2"],
+        );
+        let before = origin.metric(SPP_SENT);
+        let r = try_proxy_request(lhc.addr, None, "GET", &url, "").unwrap_or_else(|e| {
+            panic!(
+                "viewer {k}: {e}{}",
+                diagnose(&[("origin", &origin), ("viewer", &lhc)])
+            )
+        });
+        assert_eq!(r.status, 200, "viewer {k}");
+        assert!(r.body == data, "viewer {k}: the body differs");
+        // Let the viewer's reports (batched every 200 ms) reach the origin.
+        std::thread::sleep(Duration::from_millis(500));
+        origin_bytes.push(origin.metric(SPP_SENT) - before);
+        viewers.push(lhc);
+        dirs.push(d);
+    }
+    let later: u64 = origin_bytes[1..].iter().sum();
+    let efficiency = 1.0 - later as f64 / (9.0 * size as f64);
+    let peer_bytes: u64 = viewers
+        .iter()
+        .map(|v| {
+            metric_line(
+                &v.metrics_text(),
+                "p2pd_fetched_bytes_total{source=\"peer\"} ",
+            )
+        })
+        .sum();
+    eprintln!(
+        "origin bytes per viewer (file {size}): {origin_bytes:?}; viewers 2..10 took {peer_bytes} \
+         bytes from peers; peer efficiency {:.1}%",
+        efficiency * 100.0
+    );
+    assert_eq!(
+        origin_bytes[0], size,
+        "the first viewer gets the whole file from the origin"
+    );
+    let text = origin.metrics_text();
+    assert!(metric_line(&text, "p2pd_peers_known ") >= 9, "{text}");
+    assert!(
+        metric_line(&text, "p2pd_locate_answers_with_peers_total ") >= 8,
+        "{text}"
+    );
+    for (k, b) in origin_bytes.iter().enumerate().skip(1) {
+        assert!(
+            *b < size / 2,
+            "viewer {}: the origin sent {b} bytes of a {size}-byte file",
+            k + 1
+        );
+    }
+    assert!(
+        efficiency > 0.8,
+        "peer efficiency {:.1}% is below the 80% target",
+        efficiency * 100.0
+    );
+    assert_eq!(
+        peer_bytes + later,
+        9 * size,
+        "every later byte came from a peer or the origin"
+    );
+}
