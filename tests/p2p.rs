@@ -102,3 +102,93 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
         "every later byte came from a peer or the origin"
     );
 }
+
+/// Scenario 5 with p2p: an ISP cache with `-i -n <site> -N <site>`; site viewers'
+/// LHCs with `-S cache` get the file from each other and from the cache; a viewer
+/// outside the site is served what the cache holds and is never handed a site peer.
+#[test]
+fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(3 * 1024 * 1024 + 77, 2802);
+    let size = data.len() as u64;
+    write_file(dir.path(), "show.ts", &data);
+    let origin = start_origin_on(ip(0, 2), 1111, dir.path(), idx.path(), &[]);
+    let sdir = tempfile::tempdir().unwrap();
+    let site = "127.28.2.0/24";
+    let scc = Node::start_on(
+        ip(2, 1),
+        1111,
+        &[
+            "-c",
+            sdir.path().to_str().unwrap(),
+            "--threads",
+            "2",
+            "-i",
+            "-n",
+            site,
+            "-N",
+            site,
+        ],
+    );
+    let parent = format!("{}", scc.addr);
+    let url = format!("http://{}/show.ts", origin.addr);
+    let viewer = |c: u8, d: u8, dir: &tempfile::TempDir| {
+        Node::start_on(
+            ip(c, d),
+            0,
+            &[
+                "-c",
+                dir.path().to_str().unwrap(),
+                "--threads",
+                "2",
+                "-S",
+                &parent,
+            ],
+        )
+    };
+    let fetched = |n: &Node, kind: &str| {
+        metric_line(
+            &n.metrics_text(),
+            &format!("p2pd_fetched_bytes_total{{source=\"{kind}\"}} "),
+        )
+    };
+    let (da, db, dx) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = viewer(2, 10, &da);
+    let r = try_proxy_request(a.addr, None, "GET", &url, "").unwrap();
+    assert!(r.status == 200 && r.body == data, "site viewer a");
+    assert_eq!(
+        fetched(&a, "server"),
+        size,
+        "the first site viewer fetched from the cache"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    let b = viewer(2, 11, &db);
+    let r = try_proxy_request(b.addr, None, "GET", &url, "").unwrap();
+    assert!(r.status == 200 && r.body == data, "site viewer b");
+    let (b_peer, b_server) = (fetched(&b, "peer"), fetched(&b, "server"));
+    eprintln!("site viewer b: {b_peer} bytes from a peer, {b_server} from the cache");
+    assert_eq!(b_peer + b_server, size);
+    assert!(
+        b_peer >= size / 2,
+        "site viewer b took only {b_peer} bytes from its neighbour"
+    );
+
+    // Outside the site: the cache serves what it holds, and no site peer is handed out.
+    let x = viewer(3, 10, &dx);
+    let r = try_proxy_request(x.addr, None, "GET", &url, "").unwrap();
+    assert!(
+        r.status == 200 && r.body == data,
+        "outside viewer x: {}",
+        r.status
+    );
+    assert_eq!(fetched(&x, "peer"), 0, "an outsider was handed a site peer");
+    assert_eq!(fetched(&x, "server"), size);
+    // The origin sent the file once, for the cache.
+    assert_eq!(origin.metric(SPP_SENT), size);
+}

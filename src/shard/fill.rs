@@ -556,13 +556,9 @@ impl Shard {
         }
     }
 
-    /// The Locate round trip for `file` if one is due. Not with a parent, which is the
-    /// only source.
+    /// The Locate round trip for `file` if one is due (through the parent, if any).
     fn locate_task(self: &Rc<Self>, file: &Arc<CachedFile>) -> Option<LocalBoxFuture<'static, ()>> {
-        let fill = self.fill()?;
-        if fill.cfg.parent.is_some() {
-            return None;
-        }
+        self.fill()?;
         let last = file.located_ms.load(Relaxed);
         if last != 0 && now_ms().saturating_sub(last) < LOCATE_REFRESH.as_millis() as u64 {
             return None;
@@ -840,9 +836,9 @@ impl Shard {
     }
 
     /// The sources a block of `file` may come from: the upstream (the parent, else the
-    /// URL's addresses), and without a parent also the nodes the upstream's Locate
-    /// answer named (mirrors, peers in p2p mode). A parent is the only source: a
-    /// hierarchy shields the nodes above it.
+    /// URL's addresses) and the nodes the upstream's Locate answer named: mirrors and
+    /// peers without a parent, peers only with one (a hierarchy shields the servers
+    /// above it).
     async fn block_sources(&self, file: &Arc<CachedFile>) -> Result<Vec<Located>, Refusal> {
         let mut out: Vec<Located> = self
             .upstream_addrs(&file.key)
@@ -854,15 +850,14 @@ impl Shard {
                 class: SourceClass::Server,
             })
             .collect();
+        // Below a parent only peers join it: the servers above stay shielded.
         let parent = self.fill().is_some_and(|f| f.cfg.parent.is_some());
-        if !parent {
-            for l in file.located.load().iter() {
-                if out.len() >= MAX_SOURCES_PER_FILE {
-                    break;
-                }
-                if !out.iter().any(|o| o.addr == l.addr) {
-                    out.push(l.clone());
-                }
+        for l in file.located.load().iter() {
+            if out.len() >= MAX_SOURCES_PER_FILE {
+                break;
+            }
+            if (!parent || l.class == SourceClass::Peer) && !out.iter().any(|o| o.addr == l.addr) {
+                out.push(l.clone());
             }
         }
         Ok(out)
