@@ -38,6 +38,38 @@ fn three_origins(net: u8, dirs: [&Path; 3], idx: [&Path; 3], extra: [&[&str]; 3]
         .collect()
 }
 
+/// Three origins publishing identical copies of one file (see [`three_origins`]),
+/// with their directories kept alive as long as they run.
+struct Trio {
+    dirs: Vec<tempfile::TempDir>,
+    _idx: Vec<tempfile::TempDir>,
+    paths: Vec<std::path::PathBuf>,
+    nodes: Vec<Node>,
+}
+
+impl Trio {
+    fn start(net: u8, name: &str, data: &[u8], extra: [&[&str]; 3]) -> Trio {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let paths = dirs
+            .iter()
+            .map(|d| write_file(d.path(), name, data))
+            .collect();
+        let nodes = three_origins(
+            net,
+            [dirs[0].path(), dirs[1].path(), dirs[2].path()],
+            [idx[0].path(), idx[1].path(), idx[2].path()],
+            extra,
+        );
+        Trio {
+            dirs,
+            _idx: idx,
+            paths,
+            nodes,
+        }
+    }
+}
+
 /// `p2pd get URL -o OUT` (not quiet): (exit code, stderr, bytes per source address,
 /// dropped sources, the longest wait for the next block in ms).
 struct GetRun {
@@ -86,6 +118,29 @@ fn bytes_from(r: &GetRun, a: SocketAddr) -> u64 {
         .sum()
 }
 
+/// Once `origin` has indexed `path` (a copy of `data`), flips byte `at` of every block
+/// of it in place, keeping its size, inode and modification time: the origin still
+/// vouches for the old digests and serves corrupted blocks under them.
+fn corrupt_every_block_in_place(origin: &Node, path: &Path, data: &[u8], at: usize) {
+    use std::os::unix::fs::FileExt;
+    let t = Instant::now();
+    while origin.metric("p2pd_files_published") < 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the origin did not index"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    for b in 0..data.len().div_ceil(BS) {
+        let i = b * BS + at;
+        f.write_all_at(&[data[i] ^ 0x5a], i as u64).unwrap();
+    }
+    f.set_modified(mtime).unwrap();
+    f.sync_all().unwrap();
+}
+
 fn diag(nodes: &[&Node]) -> String {
     let named: Vec<(&str, &Node)> = nodes.iter().map(|n| ("origin", *n)).collect();
     diagnose(&named)
@@ -95,21 +150,12 @@ fn diag(nodes: &[&Node]) -> String {
 /// takes most bytes from the two fast ones and uses both.
 #[test]
 fn the_fast_origins_serve_most_bytes_and_both_are_used() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let data = content(8 * 1024 * 1024, 2701);
-    for d in &dirs {
-        write_file(d.path(), "f.bin", &data);
-    }
     let fast: &[&str] = &["--upload-rate", "8M"];
     let slow: &[&str] = &["--upload-rate", "800k"];
-    let o = three_origins(
-        1,
-        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
-        [idx[0].path(), idx[1].path(), idx[2].path()],
-        [fast, fast, slow],
-    );
-    let out = dirs[0].path().join("out.bin");
+    let t = Trio::start(1, "f.bin", &data, [fast, fast, slow]);
+    let o = &t.nodes;
+    let out = t.dirs[0].path().join("out.bin");
     let t = Instant::now();
     let r = get(&format!("spp://{}/f.bin", o[0].addr), &out);
     let took = t.elapsed();
@@ -148,21 +194,12 @@ fn the_fast_origins_serve_most_bytes_and_both_are_used() {
 /// the next block is bounded.
 #[test]
 fn an_origin_killed_halfway_does_not_stop_the_download() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let data = content(12 * 1024 * 1024, 2702);
-    for d in &dirs {
-        write_file(d.path(), "f.bin", &data);
-    }
     // Each at 8 MiB/s: about half a second a source for the whole file.
     let cap: &[&str] = &["--upload-rate", "8M"];
-    let mut o = three_origins(
-        2,
-        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
-        [idx[0].path(), idx[1].path(), idx[2].path()],
-        [cap, cap, cap],
-    );
-    let out = dirs[0].path().join("out.bin");
+    let mut t = Trio::start(2, "f.bin", &data, [cap, cap, cap]);
+    let o = &mut t.nodes;
+    let out = t.dirs[0].path().join("out.bin");
     let url = format!("spp://{}/f.bin", o[0].addr);
     let out2 = out.clone();
     let client = std::thread::spawn(move || get(&url, &out2));
@@ -212,43 +249,13 @@ fn an_origin_killed_halfway_does_not_stop_the_download() {
 /// detects them, drops that origin, and the file arrives intact from the others.
 #[test]
 fn a_source_serving_corrupted_blocks_is_dropped_and_the_file_arrives_intact() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let data = content(64 * BS + 500, 2703);
-    let mut paths = Vec::new();
-    for d in &dirs {
-        paths.push(write_file(d.path(), "f.bin", &data));
-    }
     let none: &[&str] = &[];
-    let o = three_origins(
-        3,
-        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
-        [idx[0].path(), idx[1].path(), idx[2].path()],
-        [none, none, none],
-    );
-    // Origin 2 has indexed the file; now flip a byte in every block of its copy,
-    // keeping the size, the inode and the modification time.
-    let t = Instant::now();
-    while o[2].metric("p2pd_files_published") < 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "origin 2 did not index"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    {
-        use std::os::unix::fs::FileExt;
-        let p = &paths[2];
-        let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
-        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
-        for b in 0..data.len().div_ceil(BS) {
-            let at = b * BS + 7;
-            f.write_all_at(&[data[at] ^ 0x5a], at as u64).unwrap();
-        }
-        f.set_modified(mtime).unwrap();
-        f.sync_all().unwrap();
-    }
-    let out = dirs[0].path().join("out.bin");
+    let t = Trio::start(3, "f.bin", &data, [none, none, none]);
+    let o = &t.nodes;
+    // Origin 2 has indexed the file; now its copy goes bad in place.
+    corrupt_every_block_in_place(&o[2], &t.paths[2], &data, 7);
+    let out = t.dirs[0].path().join("out.bin");
     let r = get(&format!("spp://{}/f.bin", o[0].addr), &out);
     assert!(
         r.code == 0,
@@ -278,20 +285,11 @@ fn a_source_serving_corrupted_blocks_is_dropped_and_the_file_arrives_intact() {
 #[test]
 fn a_player_streaming_through_its_cache_does_not_notice_the_origin_dying() {
     use std::io::{Read, Write};
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(12 * 1024 * 1024, 2704);
-    for d in &dirs {
-        write_file(d.path(), "movie.mp4", &data);
-    }
+    let cdir = tempfile::tempdir().unwrap();
     let cap: &[&str] = &["--upload-rate", "8M"];
-    let mut o = three_origins(
-        4,
-        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
-        [idx[0].path(), idx[1].path(), idx[2].path()],
-        [cap, cap, cap],
-    );
+    let mut t = Trio::start(4, "movie.mp4", &data, [cap, cap, cap]);
+    let o = &mut t.nodes;
     let lhc = Node::start_on(
         ip(4, 10),
         0,
@@ -372,41 +370,13 @@ fn a_player_streaming_through_its_cache_does_not_notice_the_origin_dying() {
 /// every byte right and the bad mirror's bytes never count as fetched.
 #[test]
 fn a_cache_drops_a_corrupting_mirror_and_streams_intact_data() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(96 * BS + 123, 2705);
-    let mut paths = Vec::new();
-    for d in &dirs {
-        paths.push(write_file(d.path(), "f.bin", &data));
-    }
+    let cdir = tempfile::tempdir().unwrap();
     let none: &[&str] = &[];
-    let o = three_origins(
-        5,
-        [dirs[0].path(), dirs[1].path(), dirs[2].path()],
-        [idx[0].path(), idx[1].path(), idx[2].path()],
-        [none, none, none],
-    );
-    let t = Instant::now();
-    while o[2].metric("p2pd_files_published") < 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "origin 2 did not index"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    {
-        use std::os::unix::fs::FileExt;
-        let p = &paths[2];
-        let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
-        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
-        for b in 0..data.len().div_ceil(BS) {
-            let at = b * BS + 11;
-            f.write_all_at(&[data[at] ^ 0xa5], at as u64).unwrap();
-        }
-        f.set_modified(mtime).unwrap();
-        f.sync_all().unwrap();
-    }
+    let t = Trio::start(5, "f.bin", &data, [none, none, none]);
+    let o = &t.nodes;
+    // Origin 2 has indexed the file; now its copy goes bad in place.
+    corrupt_every_block_in_place(&o[2], &t.paths[2], &data, 11);
     let lhc = Node::start_on(
         ip(5, 10),
         0,
