@@ -23,7 +23,7 @@ pub const MAX_FILES: usize = 4096;
 pub const MAX_PEERS_PER_FILE: usize = 256;
 /// Block ranges remembered per peer and file; beyond it the smallest are merged away.
 pub const MAX_RANGES_PER_PEER: usize = 64;
-/// A peer not heard from for this long is forgotten.
+/// A peer not heard from for this long is forgotten, unless `--peer-expiry` says.
 pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
 /// Peers handed out in one Locate answer at most.
 pub const MAX_PEERS_PER_ANSWER: usize = 16;
@@ -39,14 +39,29 @@ struct PeerEntry {
 }
 
 /// The registry: per file version, per peer, what it holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     files: HashMap<FileVersion, HashMap<SocketAddr, PeerEntry>>,
+    expiry: Duration,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::with_expiry(PEER_EXPIRY)
+    }
 }
 
 impl Registry {
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    /// A registry that forgets peers silent for `expiry`.
+    pub fn with_expiry(expiry: Duration) -> Registry {
+        Registry {
+            files: HashMap::new(),
+            expiry,
+        }
     }
 
     /// Peers known (distinct addresses over every file).
@@ -109,10 +124,11 @@ impl Registry {
         self.files.retain(|_, p| !p.is_empty());
     }
 
-    /// Forgets every peer not heard from within [`PEER_EXPIRY`].
+    /// Forgets every peer not heard from within the expiry.
     pub fn expire(&mut self, now: Instant) {
+        let expiry = self.expiry;
         for peers in self.files.values_mut() {
-            peers.retain(|_, e| now.saturating_duration_since(e.last_seen) < PEER_EXPIRY);
+            peers.retain(|_, e| now.saturating_duration_since(e.last_seen) < expiry);
         }
         self.files.retain(|_, p| !p.is_empty());
     }
@@ -152,7 +168,7 @@ impl Registry {
             .iter()
             .filter(|(addr, e)| {
                 addr.ip() != requester
-                    && now.saturating_duration_since(e.last_seen) < PEER_EXPIRY
+                    && now.saturating_duration_since(e.last_seen) < self.expiry
                     && site.is_none_or(|n| n.contains(&addr.ip()))
                     && (locality.is_empty() || site.is_some() || !in_any(locality, addr.ip()))
             })

@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -191,4 +191,102 @@ fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
     assert_eq!(fetched(&x, "server"), size);
     // The origin sent the file once, for the cache.
     assert_eq!(origin.metric(SPP_SENT), size);
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// A flood of Have reports from many fake peers, each with many scattered ranges: the
+/// registry keeps its bounds (peers per file, peers per answer), memory stays flat,
+/// and the origin goes on serving.
+#[test]
+fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
+    use p2pd::protocol::{BlockRange, Frame, Have, Holds};
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(2 * 1024 * 1024, 2803);
+    write_file(dir.path(), "f.bin", &data);
+    let origin = start_origin_on(ip(9, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let rss_before = rss_bytes(origin.pid());
+    const FAKE_PEERS: u16 = 1500;
+    let t = Instant::now();
+    for p in 0..FAKE_PEERS {
+        // Peers from many addresses, each announcing its own port.
+        let src = ip(10 + (p / 250) as u8, (p % 250) as u8 + 1);
+        let (mut c, _) = Spp::connect_as(src, origin.addr, 2000 + p)
+            .unwrap_or_else(|e| panic!("fake peer {p}: {e}"));
+        let info = c
+            .info(1, "cdn.example.com", "f.bin")
+            .and_then(expect_info)
+            .unwrap();
+        // 300 one-block ranges with gaps: more than a peer's run limit.
+        let ranges: Vec<BlockRange> = (0..300)
+            .map(|i| BlockRange {
+                start: i * 2 % 128,
+                count: 1,
+            })
+            .collect();
+        for chunk in ranges.chunks(256) {
+            c.send(&Frame::Have(Have {
+                handle: info.handle,
+                version: info.version,
+                ranges: chunk.to_vec(),
+            }))
+            .unwrap();
+        }
+    }
+    eprintln!("{FAKE_PEERS} fake peers reported in {:?}", t.elapsed());
+    // Every report is in (a Ping round trip on a last connection orders after them
+    // on that connection only, so wait for the counter).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while origin.metric("p2pd_have_reports_total") < FAKE_PEERS as u64 * 2 {
+        assert!(Instant::now() < deadline, "reports were not all recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let known = origin.metric("p2pd_peers_known");
+    let rss_after = rss_bytes(origin.pid());
+    eprintln!(
+        "peers known {known}; origin RSS {} -> {} KiB",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert!(
+        known <= p2pd::peers::MAX_PEERS_PER_FILE as u64,
+        "{known} peers kept"
+    );
+    assert!(known >= 200, "the newest peers are kept: {known}");
+    assert!(
+        rss_after < rss_before + 64 * 1024 * 1024,
+        "memory grew from {rss_before} to {rss_after}"
+    );
+    // A Locate answer stays bounded; the origin still serves every byte.
+    let (mut c, _) = Spp::connect_from(ip(9, 9), origin.addr).unwrap();
+    let info = c
+        .info(1, "cdn.example.com", "f.bin")
+        .and_then(expect_info)
+        .unwrap();
+    let locs = c
+        .locate(2, info.handle, 0, 128)
+        .and_then(expect_locations)
+        .unwrap();
+    let peers = locs
+        .iter()
+        .filter(|l| matches!(l.holds, Holds::Ranges(_)))
+        .count();
+    assert!(
+        peers <= p2pd::peers::MAX_PEERS_PER_ANSWER
+            && locs.len() <= p2pd::protocol::limits::MAX_LOCATIONS,
+        "{} locations, {peers} peers",
+        locs.len()
+    );
+    let got = c.get_all(&info).unwrap();
+    assert!(got == data, "the origin served wrong bytes after the flood");
 }

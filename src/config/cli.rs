@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, ColorChoice, Parser, Subcommand};
 
 use super::{
-    DEFAULT_GET_TIMEOUT_MS, DEFAULT_INFO_TTL_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT,
-    DEFAULT_RESCAN_INTERVAL_MS, DEFAULT_UPSTREAM_TIMEOUT_MS,
+    DEFAULT_GET_TIMEOUT_MS, DEFAULT_INFO_TTL_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PEER_EXPIRY_MS,
+    DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL_MS, DEFAULT_UPSTREAM_TIMEOUT_MS,
 };
 
 /// Widest help output, so `--help` stays readable on very wide terminals.
@@ -21,7 +21,7 @@ const MAX_HELP_WIDTH_COLUMNS: usize = 100;
 pub(super) type SynopsisItem = (&'static str, Option<&'static str>);
 
 /// The node's synopsis: the original man page's, verbatim, then our long-only options.
-pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 23] = [
+pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 24] = [
     ("-dDiTZ", None),
     ("-A", Some("hostname")),
     ("-b", Some("blocksize")),
@@ -45,6 +45,7 @@ pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 23] = [
     ("--info-ttl", Some("MS")),
     ("--upstream-timeout", Some("MS")),
     ("--upload-rate", Some("BYTES/S")),
+    ("--peer-expiry", Some("MS")),
 ];
 
 /// `p2pd get`'s synopsis after its URL.
@@ -526,4 +527,14 @@ pub(super) struct ServeArgs {
         Default: no limit."
     )]
     pub(super) upload_rate: Option<String>,
+
+    /// p2p mode: forget a peer not heard from for this long, in ms
+    #[arg(
+        long = "peer-expiry",
+        value_name = "MS",
+        default_value_t = DEFAULT_PEER_EXPIRY_MS,
+        long_help = "p2p mode (-i): a peer that has not reported blocks for this many \
+        milliseconds is forgotten and no longer handed out. At least 1000."
+    )]
+    pub(super) peer_expiry: u64,
 }

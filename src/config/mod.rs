@@ -56,6 +56,10 @@ pub const DEFAULT_INFO_TTL_MS: u64 = 2000;
 /// Deadline for connecting to an upstream node and for each answer from it, when
 /// `--upstream-timeout` is not given.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
+/// How long a p2p registry remembers a silent peer, when `--peer-expiry` is not given.
+pub const DEFAULT_PEER_EXPIRY_MS: u64 = 120_000;
+/// Smallest `--peer-expiry`: peers report every fraction of a second while they fetch.
+pub const MIN_PEER_EXPIRY_MS: u64 = 1000;
 /// The client cache's directory, under `$HOME`, when neither `-p` nor `-c` is given.
 pub const DEFAULT_CACHE_DIR_NAME: &str = ".p2pd_cache";
 /// `p2pd get` timeout for connecting and for every wait, when `--timeout` is not given.
@@ -230,6 +234,8 @@ pub struct ServeConfig {
     /// `-N`: a requester inside one of these subnets is handed peers of that subnet
     /// only (and one outside them no peer inside).
     pub locality: Vec<ipnet::IpNet>,
+    /// `--peer-expiry MS`, >= 1000: a peer silent this long is forgotten (`-i`).
+    pub peer_expiry_ms: u64,
 }
 
 impl ServeConfig {
@@ -556,6 +562,15 @@ fn validate_serve(
         .map(parse_upload_rate)
         .transpose()
         .map_err(|why| CliError::option("--upload-rate", why))?;
+    if a.peer_expiry < MIN_PEER_EXPIRY_MS {
+        return Err(CliError::option(
+            "--peer-expiry",
+            format!(
+                "{} ms is below the minimum of {MIN_PEER_EXPIRY_MS} ms",
+                a.peer_expiry
+            ),
+        ));
+    }
     if a.upstream_timeout == 0 {
         return Err(CliError::option(
             "--upstream-timeout",
@@ -657,6 +672,7 @@ fn validate_serve(
         upload_rate_bytes_per_s,
         p2p: a.p2p,
         locality,
+        peer_expiry_ms: a.peer_expiry,
     })
 }
 

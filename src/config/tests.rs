@@ -858,6 +858,12 @@ fn p2p_mode_and_locality_on_origins_and_caches() {
     }
     let cfg = serve(&[]);
     assert!(!cfg.p2p && cfg.locality.is_empty());
+    assert_eq!(cfg.peer_expiry_ms, DEFAULT_PEER_EXPIRY_MS);
+    assert_eq!(serve(&["-i", "--peer-expiry", "5000"]).peer_expiry_ms, 5000);
+    assert_eq!(
+        serve_err(&["--peer-expiry", "10"]).message,
+        "p2pd: --peer-expiry: 10 ms is below the minimum of 1000 ms"
+    );
 }
 
 #[test]

@@ -240,7 +240,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         NodeRole::Cache(cache) => start_cache(&config, cache, shards, port)?,
     };
     let max_connections_per_shard = config.max_connections.div_ceil(shards).max(1);
-    let p2p = config.p2p;
+    let (p2p, peer_expiry_ms) = (config.p2p, config.peer_expiry_ms);
     let ctx = Arc::new(Context {
         config,
         role,
@@ -249,7 +249,11 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         mirrors,
         max_connections_per_shard,
         startup: std::sync::Barrier::new(shards),
-        peers: p2p.then(|| Mutex::new(crate::peers::Registry::new())),
+        peers: p2p.then(|| {
+            Mutex::new(crate::peers::Registry::with_expiry(Duration::from_millis(
+                peer_expiry_ms,
+            )))
+        }),
     });
     let listeners = Arc::new(Mutex::new(listeners));
     let mesh = router::mesh(shards);
@@ -427,7 +431,11 @@ async fn shard_main(
         let ctx = ctx.clone();
         runtime::spawn_detached(async move {
             loop {
-                runtime::sleep(PEER_EXPIRY_CHECK).await;
+                runtime::sleep(
+                    PEER_EXPIRY_CHECK
+                        .min(Duration::from_millis(ctx.config.peer_expiry_ms.max(100))),
+                )
+                .await;
                 if let Some(Ok(mut g)) = ctx.peers.as_ref().map(|p| p.lock()) {
                     g.expire(std::time::Instant::now());
                 }
