@@ -2123,20 +2123,23 @@ fn hierarchy_relays_info_and_locate_answers() {
         [origin, c1, c2],
         "outside g info"
     );
-    let locs = ok!(
-        outside
-            .locate(6, oinfo.handle, 0, 8)
-            .and_then(expect_locations),
-        [origin, c1, c2],
-        "outside locate"
-    );
-    check!(
-        locs.len() == 1
-            && locs[0].addr == c2.addr
-            && locs[0].holds == Holds::Ranges(vec![BlockRange { start: 2, count: 3 }]),
-        [origin, c1, c2],
-        "an outsider's locate: {locs:?}"
-    );
+    // cache2 writes the blocks it streamed in the background: a block is held (and
+    // listed) once its write landed, so ask until all three are.
+    let want = Holds::Ranges(vec![BlockRange { start: 2, count: 3 }]);
+    let mut locs = Vec::new();
+    let mut req_id = 100;
+    let listed = poll_until(SETTLE, || {
+        req_id += 1;
+        locs = ok!(
+            outside
+                .locate(req_id, oinfo.handle, 0, 8)
+                .and_then(expect_locations),
+            [origin, c1, c2],
+            "outside locate"
+        );
+        locs.len() == 1 && locs[0].addr == c2.addr && locs[0].holds == want
+    });
+    check!(listed, [origin, c1, c2], "an outsider's locate: {locs:?}");
     let (blocks, err) = ok!(
         outside.get_range(&oinfo, 7, 3, 4),
         [origin, c1, c2],

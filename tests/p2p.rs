@@ -15,6 +15,26 @@ fn ip(c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 28, c, d))
 }
 
+/// Waits until `node` has recorded more Have reports than `before` and then for a
+/// quiet spell with no new one: the viewer's batched reports (every 200 ms) are in.
+fn wait_for_reports(node: &Node, before: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = node.metric("p2pd_have_reports_total");
+    while last <= before {
+        assert!(Instant::now() < deadline, "no Have report arrived");
+        std::thread::sleep(Duration::from_millis(20));
+        last = node.metric("p2pd_have_reports_total");
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(400));
+        let now = node.metric("p2pd_have_reports_total");
+        if now == last || Instant::now() > deadline {
+            return;
+        }
+        last = now;
+    }
+}
+
 fn metric_line(text: &str, key: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(key))
@@ -44,6 +64,7 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
             &["-c", d.path().to_str().unwrap(), "--threads", "2"],
         );
         let before = origin.metric(SPP_SENT);
+        let reports = origin.metric("p2pd_have_reports_total");
         let r = try_proxy_request(lhc.addr, None, "GET", &url, "").unwrap_or_else(|e| {
             panic!(
                 "viewer {k}: {e}{}",
@@ -52,8 +73,8 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
         });
         assert_eq!(r.status, 200, "viewer {k}");
         assert!(r.body == data, "viewer {k}: the body differs");
-        // Let the viewer's reports (batched every 200 ms) reach the origin.
-        std::thread::sleep(Duration::from_millis(500));
+        // The viewer's reports reach the origin before the next viewer asks.
+        wait_for_reports(&origin, reports);
         origin_bytes.push(origin.metric(SPP_SENT) - before);
         viewers.push(lhc);
         dirs.push(d);
@@ -159,6 +180,7 @@ fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
         tempfile::tempdir().unwrap(),
     );
     let a = viewer(2, 10, &da);
+    let reports = scc.metric("p2pd_have_reports_total");
     let r = try_proxy_request(a.addr, None, "GET", &url, "").unwrap();
     assert!(r.status == 200 && r.body == data, "site viewer a");
     assert_eq!(
@@ -166,7 +188,7 @@ fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
         size,
         "the first site viewer fetched from the cache"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_reports(&scc, reports);
 
     let b = viewer(2, 11, &db);
     let r = try_proxy_request(b.addr, None, "GET", &url, "").unwrap();
