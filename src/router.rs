@@ -90,24 +90,39 @@ impl Router {
         req
     }
 
-    /// Asks shard `owner` (a file's metadata owner) for the cached file `key`.
-    pub async fn lookup(&self, owner: usize, key: FileKey, may_fetch: bool) -> LookupResult {
+    /// Sends the request `msg(req, from)` to shard `owner` and waits for the answer
+    /// that `serve` files under `req` in `waiting`; `gone` when the owner cannot be
+    /// reached.
+    async fn ask<T>(
+        &self,
+        owner: usize,
+        waiting: &RefCell<HashMap<u64, oneshot::Sender<T>>>,
+        msg: impl FnOnce(u64, usize) -> RouterMsg,
+        gone: impl Fn() -> T,
+    ) -> T {
         let req = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.lookups.borrow_mut().insert(req, tx);
+        waiting.borrow_mut().insert(req, tx);
         let from = self.senders.peer_id();
-        let msg = RouterMsg::Lookup {
+        if self.senders.send_to(owner, msg(req, from)).await.is_err() {
+            waiting.borrow_mut().remove(&req);
+            return gone();
+        }
+        rx.await.unwrap_or_else(|_| gone())
+    }
+
+    /// Asks shard `owner` (a file's metadata owner) for the cached file `key`.
+    pub async fn lookup(&self, owner: usize, key: FileKey, may_fetch: bool) -> LookupResult {
+        let msg = |req, from| RouterMsg::Lookup {
             req,
             from,
             key,
             may_fetch,
         };
-        if self.senders.send_to(owner, msg).await.is_err() {
-            self.lookups.borrow_mut().remove(&req);
-            return Err(Refusal::Internal("shard unavailable".into()));
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(Refusal::Internal("shard unavailable".into())))
+        self.ask(owner, &self.lookups, msg, || {
+            Err(Refusal::Internal("shard unavailable".into()))
+        })
+        .await
     }
 
     /// Asks shard `owner` for a block and waits for the answer.
@@ -118,29 +133,15 @@ impl Router {
         index: u64,
         may_fetch: bool,
     ) -> Result<Bytes, BlockError> {
-        let req = self.next_id();
-        let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().insert(req, tx);
-        let from = self.senders.peer_id();
-        if self
-            .senders
-            .send_to(
-                owner,
-                RouterMsg::Read {
-                    req,
-                    from,
-                    content,
-                    index,
-                    may_fetch,
-                },
-            )
+        let msg = |req, from| RouterMsg::Read {
+            req,
+            from,
+            content,
+            index,
+            may_fetch,
+        };
+        self.ask(owner, &self.pending, msg, || Err(BlockError::ShardGone))
             .await
-            .is_err()
-        {
-            self.pending.borrow_mut().remove(&req);
-            return Err(BlockError::ShardGone);
-        }
-        rx.await.unwrap_or(Err(BlockError::ShardGone))
     }
 
     /// Starts one task per peer that serves its requests and delivers its answers.
@@ -157,14 +158,9 @@ impl Router {
                             index,
                             may_fetch,
                         } => {
-                            let shard = shard.clone();
-                            runtime::spawn_detached(async move {
+                            answer(&shard, from, async move |shard: Rc<Shard>| {
                                 let result = shard.local_block(content, index, may_fetch).await;
-                                let _ = shard
-                                    .router
-                                    .senders
-                                    .send_to(from, RouterMsg::Done { req, result })
-                                    .await;
+                                RouterMsg::Done { req, result }
                             });
                         }
                         RouterMsg::Done { req, result } => {
@@ -178,14 +174,9 @@ impl Router {
                             key,
                             may_fetch,
                         } => {
-                            let shard = shard.clone();
-                            runtime::spawn_detached(async move {
+                            answer(&shard, from, async move |shard: Rc<Shard>| {
                                 let result = shard.local_lookup(key, may_fetch).await;
-                                let _ = shard
-                                    .router
-                                    .senders
-                                    .send_to(from, RouterMsg::LookupDone { req, result })
-                                    .await;
+                                RouterMsg::LookupDone { req, result }
                             });
                         }
                         RouterMsg::LookupDone { req, result } => {
@@ -198,4 +189,17 @@ impl Router {
             });
         }
     }
+}
+
+/// Serves one request on its own task and sends what `work` produces back to shard
+/// `from`, so a slow request never holds up the others from that shard.
+fn answer<F>(shard: &Rc<Shard>, from: usize, work: F)
+where
+    F: AsyncFnOnce(Rc<Shard>) -> RouterMsg + 'static,
+{
+    let shard = shard.clone();
+    runtime::spawn_detached(async move {
+        let reply = work(shard.clone()).await;
+        let _ = shard.router.senders.send_to(from, reply).await;
+    });
 }

@@ -37,30 +37,12 @@ fn assert_refused_home(args: &[&str], home: Option<&Path>, needles: &[&str]) -> 
 /// Like `run_p2pd`, with `$HOME` set to `home` (unset for `None`), so that the client
 /// cache's default directory is never made in the real home.
 fn run_p2pd_home(args: &[&str], home: Option<&Path>) -> Output {
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match home {
-        Some(h) => cmd.env("HOME", h),
-        None => cmd.env_remove("HOME"),
-    };
-    let child = cmd.spawn().expect("spawn p2pd");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("wait for p2pd"),
-        Err(_) => {
-            // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("p2pd {args:?} did not finish within 60 s");
-        }
-    }
+    run_p2pd_with(args, |cmd| {
+        match home {
+            Some(h) => cmd.env("HOME", h),
+            None => cmd.env_remove("HOME"),
+        };
+    })
 }
 
 /// The checks of [`assert_refused`] on a finished run that took `took`.

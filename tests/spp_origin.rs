@@ -21,51 +21,21 @@ fn origin(dir: &std::path::Path, idx: &std::path::Path, extra: &[&str]) -> Node 
     start_origin(TAG, dir, idx, extra)
 }
 
-/// A minimal blocking SPP client for protocol-level tests.
-struct Spp {
-    s: TcpStream,
-    buf: BytesMut,
-    dec: Decoder,
-}
+/// The shared SPP client (`common::Spp`), panicking on any failure: these tests are
+/// about the origin's answers, not about the connection.
+struct Spp(common::Spp);
 
 impl Spp {
     fn connect(addr: SocketAddr) -> Spp {
-        let mut c = Spp {
-            s: connect(addr),
-            buf: BytesMut::new(),
-            dec: Decoder::new(),
-        };
-        c.send(&Frame::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            role: Role::Client,
-            listen_port: 0,
-            capabilities: 0,
-        }));
-        match c.recv() {
-            Frame::Hello(h) => assert_eq!((h.version, h.role), (PROTOCOL_VERSION, Role::Origin)),
-            other => panic!("expected Hello, got {other:?}"),
-        }
-        c
+        let (c, h) = common::Spp::over(connect(addr), 0).expect("handshake");
+        assert_eq!((h.version, h.role), (PROTOCOL_VERSION, Role::Origin));
+        Spp(c)
     }
     fn send(&mut self, f: &Frame) {
-        let mut out = BytesMut::new();
-        encode(f, &mut out).unwrap();
-        self.s.write_all(&out).unwrap();
+        self.0.send(f).unwrap();
     }
     fn recv(&mut self) -> Frame {
-        let mut chunk = vec![0u8; 65536];
-        loop {
-            if let Some(f) = self
-                .dec
-                .decode(&mut self.buf)
-                .expect("server sent a valid frame")
-            {
-                return f;
-            }
-            let n = self.s.read(&mut chunk).expect("read frame");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        self.0.recv().expect("a valid frame from the server")
     }
     /// Info that must succeed.
     fn info_ok(&mut self, host: &str, path: &str) -> Info {
@@ -75,17 +45,7 @@ impl Spp {
         }
     }
     fn info(&mut self, host: &str, path: &str) -> Frame {
-        self.send(&Frame::InfoRequest(InfoRequest {
-            req_id: 7,
-            file: FileRef {
-                host: host.into(),
-                port: 1111,
-                path: path.into(),
-            },
-            digest_start: 0,
-            digest_count: limits::MAX_DIGESTS_PER_INFO,
-        }));
-        self.recv()
+        self.0.info(7, host, path).expect("an answer to InfoRequest")
     }
 }
 
@@ -571,7 +531,7 @@ fn regression_client_closing_with_gets_outstanding_does_not_spin_its_shard() {
             }));
         }
         // Half-close, then go away without reading a byte.
-        let _ = c.s.shutdown(std::net::Shutdown::Write);
+        let _ = c.0.s.shutdown(std::net::Shutdown::Write);
         std::thread::sleep(Duration::from_millis(20));
         drop(c);
     }

@@ -142,8 +142,8 @@ pub async fn discover(
 /// What a request brought back.
 type Outcome = (Assignment, Instant, Result<Bytes, FetchError>);
 
-/// How a failed request counts for its source.
-fn failure_kind(e: &FetchError) -> Failure {
+/// How a failed block request counts for its source (for the scheduler).
+pub fn failure_kind(e: &FetchError) -> Failure {
     match e {
         FetchError::Remote { code, .. } => match code {
             ErrorCode::NotCachedHere | ErrorCode::NotFound | ErrorCode::Forbidden => {

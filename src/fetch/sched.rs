@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{BlockRange, Holds};
+use crate::protocol::Holds;
 
 /// Index of a source in its scheduler.
 pub type SourceId = usize;
@@ -157,7 +157,6 @@ pub struct Scheduler {
     verified: BTreeSet<u64>,
     /// Blocks outstanding somewhere.
     outstanding: BTreeMap<u64, BlockState>,
-    assignments: u64,
 }
 
 impl Scheduler {
@@ -170,7 +169,6 @@ impl Scheduler {
             position: first.min(end),
             verified: BTreeSet::new(),
             outstanding: BTreeMap::new(),
-            assignments: 0,
         }
     }
 
@@ -382,7 +380,6 @@ impl Scheduler {
             .or_default()
             .at
             .push((source, now));
-        self.assignments += 1;
         Assignment { block, source }
     }
 
@@ -610,21 +607,22 @@ impl Scheduler {
     }
 }
 
-/// Sources' holdings from a Locate answer's ranges.
-pub fn holds_ranges(ranges: &[(u64, u64)]) -> Holds {
-    Holds::Ranges(
-        ranges
-            .iter()
-            .map(|&(start, count)| BlockRange { start, count })
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::BlockRange;
 
     const BS: u64 = 256 * 1024;
+
+    /// Holdings from `(start, count)` pairs.
+    fn holds_ranges(ranges: &[(u64, u64)]) -> Holds {
+        Holds::Ranges(
+            ranges
+                .iter()
+                .map(|&(start, count)| BlockRange { start, count })
+                .collect(),
+        )
+    }
 
     fn cfg() -> SchedConfig {
         SchedConfig {

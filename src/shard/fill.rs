@@ -25,6 +25,7 @@ use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
 use crate::cache::{BlockKey, ByteLru};
 use crate::content::{Refusal, UpstreamError, UpstreamErrorKind};
 use crate::fetch::client::{FetchError, RemoteFile};
+use crate::fetch::multi::failure_kind;
 use crate::fetch::sched::{Failure, SchedConfig, Scheduler, SourceClass, SourceId};
 use crate::fetch::upstream::{Upstream, UpstreamConfig, UpstreamPool};
 use crate::metrics::ShardMetrics;
@@ -960,15 +961,7 @@ impl Shard {
                 Err(e) => {
                     ShardMetrics::add(&self.m().upstream_errors, 1);
                     tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
-                    let kind = match &e {
-                        FetchError::Remote {
-                            code:
-                                ErrorCode::NotFound | ErrorCode::NotCachedHere | ErrorCode::Forbidden,
-                            ..
-                        } => Failure::NotHeld,
-                        _ if try_next(&e) => Failure::Closed,
-                        _ => Failure::Error,
-                    };
+                    let kind = failure_kind(&e);
                     last = Some(BlockError::Upstream(upstream_error(&e)));
                     kind
                 }

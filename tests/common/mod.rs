@@ -316,13 +316,18 @@ pub fn write_file(dir: &Path, rel: &str, data: &[u8]) -> PathBuf {
 /// Runs `p2pd ARGS` to completion with a deadline, draining its output while it runs
 /// (so output larger than a pipe buffer cannot wedge it).
 pub fn run_p2pd(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
+    run_p2pd_with(args, |_| {})
+}
+
+/// [`run_p2pd`] with the command adjusted first (its environment, say).
+pub fn run_p2pd_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn p2pd");
+        .stderr(Stdio::piped());
+    adjust(&mut cmd);
+    let child = cmd.spawn().expect("spawn p2pd");
     let pid = child.id() as i32;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -767,6 +772,11 @@ impl Spp {
         listen_port: u16,
     ) -> Result<(Spp, Hello), String> {
         let s = connect_from(src, addr).map_err(|e| format!("connect from {src}: {e}"))?;
+        Spp::over(s, listen_port)
+    }
+
+    /// Shakes hands over a connected stream, announcing `listen_port`.
+    pub fn over(s: TcpStream, listen_port: u16) -> Result<(Spp, Hello), String> {
         let mut c = Spp {
             s,
             buf: BytesMut::new(),
