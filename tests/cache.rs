@@ -93,6 +93,26 @@ macro_rules! check_metric_eq {
     }};
 }
 
+/// Unwraps a request's `Result<Response, String>`, then asserts its status and its
+/// body byte for byte; names the failing step with `$fmt` and the nodes' diagnostics.
+/// Evaluates to the response.
+macro_rules! fetch_ok {
+    ($req:expr, $status:expr, $want:expr, [$($n:ident),*], $($fmt:tt)+) => {{
+        let what = format!($($fmt)+);
+        let r = ok!($req, [$($n),*], "{what}");
+        check!(
+            r.status == $status,
+            [$($n),*],
+            "{what}: status {}, expected {}: {}",
+            r.status,
+            $status,
+            body_text(&r)
+        );
+        check_bytes!(r.body, $want, [$($n),*], "{what}");
+        r
+    }};
+}
+
 /// `&Node` from `&Node` or `&&Node` (a coercion site), for the macros above.
 fn nref(n: &Node) -> &Node {
     n
@@ -528,7 +548,7 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
     check_metric_eq!(c1."p2pd_upstream_fetches_total", 3, [origin, c1], "one range on c1");
 
     // The last 100 bytes: only the short last block.
-    let r = ok!(
+    fetch_ok!(
         origin_form(
             c1.addr,
             None,
@@ -537,11 +557,11 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
             "/f.bin",
             "Range: bytes=-100\r\n"
         ),
+        206,
+        data[size - 100..],
         [origin, c1],
-        "suffix range on c1"
+        "Range -100 on c1"
     );
-    check!(r.status == 206, [origin, c1], "Range -100 on c1: {r:?}");
-    check_bytes!(r.body, data[size - 100..], [origin, c1], "Range -100 on c1");
     let held_by_c1 = want + last_len;
     check_metric_eq!(
         origin.SPP_SENT,
@@ -571,13 +591,13 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
 
     // c2, asked as a proxy, serves the whole file; it may take c1's blocks from c1.
     let url = format!("http://{host}/f.bin");
-    let r = ok!(
+    fetch_ok!(
         via(c2.addr, &url, ""),
+        200,
+        data,
         [origin, c1, c2],
         "whole file from c2"
     );
-    check!(r.status == 200, [origin, c1, c2], "GET {url} via c2: {r:?}");
-    check_bytes!(r.body, data, [origin, c1, c2], "whole file from c2");
     std::thread::sleep(Duration::from_millis(200));
     let sent = origin.metric(SPP_SENT) - held_by_c1;
     check!(
@@ -588,17 +608,13 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
     );
 
     // c1 completes its copy, fetching only the blocks it lacks.
-    let r = ok!(
+    fetch_ok!(
         origin_form(c1.addr, None, "GET", host, "/f.bin", ""),
+        200,
+        data,
         [origin, c1, c2],
-        "c1 whole"
+        "whole file from c1"
     );
-    check!(
-        r.status == 200,
-        [origin, c1, c2],
-        "whole file from c1: {r:?}"
-    );
-    check_bytes!(r.body, data, [origin, c1, c2], "whole file from c1");
     check_metric_eq!(
         c1."p2pd_upstream_fetches_total",
         nblocks(size) as u64,
@@ -710,17 +726,13 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
     let oh = origin.addr.to_string();
 
     // A site player: its LHC fetches through the site cache.
-    let r = ok!(
+    fetch_ok!(
         via(lhc2.addr, &url("a.bin"), ""),
+        200,
+        a,
         [origin, scc, lhc2],
-        "a via lhc2"
+        "a.bin via a site LHC"
     );
-    check!(
-        r.status == 200,
-        [origin, scc, lhc2],
-        "a.bin via a site LHC: {r:?}"
-    );
-    check_bytes!(r.body, a, [origin, scc, lhc2], "a.bin via a site LHC");
     check_metric_eq!(
         origin.SPP_SENT,
         a.len() as u64,
@@ -728,17 +740,13 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
         "a.bin"
     );
     // Another site player: the site cache has it, the origin sends nothing.
-    let r = ok!(
+    fetch_ok!(
         via(lhc3.addr, &url("a.bin"), ""),
+        200,
+        a,
         [origin, scc, lhc3],
-        "a via lhc3"
+        "a.bin via the second LHC"
     );
-    check!(
-        r.status == 200,
-        [origin, scc, lhc3],
-        "a.bin via the second LHC: {r:?}"
-    );
-    check_bytes!(r.body, a, [origin, scc, lhc3], "a.bin via the second LHC");
 
     // An outside LHC (its connections leave from 127.26.111.1) cannot make the site
     // cache fetch b.bin...
@@ -765,18 +773,9 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
         "the site cache did not count the refusal"
     );
     // ... but gets a.bin, which the site cache holds.
-    let r = ok!(
+    fetch_ok!(
         via(outsider.addr, &url("a.bin"), ""),
-        [origin, scc, outsider],
-        "a outside"
-    );
-    check!(
-        r.status == 200,
-        [origin, scc, outsider],
-        "a.bin via an outside LHC: {r:?}"
-    );
-    check_bytes!(
-        r.body,
+        200,
         a,
         [origin, scc, outsider],
         "a.bin via an outside LHC"
@@ -853,18 +852,9 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
         r.status,
         body_text(&r)
     );
-    let r = ok!(
+    fetch_ok!(
         try_proxy_request(lhc2.addr, neighbour, "GET", &url("a.bin"), ""),
-        [origin, scc, lhc2],
-        "a via lhc2 from a neighbour"
-    );
-    check!(
-        r.status == 200,
-        [origin, scc, lhc2],
-        "a.bin via an LHC from a neighbour: {r:?}"
-    );
-    check_bytes!(
-        r.body,
+        200,
         a,
         [origin, scc, lhc2],
         "a.bin via an LHC from a neighbour"
@@ -1008,9 +998,13 @@ fn corrupted_block_on_cache_disk_is_detected_dropped_and_fetched_again() {
 
     // Fill the cache, let it store every block.
     let fetch = |cache: &Node, what: &str| {
-        let r = ok!(via(cache.addr, &url, ""), [origin, cache], "{what}");
-        check!(r.status == 200, [origin, cache], "{what}: {r:?}");
-        check_bytes!(r.body, data, [origin, cache], "{what}");
+        fetch_ok!(
+            via(cache.addr, &url, ""),
+            200,
+            data,
+            [origin, cache],
+            "{what}"
+        );
     };
     let stored = |cache: &Node, what: &str| {
         let (mut held, full) = (0, stored_bytes(size));
@@ -1229,18 +1223,9 @@ fn cache_killed_during_fill_restarts_and_serves_only_correct_data() {
         // Around where the fill was cut: correct bytes from the restarted cache.
         let at = (start + body.len()).min(size - 1);
         let (a, b) = (at.saturating_sub(BS + 17), (at + 2 * BS).min(size - 1));
-        let r = ok!(
+        fetch_ok!(
             via(cache.addr, &url, &format!("Range: bytes={a}-{b}\r\n")),
-            [origin, cache],
-            "{what}: range {a}-{b} after the restart"
-        );
-        check!(
-            r.status == 206,
-            [origin, cache],
-            "{what}: range {a}-{b} after the restart: {r:?}"
-        );
-        check_bytes!(
-            r.body,
+            206,
             data[a..=b],
             [origin, cache],
             "{what}: range {a}-{b} after the restart"
@@ -1250,22 +1235,13 @@ fn cache_killed_during_fill_restarts_and_serves_only_correct_data() {
     // Store a known part, kill, restart: what the cache reported held on disk before
     // the kill is not fetched again by the final whole-file request.
     let part = 512 * 1024;
-    let r = ok!(
+    fetch_ok!(
         via(
             cache.addr,
             &url,
             &format!("Range: bytes=0-{}\r\n", part - 1)
         ),
-        [origin, cache],
-        "part"
-    );
-    check!(
-        r.status == 206,
-        [origin, cache],
-        "seed {seed}: first {part} bytes: {r:?}"
-    );
-    check_bytes!(
-        r.body,
+        206,
         data[..part],
         [origin, cache],
         "seed {seed}: first {part} bytes"
@@ -1283,18 +1259,9 @@ fn cache_killed_during_fill_restarts_and_serves_only_correct_data() {
     );
     cache.restart();
     let before = origin.metric(SPP_SENT);
-    let r = ok!(
+    fetch_ok!(
         via(cache.addr, &url, ""),
-        [origin, cache],
-        "seed {seed}: final whole file"
-    );
-    check!(
-        r.status == 200,
-        [origin, cache],
-        "seed {seed}: final whole file: {r:?}"
-    );
-    check_bytes!(
-        r.body,
+        200,
         data,
         [origin, cache],
         "seed {seed}: final whole file"
@@ -1437,26 +1404,26 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
     // LRU: the end, used last, is still here; the beginning is gone and comes back
     // from the origin, exactly its blocks.
     let tail = 128 * 1024;
-    let r = ok!(
+    fetch_ok!(
         via(cache.addr, &url, &format!("Range: bytes=-{tail}\r\n")),
+        206,
+        data[size - tail..],
         [origin, cache],
         "tail"
     );
-    check!(r.status == 206, [origin, cache], "tail: {r:?}");
-    check_bytes!(r.body, data[size - tail..], [origin, cache], "tail");
     std::thread::sleep(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == size as u64,
         [origin, cache],
         "the most recently used blocks were not kept"
     );
-    let r = ok!(
+    fetch_ok!(
         via(cache.addr, &url, "Range: bytes=0-65535\r\n"),
+        206,
+        data[..65536],
         [origin, cache],
         "head"
     );
-    check!(r.status == 206, [origin, cache], "head: {r:?}");
-    check_bytes!(r.body, data[..65536], [origin, cache], "head");
     check_metric_eq!(
         origin.SPP_SENT,
         (size + 4 * BS) as u64,
@@ -1495,9 +1462,13 @@ fn twenty_concurrent_requesters_one_upstream_fetch_per_block() {
         })
         .collect();
     for (i, p) in players.into_iter().enumerate() {
-        let r = ok!(p.join().unwrap(), [origin, cache], "player {i}");
-        check!(r.status == 200, [origin, cache], "player {i}: {r:?}");
-        check_bytes!(r.body, data[..], [origin, cache], "player {i}");
+        fetch_ok!(
+            p.join().unwrap(),
+            200,
+            data[..],
+            [origin, cache],
+            "player {i}"
+        );
     }
     check_metric_eq!(
         origin.SPP_SENT,
@@ -1760,17 +1731,17 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
 
     // The cache holds the first half of the old version only.
     let half = size / 2;
-    let r = ok!(
+    fetch_ok!(
         via(
             cache.addr,
             &url,
             &format!("Range: bytes=0-{}\r\n", half - 1)
         ),
+        206,
+        old[..half],
         [origin, cache],
         "first half"
     );
-    check!(r.status == 206, [origin, cache], "first half: {r:?}");
-    check_bytes!(r.body, old[..half], [origin, cache], "first half");
 
     // Replaced at the origin; make sure the modification time moves.
     std::thread::sleep(Duration::from_millis(1100));
@@ -1836,9 +1807,13 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
     // After a restart the cache still serves the new version, from its disk.
     cache.restart();
     let before = origin.metric(SPP_SENT);
-    let r = ok!(via(cache.addr, &url, ""), [origin, cache], "after restart");
-    check!(r.status == 200, [origin, cache], "after restart: {r:?}");
-    check_bytes!(r.body, new, [origin, cache], "after restart");
+    fetch_ok!(
+        via(cache.addr, &url, ""),
+        200,
+        new,
+        [origin, cache],
+        "after restart"
+    );
     std::thread::sleep(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == before,
@@ -1932,31 +1907,20 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
     origin.kill9();
     std::thread::sleep(Duration::from_millis(300));
     for round in 0..2 {
-        let r = ok!(
+        fetch_ok!(
             via(cache.addr, &url("held.bin"), ""),
-            [cache],
-            "held file, origin down"
-        );
-        check!(
-            r.status == 200,
-            [cache],
-            "round {round}: a held file with the origin down: {} {}",
-            r.status,
-            body_text(&r)
-        );
-        check_bytes!(
-            r.body,
+            200,
             data,
             [cache],
             "round {round}: held file, origin down"
         );
-        let r = ok!(
+        fetch_ok!(
             via(cache.addr, &url("held.bin"), "Range: bytes=20000-40000\r\n"),
+            206,
+            data[20000..=40000],
             [cache],
-            "held range, origin down"
+            "round {round}: range"
         );
-        check!(r.status == 206, [cache], "round {round}: range: {r:?}");
-        check_bytes!(r.body, data[20000..=40000], [cache], "round {round}: range");
         std::thread::sleep(Duration::from_millis(150));
     }
     let r = ok!(
@@ -1974,19 +1938,13 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
 
     // The origin comes back on the same address: the cache connects again by itself.
     origin.restart();
-    let r = ok!(
+    fetch_ok!(
         via(cache.addr, &url("other.bin"), ""),
+        200,
+        other,
         [origin, cache],
-        "missing file, origin back"
+        "other.bin, origin back"
     );
-    check!(
-        r.status == 200,
-        [origin, cache],
-        "a file the cache lacks, origin back: {} {}",
-        r.status,
-        body_text(&r)
-    );
-    check_bytes!(r.body, other, [origin, cache], "other.bin, origin back");
 }
 
 /// A hierarchy two caches deep (cache2 `-S cache1`, cache1 `-S origin`): the origin's

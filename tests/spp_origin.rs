@@ -45,7 +45,9 @@ impl Spp {
         }
     }
     fn info(&mut self, host: &str, path: &str) -> Frame {
-        self.0.info(7, host, path).expect("an answer to InfoRequest")
+        self.0
+            .info(7, host, path)
+            .expect("an answer to InfoRequest")
     }
 }
 
