@@ -53,6 +53,12 @@ pub struct ShardMetrics {
     /// p2p mode: Have frames recorded, and Locate answers that named peers.
     pub have_reports: AtomicU64,
     pub locate_answers_with_peers: AtomicU64,
+    /// p2p mode: PeerReports received, by problem, and the peers they removed.
+    pub peer_reports_unreachable: AtomicU64,
+    pub peer_reports_bad_data: AtomicU64,
+    pub peers_removed: AtomicU64,
+    /// Fetchers: PeerReports sent about peers found unreachable or bad.
+    pub peer_reports_sent: AtomicU64,
     /// Fetchers: verified bytes from peers (other viewers' machines) and from servers
     /// (origins, mirrors, caches): the peer efficiency.
     pub peer_bytes: AtomicU64,
@@ -200,6 +206,30 @@ impl Metrics {
             "p2pd_locate_answers_with_peers_total",
             "p2p mode: Locate answers that named peers.",
             &[("", self.sum(|s| s.locate_answers_with_peers.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_peer_reports_total",
+            "p2p mode: PeerReports received from clients, by problem.",
+            &[
+                (
+                    "{problem=\"unreachable\"}",
+                    self.sum(|s| s.peer_reports_unreachable.load(Relaxed)),
+                ),
+                (
+                    "{problem=\"bad_data\"}",
+                    self.sum(|s| s.peer_reports_bad_data.load(Relaxed)),
+                ),
+            ],
+        );
+        counter(
+            "p2pd_peers_removed_total",
+            "p2p mode: peers removed from the registry after a PeerReport.",
+            &[("", self.sum(|s| s.peers_removed.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_peer_reports_sent_total",
+            "PeerReports sent about peers found unreachable or sending bad blocks.",
+            &[("", self.sum(|s| s.peer_reports_sent.load(Relaxed)))],
         );
         counter(
             "p2pd_fetched_bytes_total",

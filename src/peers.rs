@@ -1,8 +1,10 @@
 //! The client registry of p2p mode (`-i`), pure: no I/O, the time passed in. Peers
 //! that fetched blocks from this node report them (Have); later requesters are handed
 //! the peers that hold the blocks they ask about, nearest first, and with `-N` only
-//! peers of their own subnet. Entries expire when a peer stops reporting; a peer found
-//! unreachable or bad is removed.
+//! peers of their own subnet. Entries expire when a peer stops reporting; a peer that a
+//! client reports unreachable or bad (PeerReport) is removed, and its reports are
+//! refused for a while (one expiry period for unreachable, [`BAD_DATA_BAN_EXPIRIES`]
+//! for bad data), so it is not handed out again as soon as it reports.
 //!
 //! Memory is bounded: at most [`MAX_FILES`] files, [`MAX_PEERS_PER_FILE`] peers per
 //! file and [`MAX_RANGES_PER_PEER`] block ranges per peer and file. An entry takes
@@ -15,7 +17,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{BlockRange, Holds, Location, Role};
+use crate::protocol::{BlockRange, Holds, Location, PeerProblem, Role};
 
 /// Files with peers at most.
 pub const MAX_FILES: usize = 4096;
@@ -27,6 +29,12 @@ pub const MAX_RANGES_PER_PEER: usize = 64;
 pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
 /// Peers handed out in one Locate answer at most.
 pub const MAX_PEERS_PER_ANSWER: usize = 16;
+/// Removed peers whose reports are refused for a while, at most; past it the ban that
+/// ends first makes room.
+pub const MAX_BANNED: usize = 4096;
+/// A peer reported for bad data is refused for this many expiry periods (20 minutes
+/// by default).
+pub const BAD_DATA_BAN_EXPIRIES: u32 = 10;
 
 /// A file version as the registry names it: the node's own file id and version.
 pub type FileVersion = (u64, u64);
@@ -42,6 +50,8 @@ struct PeerEntry {
 #[derive(Debug)]
 pub struct Registry {
     files: HashMap<FileVersion, HashMap<SocketAddr, PeerEntry>>,
+    /// Removed peers whose Haves are ignored until the instant given.
+    banned: HashMap<SocketAddr, Instant>,
     expiry: Duration,
 }
 
@@ -60,6 +70,7 @@ impl Registry {
     pub fn with_expiry(expiry: Duration) -> Registry {
         Registry {
             files: HashMap::new(),
+            banned: HashMap::new(),
             expiry,
         }
     }
@@ -76,16 +87,29 @@ impl Registry {
         self.files.len()
     }
 
-    /// `peer` reports it holds `ranges` of `file`.
+    /// Peers whose reports are refused now.
+    pub fn banned(&self, now: Instant) -> usize {
+        self.banned.values().filter(|&&until| until > now).count()
+    }
+
+    fn is_banned(&self, peer: &SocketAddr, now: Instant) -> bool {
+        self.banned.get(peer).is_some_and(|&until| until > now)
+    }
+
+    /// `peer` reports it holds `ranges` of `file`. Returns false when the report is
+    /// refused (the peer was removed after a PeerReport and is still banned).
     pub fn have(
         &mut self,
         file: FileVersion,
         peer: SocketAddr,
         ranges: &[BlockRange],
         now: Instant,
-    ) {
+    ) -> bool {
+        if self.is_banned(&peer, now) {
+            return false;
+        }
         if ranges.is_empty() {
-            return;
+            return true;
         }
         if !self.files.contains_key(&file) && self.files.len() >= MAX_FILES {
             self.evict_file();
@@ -114,6 +138,43 @@ impl Registry {
         while e.runs.len() > MAX_RANGES_PER_PEER {
             merge_smallest_gap(&mut e.runs);
         }
+        true
+    }
+
+    /// A client reports that `peer`, which it was handed for `file`, is unreachable or
+    /// sent a bad block. A peer this registry lists for that file is forgotten
+    /// everywhere and its reports are refused for a while; returns whether it was.
+    /// Reports about peers not listed for the file (never handed out, already gone)
+    /// change nothing, so a client cannot fill the ban list with arbitrary addresses.
+    pub fn report(
+        &mut self,
+        file: FileVersion,
+        peer: SocketAddr,
+        problem: PeerProblem,
+        now: Instant,
+    ) -> bool {
+        if !self.files.get(&file).is_some_and(|p| p.contains_key(&peer)) {
+            return false;
+        }
+        self.remove_peer(peer);
+        let periods = match problem {
+            PeerProblem::Unreachable => 1,
+            PeerProblem::BadData => BAD_DATA_BAN_EXPIRIES,
+        };
+        if !self.banned.contains_key(&peer) && self.banned.len() >= MAX_BANNED {
+            if let Some(first) = self
+                .banned
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(a, _)| *a)
+            {
+                self.banned.remove(&first);
+            }
+        }
+        let until = now + self.expiry * periods;
+        let e = self.banned.entry(peer).or_insert(until);
+        *e = (*e).max(until);
+        true
     }
 
     /// Forgets `peer` everywhere (unreachable, or it served a bad block).
@@ -124,9 +185,10 @@ impl Registry {
         self.files.retain(|_, p| !p.is_empty());
     }
 
-    /// Forgets every peer not heard from within the expiry.
+    /// Forgets every peer not heard from within the expiry, and bans that ended.
     pub fn expire(&mut self, now: Instant) {
         let expiry = self.expiry;
+        self.banned.retain(|_, until| *until > now);
         for peers in self.files.values_mut() {
             peers.retain(|_, e| now.saturating_duration_since(e.last_seen) < expiry);
         }
@@ -383,5 +445,76 @@ mod tests {
         // Answers stay bounded too.
         let got = g.locate((u64::MAX, 1), 0, 1000, "1.2.3.4".parse().unwrap(), &[], t);
         assert_eq!(got.len(), MAX_PEERS_PER_ANSWER);
+    }
+
+    #[test]
+    fn a_reported_peer_is_forgotten_everywhere_and_banned_for_a_while() {
+        let t = Instant::now();
+        let exp = Duration::from_secs(10);
+        let mut g = Registry::with_expiry(exp);
+        let (bad, slow, good) = (a("10.0.0.1:1"), a("10.0.0.2:1"), a("10.0.0.3:1"));
+        for p in [bad, slow, good] {
+            assert!(g.have(F, p, &[r(0, 10)], t));
+        }
+        assert!(g.have((8, 1), bad, &[r(0, 1)], t));
+        let requester = "10.0.0.9".parse().unwrap();
+        // Bad data: gone from every file, refused for ten expiry periods.
+        assert!(g.report(F, bad, PeerProblem::BadData, t));
+        assert!(g.locate((8, 1), 0, 1, requester, &[], t).is_empty());
+        assert!(!g.have(F, bad, &[r(0, 10)], t + exp * 9));
+        assert!(g
+            .locate(F, 0, 10, requester, &[], t)
+            .iter()
+            .all(|l| l.addr != bad));
+        assert!(g.have(F, bad, &[r(0, 10)], t + exp * 10));
+        // Unreachable: refused for one expiry period.
+        assert!(g.report(F, slow, PeerProblem::Unreachable, t));
+        assert!(!g.have(F, slow, &[r(0, 10)], t + exp / 2));
+        assert!(g.have(F, slow, &[r(0, 10)], t + exp));
+        // The untouched peer is still handed out.
+        assert!(g
+            .locate(F, 0, 10, requester, &[], t)
+            .iter()
+            .any(|l| l.addr == good));
+        assert_eq!(g.banned(t), 2);
+        g.expire(t + exp * 10);
+        assert_eq!(g.banned(t + exp * 10), 0);
+        assert!(g.banned.is_empty());
+    }
+
+    #[test]
+    fn reports_about_peers_not_listed_for_the_file_change_nothing() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        g.have(F, a("10.0.0.1:1"), &[r(0, 10)], t);
+        // Another file, an unknown address, another port on the same machine.
+        assert!(!g.report((7, 10), a("10.0.0.1:1"), PeerProblem::BadData, t));
+        assert!(!g.report(F, a("10.0.0.7:1"), PeerProblem::BadData, t));
+        assert!(!g.report(F, a("10.0.0.1:2"), PeerProblem::Unreachable, t));
+        assert_eq!(g.peers(), 1);
+        assert_eq!(g.banned(t), 0);
+    }
+
+    #[test]
+    fn the_ban_list_is_bounded() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        for p in 0..(MAX_BANNED as u32 + 100) {
+            let peer = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + p).into(), 1);
+            g.have(F, peer, &[r(0, 1)], t);
+            assert!(g.report(
+                F,
+                peer,
+                PeerProblem::Unreachable,
+                t + Duration::from_millis(p.into())
+            ));
+        }
+        assert_eq!(g.banned.len(), MAX_BANNED);
+        // The bans that end first made room; the newest are kept.
+        let newest = SocketAddr::new(
+            std::net::Ipv4Addr::from(0x0a00_0000 + MAX_BANNED as u32 + 99).into(),
+            1,
+        );
+        assert!(g.banned.contains_key(&newest));
     }
 }

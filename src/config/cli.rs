@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, ColorChoice, Parser, Subcommand};
 
 use super::{
-    DEFAULT_GET_TIMEOUT_MS, DEFAULT_INFO_TTL_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PEER_EXPIRY_MS,
-    DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL_MS, DEFAULT_UPSTREAM_TIMEOUT_MS,
+    DEFAULT_ANNOUNCE_INTERVAL_MS, DEFAULT_GET_TIMEOUT_MS, DEFAULT_INFO_TTL_MS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PEER_EXPIRY_MS, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL_MS,
+    DEFAULT_UPSTREAM_TIMEOUT_MS,
 };
 
 /// Widest help output, so `--help` stays readable on very wide terminals.
@@ -21,7 +22,7 @@ const MAX_HELP_WIDTH_COLUMNS: usize = 100;
 pub(super) type SynopsisItem = (&'static str, Option<&'static str>);
 
 /// The node's synopsis: the original man page's, verbatim, then our long-only options.
-pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 24] = [
+pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 25] = [
     ("-dDiTZ", None),
     ("-A", Some("hostname")),
     ("-b", Some("blocksize")),
@@ -46,6 +47,7 @@ pub(super) const SERVE_SYNOPSIS: [SynopsisItem; 24] = [
     ("--upstream-timeout", Some("MS")),
     ("--upload-rate", Some("BYTES/S")),
     ("--peer-expiry", Some("MS")),
+    ("--announce-interval", Some("MS")),
 ];
 
 /// `p2pd get`'s synopsis after its URL.
@@ -537,4 +539,13 @@ pub(super) struct ServeArgs {
         milliseconds is forgotten and no longer handed out. At least 1000."
     )]
     pub(super) peer_expiry: u64,
+
+    /// Caches: announce the blocks held to the upstream this often, in ms
+    #[arg(
+        long = "announce-interval",
+        value_name = "MS",
+        default_value_t = DEFAULT_ANNOUNCE_INTERVAL_MS,
+        long_help = "Caches (-c): every this many milliseconds, tell the upstream node         again which blocks of each file this node holds (Have), so a p2p registry (-i)         there keeps handing it out while it holds them, fetching or not. Registries         forget a peer after their --peer-expiry (120000 by default): keep this well         below it. At least 100."
+    )]
+    pub(super) announce_interval: u64,
 }

@@ -60,6 +60,12 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_PEER_EXPIRY_MS: u64 = 120_000;
 /// Smallest `--peer-expiry`: peers report every fraction of a second while they fetch.
 pub const MIN_PEER_EXPIRY_MS: u64 = 1000;
+/// How often a cache announces the blocks it holds, when `--announce-interval` is not
+/// given: a quarter of the default expiry, so a registry hears every holder several
+/// times before it would forget it.
+pub const DEFAULT_ANNOUNCE_INTERVAL_MS: u64 = 30_000;
+/// Smallest `--announce-interval`.
+pub const MIN_ANNOUNCE_INTERVAL_MS: u64 = 100;
 /// The client cache's directory, under `$HOME`, when neither `-p` nor `-c` is given.
 pub const DEFAULT_CACHE_DIR_NAME: &str = ".p2pd_cache";
 /// `p2pd get` timeout for connecting and for every wait, when `--timeout` is not given.
@@ -236,6 +242,8 @@ pub struct ServeConfig {
     pub locality: Vec<ipnet::IpNet>,
     /// `--peer-expiry MS`, >= 1000: a peer silent this long is forgotten (`-i`).
     pub peer_expiry_ms: u64,
+    /// `--announce-interval MS`, >= 100: caches announce what they hold this often.
+    pub announce_interval_ms: u64,
 }
 
 impl ServeConfig {
@@ -571,6 +579,15 @@ fn validate_serve(
             ),
         ));
     }
+    if a.announce_interval < MIN_ANNOUNCE_INTERVAL_MS {
+        return Err(CliError::option(
+            "--announce-interval",
+            format!(
+                "{} ms is below the minimum of {MIN_ANNOUNCE_INTERVAL_MS} ms",
+                a.announce_interval
+            ),
+        ));
+    }
     if a.upstream_timeout == 0 {
         return Err(CliError::option(
             "--upstream-timeout",
@@ -673,6 +690,7 @@ fn validate_serve(
         p2p: a.p2p,
         locality,
         peer_expiry_ms: a.peer_expiry,
+        announce_interval_ms: a.announce_interval,
     })
 }
 

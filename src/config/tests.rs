@@ -864,6 +864,15 @@ fn p2p_mode_and_locality_on_origins_and_caches() {
         serve_err(&["--peer-expiry", "10"]).message,
         "p2pd: --peer-expiry: 10 ms is below the minimum of 1000 ms"
     );
+    assert_eq!(cfg.announce_interval_ms, DEFAULT_ANNOUNCE_INTERVAL_MS);
+    assert_eq!(
+        serve(&["--announce-interval", "1500"]).announce_interval_ms,
+        1500
+    );
+    assert_eq!(
+        serve_err(&["--announce-interval", "99"]).message,
+        "p2pd: --announce-interval: 99 ms is below the minimum of 100 ms"
+    );
 }
 
 #[test]

@@ -187,7 +187,12 @@ pub struct Connection {
     timeout: Duration,
     next_req: u32,
     pub remote_role: Role,
+    /// The capability bits of the remote's Hello.
+    pub remote_capabilities: u32,
 }
+
+/// What a [`FetchError::Timeout`] names when the connection itself was not made.
+pub const CONNECT_WHAT: &str = "the connection";
 
 impl Connection {
     /// Connects and exchanges Hellos.
@@ -214,7 +219,7 @@ impl Connection {
             .map_err(|source| match source.kind() {
                 std::io::ErrorKind::TimedOut => FetchError::Timeout {
                     addr,
-                    what: "the connection",
+                    what: CONNECT_WHAT,
                     ms: timeout.as_millis() as u64,
                 },
                 _ => FetchError::Connect { addr, source },
@@ -228,6 +233,7 @@ impl Connection {
             timeout,
             next_req: 1,
             remote_role: Role::Origin,
+            remote_capabilities: 0,
         };
         c.send(&Frame::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -239,6 +245,7 @@ impl Connection {
         match c.recv("the handshake").await? {
             Frame::Hello(h) if h.version == PROTOCOL_VERSION => {
                 c.remote_role = h.role;
+                c.remote_capabilities = h.capabilities;
                 Ok(c)
             }
             Frame::Hello(h) => Err(c.protocol(format!("speaks version {}", h.version))),

@@ -17,7 +17,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use super::client::{FetchError, RemoteFile};
 use super::sched::{Assignment, Failure, SchedConfig, Scheduler, SourceId};
 use super::upstream::UpstreamPool;
-use crate::protocol::{ErrorCode, FileRef, Holds};
+use crate::protocol::{ErrorCode, FileRef, Holds, PeerProblem};
 use crate::runtime;
 
 /// Block bytes the window ahead of the playback position may hold at most (blocks
@@ -161,6 +161,20 @@ pub fn failure_kind(e: &FetchError) -> Failure {
     }
 }
 
+/// Whether a failed request shows the source cannot be reached at all (worth a
+/// PeerReport when the source is a peer someone handed out): the connection could
+/// not be made, or not in time.
+pub fn unreachable(e: &FetchError) -> bool {
+    matches!(
+        e,
+        FetchError::Connect { .. }
+            | FetchError::Timeout {
+                what: super::client::CONNECT_WHAT,
+                ..
+            }
+    )
+}
+
 /// Fetches blocks `range` of `file` from `sources` and calls `deliver` with each one,
 /// verified, in order. Returns when every block was delivered, or with why not.
 pub async fn fetch_blocks(
@@ -262,6 +276,25 @@ pub async fn fetch_blocks(
                     );
                     last_was_digest = true;
                     tracing::warn!(source = %addr, block = a.block, "block failed its digest check; the source is dropped for this file");
+                    // Tell the node that handed it out (the first source answered
+                    // the Locate), so it stops handing it to others.
+                    if a.source != 0 {
+                        let to = addrs[0];
+                        running.push(
+                            async move {
+                                pool.report_peer(
+                                    to,
+                                    fref,
+                                    file.version,
+                                    addr,
+                                    PeerProblem::BadData,
+                                )
+                                .await;
+                                None
+                            }
+                            .boxed_local(),
+                        );
+                    }
                     for c in sched.on_failure(a.source, a.block, Failure::BadBlock) {
                         cancel(&mut cancels, &c);
                     }
@@ -297,6 +330,23 @@ pub async fn fetch_blocks(
                 }
             }
             Err(e) => {
+                if a.source != 0 && unreachable(&e) {
+                    let to = addrs[0];
+                    running.push(
+                        async move {
+                            pool.report_peer(
+                                to,
+                                fref,
+                                file.version,
+                                addr,
+                                PeerProblem::Unreachable,
+                            )
+                            .await;
+                            None
+                        }
+                        .boxed_local(),
+                    );
+                }
                 let kind = failure_kind(&e);
                 last_error = e.to_string();
                 last_was_digest = false;

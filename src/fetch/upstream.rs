@@ -22,8 +22,8 @@ use futures_lite::io::{ReadHalf, WriteHalf};
 
 use super::client::{info_request, Connection, FetchError, InfoPieces, RemoteFile};
 use crate::protocol::{
-    encode, limits, BlockRange, Decoder, ErrorCode, FileRef, Frame, Get, Have, InfoRequest,
-    LocateRequest, Location, Role,
+    capability, encode, limits, BlockRange, Decoder, ErrorCode, FileRef, Frame, Get, Have,
+    InfoRequest, LocateRequest, Location, PeerProblem, PeerReport, Role,
 };
 use crate::runtime::{self, TcpStream};
 use crate::store::FileMeta;
@@ -118,9 +118,13 @@ pub struct Upstream {
     handles_asked: Cell<usize>,
     last_used: Cell<Instant>,
     /// p2p mode: blocks this node fetched and verified, to report in batches (Have),
-    /// by handle on this connection: (version, blocks).
-    haves: RefCell<HashMap<u32, (u64, Vec<u64>)>>,
+    /// by file: (version, blocks).
+    haves: RefCell<HashMap<FileRef, (u64, Vec<u64>)>>,
     have_flush_due: Cell<bool>,
+    /// The upstream's Hello announced that it accepts PeerReport frames.
+    takes_peer_reports: bool,
+    /// The upstream's Hello announced a p2p registry: Haves are worth sending.
+    registry: bool,
     /// Dropping the upstream stops its reader (and, with `out`, its writer).
     _reader: runtime::Task<()>,
 }
@@ -130,6 +134,8 @@ impl Upstream {
     pub async fn connect(addr: SocketAddr, cfg: &UpstreamConfig) -> Result<Upstream, FetchError> {
         let conn = Connection::connect_from(addr, cfg.bind, cfg.role, cfg.listen_port, cfg.timeout)
             .await?;
+        let takes_peer_reports = conn.remote_capabilities & capability::PEER_REPORT != 0;
+        let registry = conn.remote_capabilities & capability::P2P_REGISTRY != 0;
         let (stream, buf, dec) = conn.into_parts();
         let (rd, wr) = futures_lite::io::split(stream);
         let inner = Rc::new(Inner {
@@ -155,6 +161,8 @@ impl Upstream {
             last_used: Cell::new(Instant::now()),
             haves: RefCell::new(HashMap::new()),
             have_flush_due: Cell::new(false),
+            takes_peer_reports,
+            registry,
             _reader: reader,
         })
     }
@@ -411,15 +419,18 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// Whether the upstream keeps a p2p registry (its Hello said so): only then are
+    /// Haves sent to it.
+    pub fn is_registry(&self) -> bool {
+        self.registry
+    }
+
     /// Reports, soon and batched, that this node now holds block `index` of version
     /// `version` of `file` (p2p mode: the upstream may hand this node to others). Best
-    /// effort: without a handle for that version on this connection, or with too much
-    /// unsent, the report is dropped.
+    /// effort: with too much unsent, or the connection gone, the report is dropped; an
+    /// upstream without a registry is not told.
     pub fn report_have(self: &Rc<Self>, file: &FileRef, version: u64, index: u64) {
-        let Some(&(handle, v)) = self.handles.borrow().get(file) else {
-            return;
-        };
-        if v != version || self.inner.dead.borrow().is_some() {
+        if !self.registry || self.inner.dead.borrow().is_some() {
             return;
         }
         {
@@ -428,28 +439,29 @@ impl Upstream {
             if pending >= MAX_PENDING_HAVE_BLOCKS {
                 return;
             }
-            haves
-                .entry(handle)
-                .or_insert((version, Vec::new()))
-                .1
-                .push(index);
+            let e = haves.entry(file.clone()).or_insert((version, Vec::new()));
+            if e.0 != version {
+                // The file changed: only the new version's blocks are worth reporting.
+                *e = (version, Vec::new());
+            }
+            e.1.push(index);
         }
         if !self.have_flush_due.replace(true) {
             let me = Rc::downgrade(self);
             runtime::spawn_detached(async move {
                 runtime::sleep(HAVE_BATCH_INTERVAL).await;
                 if let Some(up) = me.upgrade() {
-                    up.flush_haves();
+                    up.flush_haves().await;
                 }
             });
         }
     }
 
     /// Sends the pending reports as Have frames (ranges of consecutive blocks).
-    fn flush_haves(&self) {
+    async fn flush_haves(&self) {
         self.have_flush_due.set(false);
         let haves = std::mem::take(&mut *self.haves.borrow_mut());
-        for (handle, (version, mut blocks)) in haves {
+        for (file, (version, mut blocks)) in haves {
             blocks.sort_unstable();
             blocks.dedup();
             let mut ranges: Vec<BlockRange> = Vec::new();
@@ -459,19 +471,58 @@ impl Upstream {
                     _ => ranges.push(BlockRange { start: b, count: 1 }),
                 }
             }
-            for chunk in ranges.chunks(limits::MAX_RANGES) {
-                let mut bytes = BytesMut::new();
-                let frame = Frame::Have(Have {
-                    handle,
-                    version,
-                    ranges: chunk.to_vec(),
-                });
-                if encode(&frame, &mut bytes).is_ok() {
-                    // A full queue means the connection is busy: reports are hints.
-                    let _ = self.out.clone().try_send(bytes.freeze());
-                }
-            }
+            self.announce(&file, version, &ranges).await;
         }
+    }
+
+    /// Tells the upstream this node holds `ranges` of version `version` of `file`
+    /// (Have frames of at most `MAX_RANGES` ranges each), asking for a handle first
+    /// if this connection has none for that version. Best effort: reports are hints.
+    pub async fn announce(&self, file: &FileRef, version: u64, ranges: &[BlockRange]) {
+        if !self.registry || ranges.is_empty() {
+            return;
+        }
+        let Ok(handle) = self.handle(file, version).await else {
+            return;
+        };
+        for chunk in ranges.chunks(limits::MAX_RANGES) {
+            self.send_hint(&Frame::Have(Have {
+                handle,
+                version,
+                ranges: chunk.to_vec(),
+            }));
+        }
+    }
+
+    /// Tells the upstream, which handed out `peer` for `file`, that the peer is
+    /// unreachable or sent a bad block, if its Hello said it takes such reports.
+    /// Returns whether a report was sent.
+    pub async fn report_peer(
+        &self,
+        file: &FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    ) -> bool {
+        if !self.takes_peer_reports || peer == self.addr {
+            return false;
+        }
+        let Ok(handle) = self.handle(file, version).await else {
+            return false;
+        };
+        self.send_hint(&Frame::PeerReport(PeerReport {
+            handle,
+            version,
+            problem,
+            peer,
+        }))
+    }
+
+    /// Queues a frame that has no answer; dropped when the queue is full (the
+    /// connection is busy) or the connection is gone.
+    fn send_hint(&self, frame: &Frame) -> bool {
+        let mut bytes = BytesMut::new();
+        encode(frame, &mut bytes).is_ok() && self.out.clone().try_send(bytes.freeze()).is_ok()
     }
 }
 
@@ -620,14 +671,71 @@ enum Entry {
 pub struct UpstreamPool {
     cfg: UpstreamConfig,
     conns: RefCell<HashMap<SocketAddr, Entry>>,
+    /// When each (peer, problem) was last reported, so a peer that keeps failing is
+    /// reported once per [`PEER_REPORT_REPEAT`].
+    reported: RefCell<HashMap<(SocketAddr, PeerProblem), Instant>>,
 }
+
+/// The same peer and problem are reported at most once per this interval.
+pub const PEER_REPORT_REPEAT: Duration = Duration::from_secs(10);
+/// (peer, problem) pairs a pool remembers reporting, at most.
+const MAX_REPORTED: usize = 1024;
 
 impl UpstreamPool {
     pub fn new(cfg: UpstreamConfig) -> UpstreamPool {
         UpstreamPool {
             cfg,
             conns: RefCell::new(HashMap::new()),
+            reported: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Reports `peer` as unreachable or bad to the node at `to` that handed it out for
+    /// `file` (see [`Upstream::report_peer`]), unless it was reported for the same
+    /// problem within [`PEER_REPORT_REPEAT`]. Returns whether a report was sent.
+    pub async fn report_peer(
+        &self,
+        to: SocketAddr,
+        file: &FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    ) -> bool {
+        if peer == to {
+            return false;
+        }
+        {
+            let mut reported = self.reported.borrow_mut();
+            let now = Instant::now();
+            if reported
+                .get(&(peer, problem))
+                .is_some_and(|t| now.duration_since(*t) < PEER_REPORT_REPEAT)
+            {
+                return false;
+            }
+            if reported.len() >= MAX_REPORTED {
+                reported.retain(|_, t| now.duration_since(*t) < PEER_REPORT_REPEAT);
+                if reported.len() >= MAX_REPORTED {
+                    reported.clear();
+                }
+            }
+            reported.insert((peer, problem), now);
+        }
+        let sent = match runtime::timeout(self.cfg.timeout, async {
+            match self.get(to).await {
+                Ok(up) => up.report_peer(file, version, peer, problem).await,
+                Err(_) => false,
+            }
+        })
+        .await
+        {
+            Ok(sent) => sent,
+            Err(_) => false,
+        };
+        if sent {
+            tracing::info!(%peer, problem = problem.name(), to = %to, "reported a peer");
+        }
+        sent
     }
 
     /// A usable connection to `addr`: the open one, or a new one.

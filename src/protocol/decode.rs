@@ -45,8 +45,10 @@ pub enum DecodeError {
     BadDigestAlgo(u8),
     #[error("unknown role {0}")]
     BadRole(u8),
-    #[error("bad address family in Locate (must be 4 or 6)")]
+    #[error("bad address family (must be 4 or 6)")]
     BadAddress,
+    #[error("unknown problem {0} in PeerReport (must be 1 or 2)")]
+    BadPeerProblem(u8),
     #[error("unknown holds tag {0} in Locate (must be 0 or 1)")]
     BadHoldsTag(u8),
     #[error("Info carries {got} bytes of digests, its count and algorithm need {expected}")]
@@ -351,6 +353,18 @@ fn parse_control(ty: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
             version: r.u64("Have.version")?,
             ranges: r.ranges()?,
         }),
+        frame_type::PEER_REPORT => {
+            let handle = r.u32("PeerReport.handle")?;
+            let version = r.u64("PeerReport.version")?;
+            let p = r.u8("PeerReport.problem")?;
+            let problem = PeerProblem::from_u8(p).ok_or(BadPeerProblem(p))?;
+            Frame::PeerReport(PeerReport {
+                handle,
+                version,
+                problem,
+                peer: r.addr()?,
+            })
+        }
         frame_type::PING => Frame::Ping(r.u64("Ping.value")?),
         frame_type::PONG => Frame::Pong(r.u64("Pong.value")?),
         frame_type::ERROR => {

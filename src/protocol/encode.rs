@@ -173,6 +173,7 @@ fn payload_len(frame: &Frame) -> Result<usize, EncodeError> {
             check_ranges(&h.ranges).map_err(LimitExceeded)?;
             HAVE_FIXED_BYTES + h.ranges.len() * RANGE_BYTES
         }
+        Frame::PeerReport(r) => 4 + 8 + 1 + addr_len(&r.peer),
         Frame::Ping(_) | Frame::Pong(_) => PING_BYTES,
         Frame::Error(e) => {
             if e.message.len() > MAX_ERROR_MESSAGE_BYTES {
@@ -256,6 +257,12 @@ fn write_payload(frame: &Frame, out: &mut BytesMut) {
             out.put_u32(h.handle);
             out.put_u64(h.version);
             write_ranges(&h.ranges, out);
+        }
+        Frame::PeerReport(r) => {
+            out.put_u32(r.handle);
+            out.put_u64(r.version);
+            out.put_u8(r.problem.to_u8());
+            write_addr(&r.peer, out);
         }
         Frame::Ping(v) | Frame::Pong(v) => out.put_u64(*v),
         Frame::Error(e) => {

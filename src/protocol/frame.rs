@@ -19,11 +19,24 @@ pub mod frame_type {
     pub const CANCEL: u8 = 0x05;
     pub const HAVE: u8 = 0x06;
     pub const PING: u8 = 0x07;
+    pub const PEER_REPORT: u8 = 0x08;
     pub const ERROR: u8 = 0x7F;
     pub const INFO: u8 = 0x82;
     pub const LOCATE: u8 = 0x83;
     pub const DATA: u8 = 0x84;
     pub const PONG: u8 = 0x87;
+}
+
+/// Hello capability bits: optional features a node announces; a sender uses one only
+/// towards a node whose Hello announced it.
+pub mod capability {
+    /// The sender accepts PeerReport frames (p2pd sets it on every server side).
+    pub const PEER_REPORT: u32 = 1 << 0;
+    /// The sender keeps a p2p registry (`-i`): it records Have reports and hands
+    /// peers out. Other nodes ignore Haves, so senders may skip them.
+    pub const P2P_REGISTRY: u32 = 1 << 1;
+    /// Every bit this code knows.
+    pub const ALL: u32 = PEER_REPORT | P2P_REGISTRY;
 }
 
 /// What a node is, announced in Hello and in Locate answers.
@@ -158,7 +171,7 @@ pub struct Hello {
     pub role: Role,
     /// Port this node accepts SPP on (0: it accepts none, e.g. a plain client).
     pub listen_port: u16,
-    /// Feature bits; v1 defines none, so senders send 0 and receivers ignore unknown bits.
+    /// Feature bits ([`capability`]); receivers ignore bits they do not know.
     pub capabilities: u32,
 }
 
@@ -245,6 +258,52 @@ pub struct Have {
     pub ranges: Vec<BlockRange>,
 }
 
+/// Why a client reports a peer it was handed in a Locate answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerProblem {
+    /// No connection could be made to it (refused, no route, no answer in time).
+    Unreachable,
+    /// It sent a block that failed the origin's digest.
+    BadData,
+}
+
+impl PeerProblem {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            PeerProblem::Unreachable => 1,
+            PeerProblem::BadData => 2,
+        }
+    }
+
+    /// `None` for a byte v1 does not define.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(PeerProblem::Unreachable),
+            2 => Some(PeerProblem::BadData),
+            _ => None,
+        }
+    }
+
+    /// Name for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerProblem::Unreachable => "unreachable",
+            PeerProblem::BadData => "bad_data",
+        }
+    }
+}
+
+/// "The peer at `peer`, which you handed me for this file, is unreachable or bad":
+/// sent only to a node whose Hello announced [`capability::PEER_REPORT`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    /// The file (from Info on this connection) the peer was fetched for.
+    pub handle: u32,
+    pub version: u64,
+    pub problem: PeerProblem,
+    pub peer: SocketAddr,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorFrame {
     /// The failed request, or 0 for the whole connection (which then closes).
@@ -285,6 +344,7 @@ pub enum Frame {
     Data(Data),
     Cancel { req_id: u32 },
     Have(Have),
+    PeerReport(PeerReport),
     Ping(u64),
     Pong(u64),
     Error(ErrorFrame),
@@ -304,6 +364,7 @@ impl Frame {
             Frame::Data(_) => t::DATA,
             Frame::Cancel { .. } => t::CANCEL,
             Frame::Have(_) => t::HAVE,
+            Frame::PeerReport(_) => t::PEER_REPORT,
             Frame::Ping(_) => t::PING,
             Frame::Pong(_) => t::PONG,
             Frame::Error(_) => t::ERROR,
@@ -316,7 +377,8 @@ impl Frame {
     }
 
     /// The request this frame starts, answers or cancels; `None` for frames outside
-    /// any request (Hello, Have, Ping, Pong). An Error's 0 means the whole connection.
+    /// any request (Hello, Have, PeerReport, Ping, Pong). An Error's 0 means the whole
+    /// connection.
     pub fn req_id(&self) -> Option<u32> {
         match self {
             Frame::InfoRequest(f) => Some(f.req_id),
@@ -327,7 +389,11 @@ impl Frame {
             Frame::Data(f) => Some(f.req_id),
             Frame::Cancel { req_id } => Some(*req_id),
             Frame::Error(f) => Some(f.req_id),
-            Frame::Hello(_) | Frame::Have(_) | Frame::Ping(_) | Frame::Pong(_) => None,
+            Frame::Hello(_)
+            | Frame::Have(_)
+            | Frame::PeerReport(_)
+            | Frame::Ping(_)
+            | Frame::Pong(_) => None,
         }
     }
 }

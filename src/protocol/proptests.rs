@@ -233,6 +233,19 @@ fn frame(s: Sizes) -> impl Strategy<Value = Frame> {
             })
         },
     );
+    let peer_report =
+        (any::<(u32, u64, bool)>(), addr()).prop_map(|((handle, version, bad), peer)| {
+            Frame::PeerReport(PeerReport {
+                handle,
+                version,
+                problem: if bad {
+                    PeerProblem::BadData
+                } else {
+                    PeerProblem::Unreachable
+                },
+                peer,
+            })
+        });
     let error = (any::<(u32, u16)>(), text(40, MAX_ERROR_MESSAGE_BYTES)).prop_map(
         |((req_id, code), message)| {
             Frame::Error(ErrorFrame {
@@ -252,6 +265,7 @@ fn frame(s: Sizes) -> impl Strategy<Value = Frame> {
         data,
         req_id().prop_map(|req_id| Frame::Cancel { req_id }),
         have,
+        peer_report,
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
         error,

@@ -18,6 +18,9 @@ pub(crate) const CANCEL_BYTES: usize = 4;
 pub(crate) const HAVE_FIXED_BYTES: usize = 4 + 8 + 2;
 pub(crate) const RANGE_BYTES: usize = 8 + 8;
 pub(crate) const PING_BYTES: usize = 8;
+/// PeerReport payload: handle, version, problem, then an IPv4 (7) or IPv6 (19) address.
+pub(crate) const PEER_REPORT_MIN_BYTES: usize = 4 + 8 + 1 + 7;
+pub(crate) const PEER_REPORT_MAX_BYTES: usize = 4 + 8 + 1 + 19;
 /// Error payload without its message: req_id, code, message length.
 pub(crate) const ERROR_FIXED_BYTES: usize = 4 + 2 + 2;
 /// Smallest Location on the wire: IPv4 address, role, holds tag All.
@@ -45,6 +48,7 @@ pub fn payload_bounds(ty: u8) -> Option<(&'static str, usize, usize)> {
             HAVE_FIXED_BYTES,
             HAVE_FIXED_BYTES + MAX_RANGES * RANGE_BYTES,
         ),
+        t::PEER_REPORT => ("PeerReport", PEER_REPORT_MIN_BYTES, PEER_REPORT_MAX_BYTES),
         t::PING => ("Ping", PING_BYTES, PING_BYTES),
         t::PONG => ("Pong", PING_BYTES, PING_BYTES),
         t::ERROR => (

@@ -104,6 +104,15 @@ fn vectors() -> Vec<(Frame, &'static str)> {
             }),
             "06000000001e000000070000000000000003000100000000000000000000000000000002",
         ),
+        (
+            Frame::PeerReport(PeerReport {
+                handle: 7,
+                version: 3,
+                problem: PeerProblem::BadData,
+                peer: "192.0.2.20:7070".parse().expect("literal address"),
+            }),
+            "0800000000140000000700000000000000030204c00002141b9e",
+        ),
         (Frame::Ping(0x0102_0304_0506_0708), "0700000000080102030405060708"),
         (Frame::Pong(0x0102_0304_0506_0708), "8700000000080102030405060708"),
         (
@@ -582,6 +591,40 @@ fn every_limit_is_an_error_both_ways() {
         corrupt(one(), |b| b[at(26)] = 2),
         DecodeError::BadHoldsTag(2)
     );
+
+    // PeerReport: a problem v1 does not define, a bad family, a length off the bounds.
+    let report = || {
+        Frame::PeerReport(PeerReport {
+            handle: 1,
+            version: 2,
+            problem: PeerProblem::Unreachable,
+            peer: "10.0.0.1:1111".parse().expect("literal address"),
+        })
+    };
+    assert_eq!(
+        corrupt(report(), |b| b[at(12)] = 3),
+        DecodeError::BadPeerProblem(3)
+    );
+    assert_eq!(
+        corrupt(report(), |b| b[at(13)] = 5),
+        DecodeError::BadAddress
+    );
+    // An IPv6 family with only an IPv4 address behind it.
+    assert!(matches!(
+        corrupt(report(), |b| b[at(13)] = 6),
+        DecodeError::Truncated(_)
+    ));
+    assert!(matches!(
+        corrupt(report(), |b| {
+            b.extend_from_slice(&[0; 13]);
+            set_u32(b, 2, 33);
+        }),
+        DecodeError::TooLong {
+            kind: "PeerReport",
+            len: 33,
+            max: 32
+        }
+    ));
 
     // Structure.
     assert_eq!(

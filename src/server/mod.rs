@@ -149,6 +149,18 @@ impl Context {
         allowed.is_empty() || allowed.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 
+    /// The capability bits of this node's Hello: it takes PeerReports, and with `-i`
+    /// it keeps a registry.
+    pub fn capabilities(&self) -> u32 {
+        use crate::protocol::capability;
+        capability::PEER_REPORT
+            | if self.peers.is_some() {
+                capability::P2P_REGISTRY
+            } else {
+                0
+            }
+    }
+
     /// Prometheus text of the node's metrics.
     pub fn render_metrics(&self) -> String {
         let mut text = match &self.role {
@@ -349,6 +361,7 @@ fn start_cache(
         dir: store.path().to_path_buf(),
         parent,
         info_ttl: Duration::from_millis(config.info_ttl_ms),
+        announce_interval: Duration::from_millis(config.announce_interval_ms),
         disk_limit_per_shard_bytes: cache.disk_limit_bytes.map(|l| l / shards as u64),
         upstream: UpstreamConfig {
             role: if site { Role::Scc } else { Role::Lhc },

@@ -141,7 +141,7 @@ pub async fn serve(
         version,
         role: ctx.spp_role(),
         listen_port: ctx.port,
-        capabilities: 0,
+        capabilities: ctx.capabilities(),
     });
     if write(&mut wr, &[&frame_bytes(&ours)]).await.is_err() {
         return;
@@ -315,6 +315,11 @@ async fn reader_loop(
                 record_have(conn, &h);
                 continue;
             }
+            // p2p mode: a peer we handed out is unreachable or sent a bad block.
+            Frame::PeerReport(r) => {
+                record_peer_report(conn, &r);
+                continue;
+            }
             Frame::Ping(v) => Out::Frame(frame_bytes(&Frame::Pong(v))),
             Frame::Pong(_) | Frame::Error(_) => continue,
             Frame::Hello(_) | Frame::Info(_) | Frame::Locate(_) | Frame::Data(_) => {
@@ -477,6 +482,40 @@ fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have) {
             &h.ranges,
             std::time::Instant::now(),
         );
+    }
+}
+
+/// Acts on a PeerReport (`-i`): the peer is removed from the registry and refused for
+/// a while, if this node lists it for the file the requester opened on this
+/// connection (see `peers::Registry::report`).
+fn record_peer_report(conn: &Conn<'_>, r: &crate::protocol::PeerReport) {
+    use crate::protocol::PeerProblem;
+    let Some(peers) = &conn.ctx.peers else { return };
+    let Some(content) = conn.state.borrow().handles.get(r.handle as usize).cloned() else {
+        return;
+    };
+    if content.version() != r.version {
+        return;
+    }
+    let m = conn.shard.m();
+    ShardMetrics::add(
+        match r.problem {
+            PeerProblem::Unreachable => &m.peer_reports_unreachable,
+            PeerProblem::BadData => &m.peer_reports_bad_data,
+        },
+        1,
+    );
+    let removed = peers.lock().is_ok_and(|mut g| {
+        g.report(
+            (content.file_id(), content.version()),
+            r.peer,
+            r.problem,
+            std::time::Instant::now(),
+        )
+    });
+    if removed {
+        ShardMetrics::add(&m.peers_removed, 1);
+        tracing::info!(peer = %r.peer, problem = r.problem.name(), reporter = %conn.peer, "peer reported; removed from the registry");
     }
 }
 

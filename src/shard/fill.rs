@@ -25,11 +25,11 @@ use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
 use crate::cache::{BlockKey, ByteLru};
 use crate::content::{Refusal, UpstreamError, UpstreamErrorKind};
 use crate::fetch::client::{FetchError, RemoteFile};
-use crate::fetch::multi::failure_kind;
+use crate::fetch::multi::{failure_kind, unreachable};
 use crate::fetch::sched::{Failure, SchedConfig, Scheduler, SourceClass, SourceId};
 use crate::fetch::upstream::{Upstream, UpstreamConfig, UpstreamPool};
 use crate::metrics::ShardMetrics;
-use crate::protocol::{limits, ErrorCode, FileRef, Holds, Location, Role};
+use crate::protocol::{limits, BlockRange, ErrorCode, FileRef, Holds, Location, PeerProblem, Role};
 use crate::runtime::{self, DataFile};
 use crate::store::index::CacheIndex;
 use crate::store::{dir::StoreDir, FileKey, FileMeta};
@@ -142,6 +142,8 @@ pub struct FillConfig {
     pub parent: Option<SocketAddr>,
     /// How long a file's info is trusted before the upstream is asked again.
     pub info_ttl: Duration,
+    /// How often the blocks held are announced to the upstream (p2p registries).
+    pub announce_interval: Duration,
     /// Block bytes this shard may keep on disk (`-C` shared out), None = no limit.
     pub disk_limit_per_shard_bytes: Option<u64>,
     /// Our Hello, source address and deadlines towards upstreams.
@@ -213,6 +215,10 @@ const WRITE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often a cache shard looks for retired file versions to forget.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Files one shard announces per round at most (see [`Shard::announce_held`]).
+const MAX_ANNOUNCED_FILES: usize = 4096;
+/// Runs of held blocks announced per file at most (16 Have frames).
+const MAX_ANNOUNCED_RANGES: usize = 16 * limits::MAX_RANGES;
 /// Blocks looked at between two chances for other tasks to run, while a retired
 /// version's blocks are dropped from the accounting.
 const PURGE_SLICE_BLOCKS: u64 = 4096;
@@ -374,10 +380,72 @@ impl Shard {
     /// Runs for the life of a cache shard: every [`HOUSEKEEPING_INTERVAL`], forgets
     /// the file versions that were retired (replaced at the origin, gone there) or
     /// dropped: their blocks leave the disk LRU and their data file is closed.
+    /// Every `--announce-interval` it also announces the blocks held (see
+    /// [`Shard::announce_held`]).
     pub async fn housekeeping(self: Rc<Self>) {
+        let Some(every) = self.fill().map(|f| f.cfg.announce_interval) else {
+            return;
+        };
+        let mut last_announce = Instant::now();
         loop {
-            runtime::sleep(HOUSEKEEPING_INTERVAL).await;
+            runtime::sleep(HOUSEKEEPING_INTERVAL.min(every)).await;
             self.forget_retired().await;
+            if last_announce.elapsed() >= every {
+                last_announce = Instant::now();
+                self.announce_held().await;
+            }
+        }
+    }
+
+    /// Tells the upstream of each file whose metadata this shard owns which of its
+    /// blocks this node holds (Have), if that upstream keeps a p2p registry: a viewer
+    /// that watched a film an hour ago is still handed out while it holds the blocks,
+    /// and forgotten once it stops announcing (gone, or the blocks evicted). At most
+    /// [`MAX_ANNOUNCED_FILES`] files per round, the most recently used first; an
+    /// upstream that cannot be reached is skipped for the rest of the round.
+    async fn announce_held(self: &Rc<Self>) {
+        let Some(fill) = self.fill() else { return };
+        let mut files: Vec<Arc<CachedFile>> = fill
+            .catalog
+            .borrow()
+            .values()
+            .filter(|f| !f.is_retired())
+            .cloned()
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.validated_ms.load(Relaxed)));
+        files.truncate(MAX_ANNOUNCED_FILES);
+        let mut skip: Vec<SocketAddr> = Vec::new();
+        for f in files {
+            runtime::yield_if_needed().await;
+            let held = f
+                .index
+                .held_ranges(0, f.index.block_count(), MAX_ANNOUNCED_RANGES);
+            if held.is_empty() {
+                continue;
+            }
+            let Some(to) = self
+                .upstream_addrs(&f.key)
+                .await
+                .ok()
+                .and_then(|a| a.first().copied())
+            else {
+                continue;
+            };
+            if skip.contains(&to) {
+                continue;
+            }
+            let up = match fill.pool.get(to).await {
+                Ok(up) if up.is_registry() => up,
+                _ => {
+                    skip.push(to);
+                    continue;
+                }
+            };
+            let ranges: Vec<BlockRange> = held
+                .into_iter()
+                .map(|(start, count)| BlockRange { start, count })
+                .collect();
+            up.announce(&f.file_ref(), f.meta().version, &ranges).await;
         }
     }
 
@@ -868,7 +936,11 @@ impl Shard {
     /// `fetch::sched`), failing over to the others: a source that errors, closes,
     /// stalls past the attempt deadline or sends a bad block loses the block to the
     /// next one, and one that sent a bad block is not asked again for this file.
-    async fn fetch_block(&self, file: &Arc<CachedFile>, index: u64) -> Result<Bytes, BlockError> {
+    async fn fetch_block(
+        self: &Rc<Self>,
+        file: &Arc<CachedFile>,
+        index: u64,
+    ) -> Result<Bytes, BlockError> {
         let Some(fill) = self.fill() else {
             return Err(BlockError::Io("not a cache".into()));
         };
@@ -941,6 +1013,9 @@ impl Shard {
                     ShardMetrics::add(&self.m().digest_failures, 1);
                     ShardMetrics::add(&self.m().upstream_errors, 1);
                     tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded, and the source is not used again for this file");
+                    if class == SourceClass::Peer {
+                        self.report_peer(upstream, &fref, version, addr, PeerProblem::BadData);
+                    }
                     last = Some(BlockError::Upstream(UpstreamError {
                         kind: UpstreamErrorKind::Failed,
                         message: format!("block {index} from {addr} failed its digest check"),
@@ -961,6 +1036,9 @@ impl Shard {
                 Err(e) => {
                     ShardMetrics::add(&self.m().upstream_errors, 1);
                     tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
+                    if class == SourceClass::Peer && unreachable(&e) {
+                        self.report_peer(upstream, &fref, version, addr, PeerProblem::Unreachable);
+                    }
                     let kind = failure_kind(&e);
                     last = Some(BlockError::Upstream(upstream_error(&e)));
                     kind
@@ -971,6 +1049,31 @@ impl Shard {
             });
         }
         Err(last.unwrap_or_else(|| BlockError::Io("no upstream".into())))
+    }
+
+    /// Tells the node that handed out `peer` (the file's first upstream) that the peer
+    /// is unreachable or sent a bad block, in the background: it stops handing the
+    /// peer out (p2p mode). At most once per peer and problem every few seconds.
+    fn report_peer(
+        self: &Rc<Self>,
+        to: Option<SocketAddr>,
+        file: &FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    ) {
+        let Some(to) = to else { return };
+        let (me, file) = (self.clone(), file.clone());
+        runtime::spawn_detached(async move {
+            let Some(fill) = me.fill() else { return };
+            if fill
+                .pool
+                .report_peer(to, &file, version, peer, problem)
+                .await
+            {
+                ShardMetrics::add(&me.m().peer_reports_sent, 1);
+            }
+        });
     }
 
     /// Runs `f` on the source state this shard keeps for file version `key`.
