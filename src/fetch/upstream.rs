@@ -721,17 +721,14 @@ impl UpstreamPool {
             }
             reported.insert((peer, problem), now);
         }
-        let sent = match runtime::timeout(self.cfg.timeout, async {
+        let sent = runtime::timeout(self.cfg.timeout, async {
             match self.get(to).await {
                 Ok(up) => up.report_peer(file, version, peer, problem).await,
                 Err(_) => false,
             }
         })
         .await
-        {
-            Ok(sent) => sent,
-            Err(_) => false,
-        };
+        .unwrap_or_default();
         if sent {
             tracing::info!(%peer, problem = problem.name(), to = %to, "reported a peer");
         }
