@@ -4,8 +4,11 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use p2pd::protocol::{BlockRange, Frame, Have, Info, Role};
 
 use common::*;
 
@@ -33,6 +36,73 @@ fn wait_for_reports(node: &Node, before: u64) {
         }
         last = now;
     }
+}
+
+/// The peers (role Lhc) `origin`'s Locate answer names for `path`, asked from `from`.
+fn located_peers(origin: &Node, from: IpAddr, path: &str) -> Vec<SocketAddr> {
+    let (mut c, _) = Spp::connect_from(from, origin.addr).expect("locate: connect");
+    let info = c
+        .info(1, "cdn.example.com", path)
+        .and_then(expect_info)
+        .expect("locate: info");
+    c.locate(2, info.handle, 0, info.block_count().max(1))
+        .and_then(expect_locations)
+        .expect("locate: answer")
+        .into_iter()
+        .filter(|l| l.role == Role::Lhc)
+        .map(|l| l.addr)
+        .collect()
+}
+
+/// Polls `origin`'s Locate answer for `path` until `cond` holds for its peers, for
+/// at most `limit`; returns when it held (or None).
+fn wait_for_peers(
+    origin: &Node,
+    from: IpAddr,
+    path: &str,
+    limit: Duration,
+    mut cond: impl FnMut(&[SocketAddr]) -> bool,
+) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond(&located_peers(origin, from, path)) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Announces to `origin`, as a node accepting SPP at `peer`, that it holds every
+/// block of `path` (a Have, as a viewer's cache sends). The connection is returned
+/// open, to announce again.
+fn announce_as(peer: SocketAddr, origin: &Node, path: &str) -> (Spp, Info) {
+    let (mut c, _) = Spp::connect_as(peer.ip(), origin.addr, peer.port()).expect("connect");
+    let info = c
+        .info(1, "cdn.example.com", path)
+        .and_then(expect_info)
+        .expect("info");
+    announce_all(&mut c, &info);
+    (c, info)
+}
+
+fn announce_all(c: &mut Spp, info: &Info) {
+    c.send(&Frame::Have(Have {
+        handle: info.handle,
+        version: info.version,
+        ranges: vec![BlockRange {
+            start: 0,
+            count: info.block_count(),
+        }],
+    }))
+    .expect("have");
+}
+
+/// A client cache (LHC) on `ip` with `extra` options.
+fn viewer(ip: IpAddr, dir: &Path, extra: &[&str]) -> Node {
+    let mut args = vec!["-c", dir.to_str().unwrap(), "--threads", "2"];
+    args.extend_from_slice(extra);
+    Node::start_on(ip, 0, &args)
 }
 
 fn metric_line(text: &str, key: &str) -> u64 {
@@ -311,4 +381,295 @@ fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
     );
     let got = c.get_all(&info).unwrap();
     assert!(got == data, "the origin served wrong bytes after the flood");
+}
+
+/// Expiry with and without re-announcing: a viewer that is killed stops announcing
+/// and is dropped from Locate answers once the expiry has passed (no one reported it:
+/// it goes by the expiry alone); a viewer that holds the file but fetches nothing
+/// more keeps announcing (`--announce-interval`) and stays listed long past it.
+#[test]
+fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
+    const EXPIRY: Duration = Duration::from_millis(3000);
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(1024 * 1024 + 5, 2804);
+    write_file(dir.path(), "ep.mp4", &data);
+    let origin = start_origin_on(
+        ip(4, 1),
+        1111,
+        dir.path(),
+        idx.path(),
+        &["-i", "--peer-expiry", "3000"],
+    );
+    let url = format!("http://{}/ep.mp4", origin.addr);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let announce = ["--announce-interval", "500"];
+    let mut a = viewer(ip(4, 2), da.path(), &announce);
+    let b = viewer(ip(4, 3), db.path(), &announce);
+    for v in [&a, &b] {
+        let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
+        assert!(r.status == 200 && r.body == data, "viewer at {}", v.addr);
+    }
+    let asker = ip(4, 9);
+    let both = wait_for_peers(&origin, asker, "ep.mp4", Duration::from_secs(10), |p| {
+        p.contains(&a.addr) && p.contains(&b.addr)
+    });
+    assert!(
+        both.is_some(),
+        "both viewers should be handed out{}",
+        diagnose(&[("origin", &origin)])
+    );
+    let gone_addr = a.addr;
+    a.kill9();
+    let killed = Instant::now();
+    let gone = wait_for_peers(&origin, asker, "ep.mp4", Duration::from_secs(10), |p| {
+        !p.contains(&gone_addr)
+    })
+    .map(|_| killed.elapsed())
+    .unwrap_or_else(|| panic!("the dead viewer is still handed out 10 s after it died"));
+    eprintln!(
+        "dead viewer dropped from Locate answers {} ms after it was killed (expiry {} ms, \
+         announce interval 500 ms)",
+        gone.as_millis(),
+        EXPIRY.as_millis()
+    );
+    // Its last announce was at most one interval before the kill: it went by the
+    // expiry, not at once.
+    assert!(
+        gone >= EXPIRY - Duration::from_millis(700),
+        "dropped after {gone:?}, before the expiry"
+    );
+    assert!(gone <= EXPIRY + Duration::from_millis(1500), "{gone:?}");
+    // The idle holder is still handed out, well past an expiry since it last fetched.
+    std::thread::sleep(EXPIRY);
+    let peers = located_peers(&origin, asker, "ep.mp4");
+    assert_eq!(
+        peers,
+        vec![b.addr],
+        "only the idle holder is handed out{}",
+        diagnose(&[("origin", &origin), ("idle viewer", &b)])
+    );
+    assert_eq!(origin.metric("p2pd_peers_removed_total"), 0);
+}
+
+/// A viewer streams from a peer that dies mid-stream: the viewer's cache finishes
+/// from the origin, byte-identical; it reports the peer unreachable, and the origin
+/// stops handing it out at once (no waiting for the expiry).
+#[test]
+fn a_viewer_whose_peer_dies_mid_stream_finishes_from_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(4 * 1024 * 1024 + 11, 2805);
+    let size = data.len() as u64;
+    write_file(dir.path(), "live.ts", &data);
+    let origin = start_origin_on(ip(5, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let url = format!("http://{}/live.ts", origin.addr);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The first viewer's machine uploads at 4 MB/s: the second viewer's stream from
+    // it takes about a second, long enough to kill it in the middle.
+    let mut a = viewer(ip(5, 2), da.path(), &["--upload-rate", "4M"]);
+    let reports = origin.metric("p2pd_have_reports_total");
+    let r = try_proxy_request(a.addr, None, "GET", &url, "").unwrap();
+    assert!(r.status == 200 && r.body == data, "first viewer");
+    wait_for_reports(&origin, reports);
+    assert_eq!(located_peers(&origin, ip(5, 9), "live.ts"), vec![a.addr]);
+
+    let b = viewer(ip(5, 3), db.path(), &[]);
+    let (baddr, u) = (b.addr, url.clone());
+    let stream = std::thread::spawn(move || try_proxy_request(baddr, None, "GET", &u, ""));
+    // Kill the peer once the second viewer has taken a part of the file from it.
+    let peer_bytes = |n: &Node| {
+        metric_line(
+            &n.metrics_text(),
+            "p2pd_fetched_bytes_total{source=\"peer\"} ",
+        )
+    };
+    let t = Instant::now();
+    while peer_bytes(&b) < size / 8 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the second viewer never fetched from the peer{}",
+            diagnose(&[("viewer b", &b), ("origin", &origin)])
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dead = a.addr;
+    a.kill9();
+    let at_kill = peer_bytes(&b);
+    let r = stream.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "the stream broke: {e}{}",
+            diagnose(&[("viewer b", &b), ("origin", &origin)])
+        )
+    });
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "the body differs after the peer died");
+    let text = b.metrics_text();
+    let (from_peer, from_server) = (
+        metric_line(&text, "p2pd_fetched_bytes_total{source=\"peer\"} "),
+        metric_line(&text, "p2pd_fetched_bytes_total{source=\"server\"} "),
+    );
+    eprintln!(
+        "second viewer: {from_peer} bytes from the peer ({at_kill} when it was killed), \
+         {from_server} from the origin"
+    );
+    assert_eq!(from_peer + from_server, size, "{text}");
+    assert!(from_peer < size && from_server > 0, "{text}");
+    // The viewer told the origin, which dropped the peer at once.
+    assert!(
+        metric_line(&text, "p2pd_peer_reports_sent_total ") >= 1,
+        "{text}"
+    );
+    let dropped = wait_for_peers(&origin, ip(5, 9), "live.ts", Duration::from_secs(5), |p| {
+        !p.contains(&dead)
+    });
+    assert!(
+        dropped.is_some(),
+        "the origin still hands out the dead peer{}",
+        diagnose(&[("origin", &origin)])
+    );
+    let otext = origin.metrics_text();
+    assert!(
+        metric_line(&otext, "p2pd_peer_reports_total{problem=\"unreachable\"} ") >= 1,
+        "{otext}"
+    );
+    assert_eq!(
+        metric_line(&otext, "p2pd_peers_removed_total "),
+        1,
+        "{otext}"
+    );
+}
+
+/// Once `origin` has indexed `path` (a copy of `data` in `bs`-byte blocks), flips a
+/// byte of every block in place, keeping size and modification time: it still
+/// vouches for the old digests and serves corrupted blocks under them.
+fn corrupt_in_place(origin: &Node, path: &Path, data: &[u8], bs: usize) {
+    use std::os::unix::fs::FileExt;
+    origin.wait_for("the file indexed", |n| {
+        n.metric("p2pd_files_published") >= 1
+    });
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    for b in 0..data.len().div_ceil(bs) {
+        let i = b * bs + 7;
+        f.write_all_at(&[data[i] ^ 0x5a], i as u64).unwrap();
+    }
+    f.set_modified(mtime).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Peers that serve corrupted blocks: they are announced to the origin as holders of
+/// the file (a Have from their address and port), a viewer's cache and a `p2pd get`
+/// are handed them, every bad block is caught by the origin's digest, the outputs are
+/// byte-identical, and each client reports the peer, which the origin removes and
+/// whose further Haves it refuses.
+#[test]
+fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
+    // The block size `start_origin_on` publishes with.
+    const BS: usize = 16 * 1024;
+    let data = content(160 * BS + 99, 2806);
+    let size = data.len() as u64;
+    let (dir, idx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let good = write_file(dir.path(), "m.mkv", &data);
+    let origin = start_origin_on(ip(6, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    // Two bad peers: nodes with a copy of the file that goes bad once indexed.
+    let mtime = std::fs::metadata(&good).unwrap().modified().unwrap();
+    let mut bad = Vec::new();
+    for d in [9u8, 10] {
+        let (bdir, bidx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let p = write_file(bdir.path(), "m.mkv", &data);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let n = start_origin_on(ip(6, d), 1111, bdir.path(), bidx.path(), &[]);
+        corrupt_in_place(&n, &p, &data, BS);
+        bad.push((n, bdir, bidx));
+    }
+    let (x1, x2) = (bad[0].0.addr, bad[1].0.addr);
+    let asker = ip(6, 99);
+
+    // 1. A viewer's cache is handed the first bad peer, prefers it, and catches it.
+    let (mut x1_conn, x1_info) = announce_as(x1, &origin, "m.mkv");
+    assert!(
+        wait_for_peers(&origin, asker, "m.mkv", Duration::from_secs(5), |p| p
+            == [x1])
+        .is_some()
+    );
+    let dv = tempfile::tempdir().unwrap();
+    let v = viewer(ip(6, 2), dv.path(), &[]);
+    let url = format!("http://{}/m.mkv", origin.addr);
+    let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == data,
+        "a corrupted byte reached the viewer{}",
+        diagnose(&[("viewer", &v)])
+    );
+    let text = v.metrics_text();
+    assert!(
+        metric_line(&text, "p2pd_digest_failures_total ") >= 1,
+        "{text}"
+    );
+    assert_eq!(
+        metric_line(&text, "p2pd_fetched_bytes_total{source=\"peer\"} "),
+        0,
+        "{text}"
+    );
+    assert_eq!(
+        metric_line(&text, "p2pd_fetched_bytes_total{source=\"server\"} "),
+        size
+    );
+    assert!(
+        metric_line(&text, "p2pd_peer_reports_sent_total ") >= 1,
+        "{text}"
+    );
+    let removed = wait_for_peers(&origin, asker, "m.mkv", Duration::from_secs(5), |p| {
+        !p.contains(&x1)
+    });
+    assert!(removed.is_some(), "the origin still hands out the bad peer");
+    // Its next announcement is refused: it stays out.
+    announce_all(&mut x1_conn, &x1_info);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!located_peers(&origin, asker, "m.mkv").contains(&x1));
+    let otext = origin.metrics_text();
+    assert!(
+        metric_line(&otext, "p2pd_peer_reports_total{problem=\"bad_data\"} ") >= 1,
+        "{otext}"
+    );
+    assert_eq!(metric_line(&otext, "p2pd_peers_removed_total "), 1);
+
+    // 2. `p2pd get` is handed the second bad peer: the same.
+    let _x2_conn = announce_as(x2, &origin, "m.mkv");
+    assert!(
+        wait_for_peers(&origin, asker, "m.mkv", Duration::from_secs(5), |p| p
+            .contains(&x2))
+        .is_some()
+    );
+    let out = dv.path().join("got.mkv");
+    let spp_url = origin.spp_url("m.mkv");
+    let o = run_p2pd(&["get", &spp_url, "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "a corrupted byte reached p2pd get's output"
+    );
+    assert!(
+        stderr.contains(&format!("from {x2}: 0 bytes in 0 blocks (dropped)")),
+        "{stderr}"
+    );
+    let removed = wait_for_peers(&origin, asker, "m.mkv", Duration::from_secs(5), |p| {
+        !p.contains(&x2)
+    });
+    assert!(
+        removed.is_some(),
+        "the origin still hands out the second bad peer{}",
+        diagnose(&[("origin", &origin)])
+    );
+    assert_eq!(origin.metric("p2pd_peers_removed_total"), 2);
+    // Nothing bad was ever served as good by the origin itself.
+    assert_eq!(origin.metric("p2pd_digest_failures_total"), 0);
 }
