@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use p2pd::protocol::{BlockRange, Frame, Have, Info, Role};
+use p2pd::protocol::{BlockRange, ErrorCode, Frame, Have, Info, Role};
 
 use common::*;
 
@@ -38,11 +38,12 @@ fn wait_for_reports(node: &Node, before: u64) {
     }
 }
 
-/// The peers (role Lhc) `origin`'s Locate answer names for `path`, asked from `from`.
-fn located_peers(origin: &Node, from: IpAddr, path: &str) -> Vec<SocketAddr> {
-    let (mut c, _) = Spp::connect_from(from, origin.addr).expect("locate: connect");
+/// The peers (role Lhc) `node`'s Locate answer names for `path` (a file of the origin
+/// at `host`), asked from `from`.
+fn peers_named_by(node: &Node, from: IpAddr, host: &str, path: &str) -> Vec<SocketAddr> {
+    let (mut c, _) = Spp::connect_from(from, node.addr).expect("locate: connect");
     let info = c
-        .info(1, "cdn.example.com", path)
+        .info(1, host, path)
         .and_then(expect_info)
         .expect("locate: info");
     c.locate(2, info.handle, 0, info.block_count().max(1))
@@ -52,6 +53,11 @@ fn located_peers(origin: &Node, from: IpAddr, path: &str) -> Vec<SocketAddr> {
         .filter(|l| l.role == Role::Lhc)
         .map(|l| l.addr)
         .collect()
+}
+
+/// The peers an origin's Locate answer names for `path`, asked from `from`.
+fn located_peers(origin: &Node, from: IpAddr, path: &str) -> Vec<SocketAddr> {
+    peers_named_by(origin, from, &origin.addr.ip().to_string(), path)
 }
 
 /// Polls `origin`'s Locate answer for `path` until `cond` holds for its peers, for
@@ -283,6 +289,16 @@ fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
     assert_eq!(fetched(&x, "server"), size);
     // The origin sent the file once, for the cache.
     assert_eq!(origin.metric(SPP_SENT), size);
+
+    // The outsider now holds the file and has reported it, yet a site client is only
+    // ever handed site peers, and an outsider no site peer.
+    scc.wait_for("three peers known", |n| n.metric("p2pd_peers_known") >= 3);
+    let host = origin.addr.ip().to_string();
+    let mut site_view = peers_named_by(&scc, ip(2, 99), &host, "show.ts");
+    site_view.sort();
+    assert_eq!(site_view, vec![a.addr, b.addr], "a site client's peers");
+    let outside_view = peers_named_by(&scc, ip(3, 99), &host, "show.ts");
+    assert_eq!(outside_view, vec![x.addr], "an outsider's peers");
 }
 
 /// Resident memory of a process, from /proc.
@@ -406,6 +422,29 @@ fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
     let announce = ["--announce-interval", "500"];
     let mut a = viewer(ip(4, 2), da.path(), &announce);
     let b = viewer(ip(4, 3), db.path(), &announce);
+    // A viewer's cache serves other machines only what it holds, never fetching for
+    // them: nothing before it watched, then its first block and no further.
+    let host = origin.addr.ip().to_string();
+    let outsider = ip(4, 8);
+    let (mut c, _) = Spp::connect_from(outsider, b.addr).unwrap();
+    match c.info(1, &host, "ep.mp4").unwrap() {
+        Frame::Error(e) => assert_eq!(e.code, ErrorCode::Forbidden, "{e:?}"),
+        other => panic!("an LHC fetched info for a remote requester: {other:?}"),
+    }
+    let r = try_proxy_request(b.addr, None, "GET", &url, "Range: bytes=0-99\r\n").unwrap();
+    assert!(r.status == 206 && r.body == data[..100]);
+    let info = c.info(2, &host, "ep.mp4").and_then(expect_info).unwrap();
+    let (got, err) = c.get_range(&info, 3, 0, 3).unwrap();
+    assert_eq!(got, vec![0], "only the block it holds");
+    assert_eq!(err.map(|e| e.code), Some(ErrorCode::NotCachedHere));
+    let before = origin.metric(SPP_SENT);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        origin.metric(SPP_SENT),
+        before,
+        "the LHC fetched for a remote requester"
+    );
+    drop(c);
     for v in [&a, &b] {
         let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
         assert!(r.status == 200 && r.body == data, "viewer at {}", v.addr);
