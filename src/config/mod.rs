@@ -552,15 +552,11 @@ fn validate_serve(
             ))
         }
     };
-    if a.rescan_interval < MIN_RESCAN_INTERVAL_MS {
-        return Err(CliError::option(
-            "--rescan-interval",
-            format!(
-                "{} ms is below the minimum of {MIN_RESCAN_INTERVAL_MS} ms",
-                a.rescan_interval
-            ),
-        ));
-    }
+    min_ms(
+        "--rescan-interval",
+        a.rescan_interval,
+        MIN_RESCAN_INTERVAL_MS,
+    )?;
     if a.max_connections == 0 {
         return Err(CliError::option("--max-connections", "must be at least 1"));
     }
@@ -570,24 +566,12 @@ fn validate_serve(
         .map(parse_upload_rate)
         .transpose()
         .map_err(|why| CliError::option("--upload-rate", why))?;
-    if a.peer_expiry < MIN_PEER_EXPIRY_MS {
-        return Err(CliError::option(
-            "--peer-expiry",
-            format!(
-                "{} ms is below the minimum of {MIN_PEER_EXPIRY_MS} ms",
-                a.peer_expiry
-            ),
-        ));
-    }
-    if a.announce_interval < MIN_ANNOUNCE_INTERVAL_MS {
-        return Err(CliError::option(
-            "--announce-interval",
-            format!(
-                "{} ms is below the minimum of {MIN_ANNOUNCE_INTERVAL_MS} ms",
-                a.announce_interval
-            ),
-        ));
-    }
+    min_ms("--peer-expiry", a.peer_expiry, MIN_PEER_EXPIRY_MS)?;
+    min_ms(
+        "--announce-interval",
+        a.announce_interval,
+        MIN_ANNOUNCE_INTERVAL_MS,
+    )?;
     if a.upstream_timeout == 0 {
         return Err(CliError::option(
             "--upstream-timeout",
@@ -909,4 +893,15 @@ fn default_threads() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, MAX_THREADS)
+}
+
+/// A duration option in milliseconds must be at least `min`.
+fn min_ms(option: &'static str, value: u64, min: u64) -> Result<(), CliError> {
+    if value < min {
+        return Err(CliError::option(
+            option,
+            format!("{value} ms is below the minimum of {min} ms"),
+        ));
+    }
+    Ok(())
 }

@@ -202,6 +202,18 @@ pub async fn fetch_blocks(
     let mut last_was_digest = false;
     let mut best: Option<SourceId> = None;
 
+    // A source found unreachable or bad is reported, alongside the requests, to the
+    // node that handed it out (the first source, which answered the Locate), so it
+    // stops handing it to others.
+    let report_peer = |peer: SocketAddr, problem: PeerProblem| {
+        let to = addrs[0];
+        async move {
+            pool.report_peer(to, fref, file.version, peer, problem)
+                .await;
+            None
+        }
+        .boxed_local()
+    };
     let cancel = |cancels: &mut HashMap<(u64, SourceId), oneshot::Sender<()>>, a: &Assignment| {
         // Dropping the sender resolves the request's cancel branch.
         cancels.remove(&(a.block, a.source));
@@ -276,24 +288,8 @@ pub async fn fetch_blocks(
                     );
                     last_was_digest = true;
                     tracing::warn!(source = %addr, block = a.block, "block failed its digest check; the source is dropped for this file");
-                    // Tell the node that handed it out (the first source answered
-                    // the Locate), so it stops handing it to others.
                     if a.source != 0 {
-                        let to = addrs[0];
-                        running.push(
-                            async move {
-                                pool.report_peer(
-                                    to,
-                                    fref,
-                                    file.version,
-                                    addr,
-                                    PeerProblem::BadData,
-                                )
-                                .await;
-                                None
-                            }
-                            .boxed_local(),
-                        );
+                        running.push(report_peer(addr, PeerProblem::BadData));
                     }
                     for c in sched.on_failure(a.source, a.block, Failure::BadBlock) {
                         cancel(&mut cancels, &c);
@@ -331,21 +327,7 @@ pub async fn fetch_blocks(
             }
             Err(e) => {
                 if a.source != 0 && unreachable(&e) {
-                    let to = addrs[0];
-                    running.push(
-                        async move {
-                            pool.report_peer(
-                                to,
-                                fref,
-                                file.version,
-                                addr,
-                                PeerProblem::Unreachable,
-                            )
-                            .await;
-                            None
-                        }
-                        .boxed_local(),
-                    );
+                    running.push(report_peer(addr, PeerProblem::Unreachable));
                 }
                 let kind = failure_kind(&e);
                 last_error = e.to_string();
