@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::config::GetConfig;
 use crate::fetch::client::FetchError;
 use crate::fetch::multi::{self, FetchReport, MultiError};
+use crate::fetch::sched::SourceClass;
 use crate::fetch::upstream::{UpstreamConfig, UpstreamPool};
 use crate::protocol::{ErrorCode, FileRef, Role};
 
@@ -109,6 +110,19 @@ pub fn run(cfg: GetConfig) -> i32 {
                         s.bytes,
                         s.blocks,
                         if s.dropped { " (dropped)" } else { "" }
+                    );
+                }
+                let from_peers: u64 = report
+                    .sources
+                    .iter()
+                    .filter(|s| s.class == SourceClass::Peer)
+                    .map(|s| s.bytes)
+                    .sum();
+                if from_peers > 0 {
+                    eprintln!(
+                        "p2pd get: {from_peers} bytes from peers, {} from servers ({:.1}% from peers)",
+                        bytes.saturating_sub(from_peers),
+                        from_peers as f64 * 100.0 / bytes.max(1) as f64
                     );
                 }
                 if report.bad_blocks > 0 {

@@ -198,6 +198,32 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
         9 * size,
         "every later byte came from a peer or the origin"
     );
+
+    // `p2pd get` is handed the same peers and prefers them too.
+    let before = origin.metric(SPP_SENT);
+    let out = dirs[0].path().join("got.mp4");
+    let o = run_p2pd(&[
+        "get",
+        &origin.spp_url("movie.mp4"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "p2pd get's output differs"
+    );
+    let from_origin = origin.metric(SPP_SENT) - before;
+    eprintln!("p2pd get: the origin sent {from_origin} bytes; {stderr}");
+    assert!(
+        stderr.contains("bytes from peers"),
+        "no peer bytes reported: {stderr}"
+    );
+    assert!(
+        from_origin < size / 5,
+        "the origin sent p2pd get {from_origin} of {size} bytes"
+    );
 }
 
 /// Scenario 5 with p2p: an ISP cache with `-i -n <site> -N <site>`; site viewers'

@@ -15,9 +15,9 @@ use futures::future::{self, Either, FutureExt, LocalBoxFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::client::{FetchError, RemoteFile};
-use super::sched::{Assignment, Failure, SchedConfig, Scheduler, SourceId};
+use super::sched::{Assignment, Failure, SchedConfig, Scheduler, SourceClass, SourceId};
 use super::upstream::UpstreamPool;
-use crate::protocol::{ErrorCode, FileRef, Holds, PeerProblem};
+use crate::protocol::{ErrorCode, FileRef, Holds, PeerProblem, Role};
 use crate::runtime;
 
 /// Block bytes the window ahead of the playback position may hold at most (blocks
@@ -43,10 +43,39 @@ pub fn sched_config(block_size: u32, stall_timeout: Duration) -> SchedConfig {
     }
 }
 
+/// A source of a file: where, what it holds, whose bandwidth it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Located {
+    pub addr: SocketAddr,
+    pub holds: Holds,
+    pub class: SourceClass,
+}
+
+impl Located {
+    /// A server holding the whole file (an address of the URL, a parent).
+    pub fn server(addr: SocketAddr) -> Located {
+        Located {
+            addr,
+            holds: Holds::All,
+            class: SourceClass::Server,
+        }
+    }
+}
+
+/// Peers (viewers' machines, Locate role LHC or client) are preferred over servers
+/// (origins, mirrors, caches); see `fetch::sched`.
+pub fn class_of(role: Role) -> SourceClass {
+    match role {
+        Role::Lhc | Role::Client => SourceClass::Peer,
+        Role::Origin | Role::Scc => SourceClass::Server,
+    }
+}
+
 /// What one source contributed.
 #[derive(Clone, Debug)]
 pub struct SourceReport {
     pub addr: SocketAddr,
+    pub class: SourceClass,
     pub bytes: u64,
     pub blocks: u64,
     /// Dropped for this file (bad block, repeated failures).
@@ -86,7 +115,7 @@ pub async fn discover(
     pool: &UpstreamPool,
     file: &FileRef,
     addrs: &[SocketAddr],
-) -> Result<(RemoteFile, Vec<(SocketAddr, Holds)>), FetchError> {
+) -> Result<(RemoteFile, Vec<Located>), FetchError> {
     let mut last = None;
     for &addr in addrs {
         let up = match pool.get(addr).await {
@@ -109,7 +138,7 @@ pub async fn discover(
                 continue;
             }
         };
-        let mut sources = vec![(addr, Holds::All)];
+        let mut sources = vec![Located::server(addr)];
         // Where else the blocks are; a node that cannot say is simply the one source.
         let located = runtime::timeout(
             LOCATE_WAIT,
@@ -121,14 +150,18 @@ pub async fn discover(
                 if sources.len() >= MAX_SOURCES {
                     break;
                 }
-                if !sources.iter().any(|(a, _)| *a == l.addr) {
-                    sources.push((l.addr, l.holds));
+                if !sources.iter().any(|s| s.addr == l.addr) {
+                    sources.push(Located {
+                        addr: l.addr,
+                        holds: l.holds,
+                        class: class_of(l.role),
+                    });
                 }
             }
         }
         for &a in addrs {
-            if sources.len() < MAX_SOURCES && !sources.iter().any(|(s, _)| *s == a) {
-                sources.push((a, Holds::All));
+            if sources.len() < MAX_SOURCES && !sources.iter().any(|s| s.addr == a) {
+                sources.push(Located::server(a));
             }
         }
         return Ok((info, sources));
@@ -181,15 +214,15 @@ pub async fn fetch_blocks(
     pool: &UpstreamPool,
     fref: &FileRef,
     file: &RemoteFile,
-    sources: &[(SocketAddr, Holds)],
+    sources: &[Located],
     range: std::ops::Range<u64>,
     cfg: SchedConfig,
     mut deliver: impl FnMut(u64, Bytes) -> Result<(), String>,
 ) -> Result<FetchReport, MultiError> {
     let mut sched = Scheduler::new(cfg, range.start, range.end.min(file.block_count()));
-    let addrs: Vec<SocketAddr> = sources.iter().map(|(a, _)| *a).collect();
-    for (_, holds) in sources {
-        sched.add_source(holds.clone());
+    let addrs: Vec<SocketAddr> = sources.iter().map(|s| s.addr).collect();
+    for s in sources {
+        sched.add_source_of(s.holds.clone(), s.class);
     }
     let mut running: FuturesUnordered<LocalBoxFuture<'_, Option<Outcome>>> =
         FuturesUnordered::new();
@@ -348,6 +381,7 @@ pub async fn fetch_blocks(
             let s = sched.source(i);
             SourceReport {
                 addr: addrs[i],
+                class: sources[i].class,
                 bytes: s.bytes,
                 blocks: s.blocks,
                 dropped: s.dropped,

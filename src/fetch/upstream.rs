@@ -522,7 +522,14 @@ impl Upstream {
     /// connection is busy) or the connection is gone.
     fn send_hint(&self, frame: &Frame) -> bool {
         let mut bytes = BytesMut::new();
-        encode(frame, &mut bytes).is_ok() && self.out.clone().try_send(bytes.freeze()).is_ok()
+        let sent =
+            encode(frame, &mut bytes).is_ok() && self.out.clone().try_send(bytes.freeze()).is_ok();
+        if sent {
+            // A frame keeps the connection from idling out at the upstream: reuse it
+            // (and its handles) rather than open a new one for the next announce.
+            self.last_used.set(Instant::now());
+        }
+        sent
     }
 }
 

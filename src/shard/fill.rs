@@ -25,11 +25,11 @@ use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
 use crate::cache::{BlockKey, ByteLru};
 use crate::content::{Refusal, UpstreamError, UpstreamErrorKind};
 use crate::fetch::client::{FetchError, RemoteFile};
-use crate::fetch::multi::{failure_kind, unreachable};
+use crate::fetch::multi::{class_of, failure_kind, unreachable, Located};
 use crate::fetch::sched::{Failure, SchedConfig, Scheduler, SourceClass, SourceId};
 use crate::fetch::upstream::{Upstream, UpstreamConfig, UpstreamPool};
 use crate::metrics::ShardMetrics;
-use crate::protocol::{limits, BlockRange, ErrorCode, FileRef, Holds, Location, PeerProblem, Role};
+use crate::protocol::{limits, BlockRange, ErrorCode, FileRef, Holds, Location, PeerProblem};
 use crate::runtime::{self, DataFile};
 use crate::store::index::CacheIndex;
 use crate::store::{dir::StoreDir, FileKey, FileMeta};
@@ -179,22 +179,6 @@ fn sched_config(upstream_timeout: Duration) -> SchedConfig {
     SchedConfig {
         stall_timeout: upstream_timeout,
         ..SchedConfig::default()
-    }
-}
-
-/// A source a Locate answer named: where, what it holds, whose bandwidth it is.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Located {
-    pub addr: SocketAddr,
-    pub holds: Holds,
-    pub class: SourceClass,
-}
-
-/// Peers (viewers' machines) are preferred over servers; see `fetch::sched`.
-fn class_of(role: Role) -> SourceClass {
-    match role {
-        Role::Lhc | Role::Client => SourceClass::Peer,
-        Role::Origin | Role::Scc => SourceClass::Server,
     }
 }
 
@@ -913,11 +897,7 @@ impl Shard {
             .upstream_addrs(&file.key)
             .await?
             .into_iter()
-            .map(|addr| Located {
-                addr,
-                holds: Holds::All,
-                class: SourceClass::Server,
-            })
+            .map(Located::server)
             .collect();
         // Below a parent only peers join it: the servers above stay shielded.
         let parent = self.fill().is_some_and(|f| f.cfg.parent.is_some());
