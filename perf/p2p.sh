@@ -108,7 +108,7 @@ for mode in off p2p; do
     for n in $(seq 1 "$REPEAT"); do round "$mode" "$n"; done
 done
 
-commit=$(git rev-parse --short HEAD)
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo -dirty)
 stamp=$(date +%Y-%m-%d-%H%M)
 result=perf/results/$stamp-$commit-p2p.md
 mkdir -p "perf/results/$stamp-$commit-p2p"

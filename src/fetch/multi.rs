@@ -60,6 +60,16 @@ impl Located {
             class: SourceClass::Server,
         }
     }
+
+    /// Whether it is said to hold block `block`.
+    pub fn has(&self, block: u64) -> bool {
+        match &self.holds {
+            Holds::All => true,
+            Holds::Ranges(rs) => rs
+                .iter()
+                .any(|r| block >= r.start && block - r.start < r.count),
+        }
+    }
 }
 
 /// Peers (viewers' machines, Locate role LHC or client) are preferred over servers

@@ -176,6 +176,15 @@ impl Scheduler {
         self.add_source_of(holds, SourceClass::Server)
     }
 
+    /// New knowledge of what a source holds (a fresher Locate answer): replaces what
+    /// was known, and forgets the blocks it said it did not hold. Its measurements stay.
+    pub fn set_holds(&mut self, id: SourceId, holds: Holds) {
+        if let Some(s) = self.sources.get_mut(id) {
+            s.holds = holds;
+            s.missing.clear();
+        }
+    }
+
     pub fn add_source_of(&mut self, holds: Holds, class: SourceClass) -> SourceId {
         self.sources.push(SourceState {
             holds,
@@ -1036,6 +1045,29 @@ mod tests {
                 block: 0,
                 source: if a.source == x { y } else { x }
             }]
+        );
+    }
+
+    #[test]
+    fn fresher_holds_replace_what_a_source_was_known_to_hold() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg(), 0, 0);
+        let server = s.add_source_of(Holds::All, SourceClass::Server);
+        let peer = s.add_source_of(holds_ranges(&[(0, 4)]), SourceClass::Peer);
+        // Block 6: the peer is not known to hold it; the server gets it.
+        assert_eq!(s.pick_block(6, t0), Some(server));
+        s.on_failure(server, 6, Failure::Error);
+        // The peer said it lacks block 2.
+        assert_eq!(s.pick_block(2, t0), Some(peer));
+        s.on_failure(peer, 2, Failure::NotHeld);
+        // A fresher Locate: it holds 0..10 now.
+        s.set_holds(peer, holds_ranges(&[(0, 10)]));
+        assert_eq!(s.pick_block(7, t0), Some(peer));
+        s.on_failure(peer, 7, Failure::Error);
+        assert_eq!(
+            s.pick_block(2, t0),
+            Some(peer),
+            "what it said before is forgotten"
         );
     }
 }

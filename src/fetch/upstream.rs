@@ -697,6 +697,12 @@ impl UpstreamPool {
         }
     }
 
+    /// Whether the open connection to `addr` (none is opened) has a p2p registry at
+    /// the other end.
+    pub fn is_registry(&self, addr: SocketAddr) -> bool {
+        matches!(self.conns.borrow().get(&addr), Some(Entry::Ready(up)) if up.registry)
+    }
+
     /// Reports `peer` as unreachable or bad to the node at `to` that handed it out for
     /// `file` (see [`Upstream::report_peer`]), unless it was reported for the same
     /// problem within [`PEER_REPORT_REPEAT`]. Returns whether a report was sent.

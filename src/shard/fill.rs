@@ -163,6 +163,9 @@ struct FileSources {
 
 /// How often a cache asks its upstream again where a file's blocks are.
 const LOCATE_REFRESH: Duration = Duration::from_secs(30);
+/// How soon it asks again when it needs a block no known peer holds, from a p2p
+/// registry: peers a little ahead in the same film hold more by now.
+const LOCATE_ON_MISS: Duration = Duration::from_secs(1);
 /// How long it waits for that answer.
 const LOCATE_WAIT: Duration = Duration::from_secs(2);
 /// Sources one file is fetched from at most.
@@ -561,7 +564,7 @@ impl Shard {
             match r {
                 Ok(meta) if meta.version == f.meta().version => {
                     f.validated_ms.store(now_ms(), Relaxed);
-                    self.refresh_located(f);
+                    self.refresh_located(f, LOCATE_REFRESH);
                     return Ok(f.clone());
                 }
                 Ok(_) => {
@@ -594,7 +597,7 @@ impl Shard {
         }
         // A new file's sources are learned before its first block is asked for, so
         // peers can serve it from the start; later refreshes go on in the background.
-        if let Some(locate) = self.locate_task(&file) {
+        if let Some(locate) = self.locate_task(&file, LOCATE_REFRESH) {
             locate.await;
         }
         Ok(file)
@@ -603,17 +606,22 @@ impl Shard {
     /// Asks the upstream, in the background, which other nodes serve `file` (its
     /// mirrors, peers in p2p mode), when that was not asked within
     /// [`LOCATE_REFRESH`]: fetches fail over to them, and prefer peers.
-    fn refresh_located(self: &Rc<Self>, file: &Arc<CachedFile>) {
-        if let Some(locate) = self.locate_task(file) {
+    fn refresh_located(self: &Rc<Self>, file: &Arc<CachedFile>, min_age: Duration) {
+        if let Some(locate) = self.locate_task(file, min_age) {
             runtime::spawn_detached(locate);
         }
     }
 
-    /// The Locate round trip for `file` if one is due (through the parent, if any).
-    fn locate_task(self: &Rc<Self>, file: &Arc<CachedFile>) -> Option<LocalBoxFuture<'static, ()>> {
+    /// The Locate round trip for `file` if the last one is older than `min_age`
+    /// (through the parent, if any).
+    fn locate_task(
+        self: &Rc<Self>,
+        file: &Arc<CachedFile>,
+        min_age: Duration,
+    ) -> Option<LocalBoxFuture<'static, ()>> {
         self.fill()?;
         let last = file.located_ms.load(Relaxed);
-        if last != 0 && now_ms().saturating_sub(last) < LOCATE_REFRESH.as_millis() as u64 {
+        if last != 0 && now_ms().saturating_sub(last) < min_age.as_millis() as u64 {
             return None;
         }
         file.located_ms.store(now_ms(), Relaxed);
@@ -931,6 +939,15 @@ impl Shard {
             .await
             .map_err(refusal_to_block_error)?;
         let upstream = sources.first().map(|l| l.addr);
+        // p2p: no peer is known to hold this block; peers ahead in the film may have
+        // it by now, so ask the registry again (in the background) for the next ones.
+        if upstream.is_some_and(|u| fill.pool.is_registry(u))
+            && !sources
+                .iter()
+                .any(|l| l.class == SourceClass::Peer && l.has(index))
+        {
+            self.refresh_located(file, LOCATE_ON_MISS);
+        }
         // One deadline per attempt when others can take over; a single source gets the
         // whole upstream timeout (it may itself be fetching from further up).
         let attempt = if sources.len() > 1 {
@@ -1090,7 +1107,24 @@ impl Shard {
         }
         let entry = all.entry(key).or_insert_with(|| fresh(sources));
         if entry.sources != sources {
-            *entry = fresh(sources);
+            let same_nodes = entry.sources.len() == sources.len()
+                && entry
+                    .sources
+                    .iter()
+                    .zip(sources)
+                    .all(|(a, b)| a.addr == b.addr && a.class == b.class);
+            if same_nodes {
+                // Only what they hold changed (a fresher Locate): keep what was
+                // measured and who was dropped.
+                for (i, l) in sources.iter().enumerate() {
+                    if entry.sources[i].holds != l.holds {
+                        entry.sched.set_holds(i, l.holds.clone());
+                    }
+                }
+                entry.sources = sources.to_vec();
+            } else {
+                *entry = fresh(sources);
+            }
         }
         let now = Instant::now();
         let src = match entry.sched.pick_block(index, now) {
