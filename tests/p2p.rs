@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use p2pd::protocol::{BlockRange, ErrorCode, Frame, Have, Info, Role};
+use p2pd::protocol::{BlockRange, ErrorCode, Frame, Have, Info, PeerProblem, PeerReport, Role};
 
 use common::*;
 
@@ -713,6 +713,22 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
             .contains(&x2))
         .is_some()
     );
+    // A client that was never handed the peer cannot get it removed.
+    let (mut liar, _) = Spp::connect_from(ip(6, 98), origin.addr).unwrap();
+    let info = liar
+        .info(1, &origin.addr.ip().to_string(), "m.mkv")
+        .and_then(expect_info)
+        .unwrap();
+    liar.send(&Frame::PeerReport(PeerReport {
+        handle: info.handle,
+        version: info.version,
+        problem: PeerProblem::BadData,
+        peer: x2,
+    }))
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(located_peers(&origin, asker, "m.mkv").contains(&x2));
+    assert_eq!(origin.metric("p2pd_peers_removed_total"), 1);
     let out = dv.path().join("got.mkv");
     let spp_url = origin.spp_url("m.mkv");
     let o = run_p2pd(&["get", &spp_url, "-o", out.to_str().unwrap()]);
@@ -737,4 +753,66 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
     assert_eq!(origin.metric("p2pd_peers_removed_total"), 2);
     // Nothing bad was ever served as good by the origin itself.
     assert_eq!(origin.metric("p2pd_digest_failures_total"), 0);
+}
+
+/// A peer that accepts connections but never answers (a machine gone silent behind a
+/// NAT or a firewall): a viewer's cache waits one peer connect deadline for it, drops
+/// it for the file (on every shard), reports it unreachable, and streams the file from
+/// the origin.
+#[test]
+fn a_silent_peer_costs_one_attempt_and_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(2 * 1024 * 1024 + 3, 2807);
+    let size = data.len() as u64;
+    write_file(dir.path(), "quiet.mp4", &data);
+    let origin = start_origin_on(ip(7, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    // Connections to it are completed by the kernel and then left unanswered.
+    let silent = std::net::TcpListener::bind((ip(7, 9), 0)).unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _announcer = announce_as(silent_addr, &origin, "quiet.mp4");
+    assert_eq!(
+        located_peers(&origin, ip(7, 99), "quiet.mp4"),
+        vec![silent_addr]
+    );
+    let dv = tempfile::tempdir().unwrap();
+    let v = viewer(ip(7, 2), dv.path(), &[]);
+    let url = format!("http://{}/quiet.mp4", origin.addr);
+    let t = Instant::now();
+    let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "the body differs");
+    let text = v.metrics_text();
+    eprintln!("a viewer handed a silent peer got the file in {took:?}");
+    assert_eq!(
+        metric_line(&text, "p2pd_fetched_bytes_total{source=\"server\"} "),
+        size,
+        "{text}"
+    );
+    assert!(
+        metric_line(&text, "p2pd_peer_reports_sent_total ") >= 1,
+        "{text}"
+    );
+    // One peer connect deadline (1.5 s), not one per block, shard or retry.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let removed = wait_for_peers(
+        &origin,
+        ip(7, 99),
+        "quiet.mp4",
+        Duration::from_secs(5),
+        |p| p.is_empty(),
+    );
+    assert!(
+        removed.is_some(),
+        "the origin still hands out the silent peer{}",
+        diagnose(&[("origin", &origin), ("viewer", &v)])
+    );
+    assert_eq!(
+        metric_line(
+            &origin.metrics_text(),
+            "p2pd_peer_reports_total{problem=\"unreachable\"} "
+        ),
+        1
+    );
 }

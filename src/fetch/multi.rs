@@ -331,7 +331,7 @@ pub async fn fetch_blocks(
                     );
                     last_was_digest = true;
                     tracing::warn!(source = %addr, block = a.block, "block failed its digest check; the source is dropped for this file");
-                    if a.source != 0 {
+                    if sources[a.source].class == SourceClass::Peer {
                         running.push(report_peer(addr, PeerProblem::BadData));
                     }
                     for c in sched.on_failure(a.source, a.block, Failure::BadBlock) {
@@ -369,7 +369,7 @@ pub async fn fetch_blocks(
                 }
             }
             Err(e) => {
-                if a.source != 0 && unreachable(&e) {
+                if sources[a.source].class == SourceClass::Peer && unreachable(&e) {
                     running.push(report_peer(addr, PeerProblem::Unreachable));
                 }
                 let kind = failure_kind(&e);

@@ -86,6 +86,10 @@ pub enum Failure {
     NotHeld,
     /// A block failed its digest: the source is never used again for this file.
     BadBlock,
+    /// A peer that could not be reached at all (refused, or no handshake within the
+    /// attempt's deadline): dropped for this file at once, so a viewer does not wait
+    /// out a silent machine again for the next blocks.
+    Unreachable,
 }
 
 /// Whose bandwidth a source is: a peer's (another viewer's machine, free to the
@@ -544,7 +548,7 @@ impl Scheduler {
                 s.missing.insert(block);
                 return Vec::new();
             }
-            Failure::BadBlock => s.dropped = true,
+            Failure::BadBlock | Failure::Unreachable => s.dropped = true,
             Failure::Error | Failure::Closed => {
                 s.failures_in_row += 1;
                 if s.failures_in_row >= max {

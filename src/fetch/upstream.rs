@@ -478,20 +478,25 @@ impl Upstream {
     /// Tells the upstream this node holds `ranges` of version `version` of `file`
     /// (Have frames of at most `MAX_RANGES` ranges each), asking for a handle first
     /// if this connection has none for that version. Best effort: reports are hints.
-    pub async fn announce(&self, file: &FileRef, version: u64, ranges: &[BlockRange]) {
-        if !self.registry || ranges.is_empty() {
-            return;
+    /// Returns false when the upstream could not be told (no registry there, no
+    /// handle, the connection busy or gone).
+    pub async fn announce(&self, file: &FileRef, version: u64, ranges: &[BlockRange]) -> bool {
+        if !self.registry {
+            return false;
+        }
+        if ranges.is_empty() {
+            return true;
         }
         let Ok(handle) = self.handle(file, version).await else {
-            return;
+            return false;
         };
-        for chunk in ranges.chunks(limits::MAX_RANGES) {
+        ranges.chunks(limits::MAX_RANGES).all(|chunk| {
             self.send_hint(&Frame::Have(Have {
                 handle,
                 version,
                 ranges: chunk.to_vec(),
-            }));
-        }
+            }))
+        })
     }
 
     /// Tells the upstream, which handed out `peer` for `file`, that the peer is

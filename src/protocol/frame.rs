@@ -30,7 +30,7 @@ pub mod frame_type {
 /// Hello capability bits: optional features a node announces; a sender uses one only
 /// towards a node whose Hello announced it.
 pub mod capability {
-    /// The sender accepts PeerReport frames (p2pd sets it on every server side).
+    /// The sender accepts PeerReport frames (p2pd sets it with `-i`).
     pub const PEER_REPORT: u32 = 1 << 0;
     /// The sender keeps a p2p registry (`-i`): it records Have reports and hands
     /// peers out. Other nodes ignore Haves, so senders may skip them.

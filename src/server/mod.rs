@@ -149,16 +149,15 @@ impl Context {
         allowed.is_empty() || allowed.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 
-    /// The capability bits of this node's Hello: it takes PeerReports, and with `-i`
-    /// it keeps a registry.
+    /// The capability bits of this node's Hello: with `-i` it keeps a registry and
+    /// takes PeerReports about the peers it hands out; without, neither.
     pub fn capabilities(&self) -> u32 {
         use crate::protocol::capability;
-        capability::PEER_REPORT
-            | if self.peers.is_some() {
-                capability::P2P_REGISTRY
-            } else {
-                0
-            }
+        if self.peers.is_some() {
+            capability::P2P_REGISTRY | capability::PEER_REPORT
+        } else {
+            0
+        }
     }
 
     /// Prometheus text of the node's metrics.

@@ -49,7 +49,19 @@ struct ConnState {
     cancelled: HashSet<u32>,
     /// Gets ended early by an error answer: their remaining blocks are skipped.
     failed: HashSet<u32>,
+    /// p2p mode: the peers this connection was handed in Locate answers (at most
+    /// [`MAX_HANDED_OUT`]): only those may be reported (PeerReport).
+    handed_out: HashSet<SocketAddr>,
+    /// PeerReports that removed a peer, on this connection.
+    reports_accepted: u32,
 }
+
+/// Peers remembered per connection as handed out to it; past it, new ones are not
+/// remembered (and cannot be reported on this connection).
+const MAX_HANDED_OUT: usize = 1024;
+/// PeerReports that may remove a peer on one connection; later ones are ignored, so a
+/// client cannot empty the registry by itself.
+const MAX_REPORTS_PER_CONNECTION: u32 = 64;
 
 impl ConnState {
     /// Whether the rest of Get `req_id` is to be skipped.
@@ -445,6 +457,12 @@ async fn locate(
         );
         if !peers.is_empty() {
             ShardMetrics::add(&shard.m().locate_answers_with_peers, 1);
+            let mut st = state.borrow_mut();
+            for p in &peers {
+                if st.handed_out.len() < MAX_HANDED_OUT {
+                    st.handed_out.insert(p.addr);
+                }
+            }
         }
         for p in peers {
             if locations.len() >= limits::MAX_LOCATIONS {
@@ -486,13 +504,22 @@ fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have) {
 }
 
 /// Acts on a PeerReport (`-i`): the peer is removed from the registry and refused for
-/// a while, if this node lists it for the file the requester opened on this
-/// connection (see `peers::Registry::report`).
+/// a while, if this node handed it to this connection and lists it for the file the
+/// requester opened here (see `peers::Registry::report`), up to
+/// [`MAX_REPORTS_PER_CONNECTION`] removals. A client can thus only report peers it was
+/// given (with `-N`, never another site's), and not empty the registry by itself.
 fn record_peer_report(conn: &Conn<'_>, r: &crate::protocol::PeerReport) {
     use crate::protocol::PeerProblem;
     let Some(peers) = &conn.ctx.peers else { return };
-    let Some(content) = conn.state.borrow().handles.get(r.handle as usize).cloned() else {
-        return;
+    let content = {
+        let st = conn.state.borrow();
+        if !st.handed_out.contains(&r.peer) || st.reports_accepted >= MAX_REPORTS_PER_CONNECTION {
+            return;
+        }
+        match st.handles.get(r.handle as usize) {
+            Some(c) => c.clone(),
+            None => return,
+        }
     };
     if content.version() != r.version {
         return;
@@ -514,6 +541,7 @@ fn record_peer_report(conn: &Conn<'_>, r: &crate::protocol::PeerReport) {
         )
     });
     if removed {
+        conn.state.borrow_mut().reports_accepted += 1;
         ShardMetrics::add(&m.peers_removed, 1);
         tracing::info!(peer = %r.peer, problem = r.problem.name(), reporter = %conn.peer, "peer reported; removed from the registry");
     }

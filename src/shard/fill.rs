@@ -24,7 +24,7 @@ use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
 use crate::cache::{BlockKey, ByteLru};
 use crate::content::{Refusal, UpstreamError, UpstreamErrorKind};
-use crate::fetch::client::{FetchError, RemoteFile};
+use crate::fetch::client::{FetchError, RemoteFile, CONNECT_WHAT};
 use crate::fetch::multi::{class_of, failure_kind, unreachable, Located};
 use crate::fetch::sched::{Failure, SchedConfig, Scheduler, SourceClass, SourceId};
 use crate::fetch::upstream::{Upstream, UpstreamConfig, UpstreamPool};
@@ -57,6 +57,14 @@ fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// A Locate answer as a cache keeps it: who answered (the node to report its peers
+/// to) and the nodes it named.
+#[derive(Debug, Default)]
+struct LocatedSet {
+    from: Option<SocketAddr>,
+    nodes: Vec<Located>,
+}
+
 /// One version of a file a cache holds blocks of: the origin's info and digests and
 /// the have-bitmap (memory-mapped), shared by every shard.
 pub struct CachedFile {
@@ -69,8 +77,8 @@ pub struct CachedFile {
     /// When the upstream last confirmed this version ([`now_ms`]); 0 = never.
     validated_ms: AtomicU64,
     /// Other nodes that serve this file, from the upstream's Locate answer (its
-    /// mirrors, later peers), refreshed at each revalidation.
-    located: ArcSwap<Vec<Located>>,
+    /// mirrors, peers in p2p mode), refreshed at each revalidation.
+    located: ArcSwap<LocatedSet>,
     /// When `located` was last asked for ([`now_ms`]); 0 = never.
     located_ms: AtomicU64,
 }
@@ -96,9 +104,24 @@ impl CachedFile {
             index,
             retired: AtomicBool::new(false),
             validated_ms: AtomicU64::new(0),
-            located: ArcSwap::from_pointee(Vec::new()),
+            located: ArcSwap::from_pointee(LocatedSet::default()),
             located_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Drops a peer found unreachable or bad from the file's sources, for every
+    /// shard at once (each keeps its own scheduler); a later Locate answer brings it
+    /// back only if the registry still names it.
+    fn forget_located(&self, addr: SocketAddr) {
+        self.located.rcu(|cur| LocatedSet {
+            from: cur.from,
+            nodes: cur
+                .nodes
+                .iter()
+                .filter(|l| l.addr != addr)
+                .cloned()
+                .collect(),
+        });
     }
 
     pub fn meta(&self) -> &FileMeta {
@@ -176,6 +199,9 @@ const MAX_FILES_WITH_SOURCES: usize = 4096;
 const MAX_ATTEMPTS_PER_BLOCK: usize = 6;
 /// With other sources to fail over to, the most one attempt may take.
 const FAILOVER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most a connection (and handshake) to a peer may take before the peer counts as
+/// unreachable: two round trips of a slow intercontinental path, with room to spare.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The scheduler policy for blocks fetched on demand.
 fn sched_config(upstream_timeout: Duration) -> SchedConfig {
@@ -191,6 +217,39 @@ struct KnownFile {
     block_count: u64,
 }
 
+/// Takes a fresher list of a file's sources into its scheduler, matching them by
+/// address (Locate answers order peers by how recently they reported, so positions
+/// move): known sources get their new holds and keep what was measured and whether
+/// they were dropped, new ones are added, and ones no longer named are left holding
+/// nothing. False when the list would grow past twice [`MAX_SOURCES_PER_FILE`]: the
+/// caller then starts afresh.
+fn merge_sources(entry: &mut FileSources, sources: &[Located]) -> bool {
+    let added = sources
+        .iter()
+        .filter(|l| !entry.sources.iter().any(|e| e.addr == l.addr))
+        .count();
+    if entry.sources.len() + added > 2 * MAX_SOURCES_PER_FILE {
+        return false;
+    }
+    for (i, e) in entry.sources.iter_mut().enumerate() {
+        let holds = sources
+            .iter()
+            .find(|l| l.addr == e.addr)
+            .map_or(Holds::Ranges(Vec::new()), |l| l.holds.clone());
+        if e.holds != holds {
+            entry.sched.set_holds(i, holds.clone());
+            e.holds = holds;
+        }
+    }
+    for l in sources {
+        if !entry.sources.iter().any(|e| e.addr == l.addr) {
+            entry.sched.add_source_of(l.holds.clone(), l.class);
+            entry.sources.push(l.clone());
+        }
+    }
+    true
+}
+
 /// Block bytes one shard has waiting for or in disk writes at most: a verified block
 /// arriving beyond it is served but not stored, so viewers never wait for a disk
 /// slower than the network and the memory held by pending writes stays bounded
@@ -202,6 +261,9 @@ const WRITE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often a cache shard looks for retired file versions to forget.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time an announce round may take before it is cut short (otherwise
+/// twice the interval).
+const ANNOUNCE_MIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Files one shard announces per round at most (see [`Shard::announce_held`]).
 const MAX_ANNOUNCED_FILES: usize = 4096;
 /// Runs of held blocks announced per file at most (16 Have frames).
@@ -244,6 +306,8 @@ pub struct Fill {
     /// file's space is freed only when the last descriptor goes).
     known: RefCell<HashMap<(u64, u64), KnownFile>>,
     dns: RefCell<HashMap<(String, u16), Resolved>>,
+    /// An announce round is running (see [`Shard::announce_held`]).
+    announcing: Cell<bool>,
 }
 
 impl Fill {
@@ -263,6 +327,7 @@ impl Fill {
             known: RefCell::new(HashMap::new()),
             sources: RefCell::new(HashMap::new()),
             dns: RefCell::new(HashMap::new()),
+            announcing: Cell::new(false),
         }
     }
 
@@ -377,9 +442,29 @@ impl Shard {
         loop {
             runtime::sleep(HOUSEKEEPING_INTERVAL.min(every)).await;
             self.forget_retired().await;
-            if last_announce.elapsed() >= every {
+            let idle = self.fill().is_some_and(|f| !f.announcing.get());
+            if idle && last_announce.elapsed() >= every {
                 last_announce = Instant::now();
-                self.announce_held().await;
+                // Its own task, one round at a time, each with a deadline: a slow
+                // upstream delays the next announce, never the housekeeping above.
+                let me = self.clone();
+                if let Some(f) = me.fill() {
+                    f.announcing.set(true);
+                }
+                runtime::spawn_detached(async move {
+                    let deadline = (2 * every).max(ANNOUNCE_MIN_DEADLINE);
+                    if runtime::timeout(deadline, me.announce_held())
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(
+                            "announcing the blocks held took longer than {deadline:?}; cut short"
+                        );
+                    }
+                    if let Some(f) = me.fill() {
+                        f.announcing.set(false);
+                    }
+                });
             }
         }
     }
@@ -432,7 +517,10 @@ impl Shard {
                 .into_iter()
                 .map(|(start, count)| BlockRange { start, count })
                 .collect();
-            up.announce(&f.file_ref(), f.meta().version, &ranges).await;
+            if !up.announce(&f.file_ref(), f.meta().version, &ranges).await {
+                // Busy or failing: the rest of its files wait for the next round.
+                skip.push(to);
+            }
         }
     }
 
@@ -634,12 +722,17 @@ impl Shard {
                     LOCATE_WAIT,
                     me.with_upstream(&file.key, |up| {
                         let fref = fref.clone();
-                        async move { up.locate(&fref, version, 0, blocks).await }
+                        async move {
+                            let answered = up.addr;
+                            up.locate(&fref, version, 0, blocks)
+                                .await
+                                .map(|l| (answered, l))
+                        }
                     }),
                 )
                 .await;
                 let own = me.fill().map(|f| f.cfg.own_addrs.clone()).unwrap_or_default();
-                if let Ok(Ok(locations)) = r {
+                if let Ok(Ok((answered, locations))) = r {
                     let found: Vec<Located> = locations
                         .into_iter()
                         .filter(|l| !own.contains(&l.addr))
@@ -651,7 +744,10 @@ impl Shard {
                         })
                         .collect();
                     tracing::debug!(url = %file.key.url(), sources = ?found.iter().map(|l| l.addr).collect::<Vec<_>>(), "located the file's sources");
-                    file.located.store(Arc::new(found));
+                    file.located.store(Arc::new(LocatedSet {
+                        from: Some(answered),
+                        nodes: found,
+                    }));
                 }
             }
             .boxed_local(),
@@ -909,7 +1005,7 @@ impl Shard {
             .collect();
         // Below a parent only peers join it: the servers above stay shielded.
         let parent = self.fill().is_some_and(|f| f.cfg.parent.is_some());
-        for l in file.located.load().iter() {
+        for l in file.located.load().nodes.iter() {
             if out.len() >= MAX_SOURCES_PER_FILE {
                 break;
             }
@@ -939,6 +1035,8 @@ impl Shard {
             .await
             .map_err(refusal_to_block_error)?;
         let upstream = sources.first().map(|l| l.addr);
+        // Peers found bad or unreachable are reported to the node that named them.
+        let report_to = file.located.load().from.or(upstream);
         // p2p: no peer is known to hold this block; peers ahead in the film may have
         // it by now, so ask the registry again (in the background) for the next ones.
         if upstream.is_some_and(|u| fill.pool.is_registry(u))
@@ -962,15 +1060,35 @@ impl Shard {
                 break;
             };
             let started = Instant::now();
+            let connected = Cell::new(false);
             let r = runtime::timeout(attempt, async {
-                let up = fill.pool.get(addr).await?;
+                let up = if class == SourceClass::Peer {
+                    // A viewer's machine that does not answer within this is taken
+                    // for gone (NAT, firewall, asleep): no need to wait out the attempt.
+                    runtime::timeout(PEER_CONNECT_TIMEOUT, fill.pool.get(addr))
+                        .await
+                        .unwrap_or(Err(FetchError::Timeout {
+                            addr,
+                            what: CONNECT_WHAT,
+                            ms: PEER_CONNECT_TIMEOUT.as_millis() as u64,
+                        }))?
+                } else {
+                    fill.pool.get(addr).await?
+                };
+                connected.set(true);
                 up.block(&fref, version, index).await
             })
             .await
             .unwrap_or_else(|_| {
                 Err(FetchError::Timeout {
                     addr,
-                    what: "block data",
+                    // Not even a connection (and handshake) within the attempt: the
+                    // node is unreachable, not merely slow with this block.
+                    what: if connected.get() {
+                        "block data"
+                    } else {
+                        CONNECT_WHAT
+                    },
                     ms: attempt.as_millis() as u64,
                 })
             });
@@ -1011,7 +1129,8 @@ impl Shard {
                     ShardMetrics::add(&self.m().upstream_errors, 1);
                     tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded, and the source is not used again for this file");
                     if class == SourceClass::Peer {
-                        self.report_peer(upstream, &fref, version, addr, PeerProblem::BadData);
+                        file.forget_located(addr);
+                        self.report_peer(report_to, &fref, version, addr, PeerProblem::BadData);
                     }
                     last = Some(BlockError::Upstream(UpstreamError {
                         kind: UpstreamErrorKind::Failed,
@@ -1033,12 +1152,14 @@ impl Shard {
                 Err(e) => {
                     ShardMetrics::add(&self.m().upstream_errors, 1);
                     tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
-                    if class == SourceClass::Peer && unreachable(&e) {
-                        self.report_peer(upstream, &fref, version, addr, PeerProblem::Unreachable);
-                    }
-                    let kind = failure_kind(&e);
                     last = Some(BlockError::Upstream(upstream_error(&e)));
-                    kind
+                    if class == SourceClass::Peer && unreachable(&e) {
+                        file.forget_located(addr);
+                        self.report_peer(report_to, &fref, version, addr, PeerProblem::Unreachable);
+                        Failure::Unreachable
+                    } else {
+                        failure_kind(&e)
+                    }
                 }
             };
             self.with_sources(key, |s| {
@@ -1106,25 +1227,8 @@ impl Shard {
             all.clear();
         }
         let entry = all.entry(key).or_insert_with(|| fresh(sources));
-        if entry.sources != sources {
-            let same_nodes = entry.sources.len() == sources.len()
-                && entry
-                    .sources
-                    .iter()
-                    .zip(sources)
-                    .all(|(a, b)| a.addr == b.addr && a.class == b.class);
-            if same_nodes {
-                // Only what they hold changed (a fresher Locate): keep what was
-                // measured and who was dropped.
-                for (i, l) in sources.iter().enumerate() {
-                    if entry.sources[i].holds != l.holds {
-                        entry.sched.set_holds(i, l.holds.clone());
-                    }
-                }
-                entry.sources = sources.to_vec();
-            } else {
-                *entry = fresh(sources);
-            }
+        if entry.sources != sources && !merge_sources(entry, sources) {
+            *entry = fresh(sources);
         }
         let now = Instant::now();
         let src = match entry.sched.pick_block(index, now) {
