@@ -141,6 +141,28 @@ impl Registry {
         true
     }
 
+    /// `peer` reports the complete list of the blocks of `file` it holds (the first
+    /// part of it: later Haves add): what it reported before is replaced, so blocks it
+    /// evicted are no longer handed out. False when refused, as for [`Registry::have`].
+    pub fn holdings(
+        &mut self,
+        file: FileVersion,
+        peer: SocketAddr,
+        ranges: &[BlockRange],
+        now: Instant,
+    ) -> bool {
+        if self.is_banned(&peer, now) {
+            return false;
+        }
+        if let Some(peers) = self.files.get_mut(&file) {
+            peers.remove(&peer);
+            if peers.is_empty() {
+                self.files.remove(&file);
+            }
+        }
+        self.have(file, peer, ranges, now)
+    }
+
     /// A client reports that `peer`, which it was handed for `file`, is unreachable or
     /// sent a bad block. A peer this registry lists for that file is forgotten
     /// everywhere and its reports are refused for a while; returns whether it was.
@@ -516,5 +538,26 @@ mod tests {
             1,
         );
         assert!(g.banned.contains_key(&newest));
+    }
+
+    #[test]
+    fn holdings_replace_what_a_peer_reported_before() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        let p = a("10.0.0.1:1");
+        let requester = "10.0.0.9".parse().unwrap();
+        g.have(F, p, &[r(0, 100)], t);
+        // It evicted the first 60 blocks: its next full list says so.
+        assert!(g.holdings(F, p, &[r(60, 40)], t));
+        let got = g.locate(F, 0, 100, requester, &[], t);
+        assert_eq!(got[0].holds, Holds::Ranges(vec![r(60, 40)]));
+        // Later Haves add to it.
+        g.have(F, p, &[r(0, 1)], t);
+        let got = g.locate(F, 0, 100, requester, &[], t);
+        assert_eq!(got[0].holds, Holds::Ranges(vec![r(0, 1), r(60, 40)]));
+        // An empty list: it holds nothing of the file any more.
+        g.holdings(F, p, &[], t);
+        assert!(g.locate(F, 0, 100, requester, &[], t).is_empty());
+        assert_eq!(g.files(), 0);
     }
 }

@@ -816,3 +816,69 @@ fn a_silent_peer_costs_one_attempt_and_is_reported() {
         1
     );
 }
+
+/// A viewer whose cache evicted the start of a film (`-C`) stops being handed out for
+/// it: its announce is a complete list (Holdings), which replaces what it reported
+/// while it fetched.
+#[test]
+fn evicted_blocks_stop_being_handed_out() {
+    use p2pd::protocol::Holds;
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let data = content(2 * 1024 * 1024, 2808);
+    write_file(dir.path(), "long.mp4", &data);
+    let origin = start_origin_on(ip(8, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let dv = tempfile::tempdir().unwrap();
+    let v = viewer(
+        ip(8, 2),
+        dv.path(),
+        &["-C", "512k", "--announce-interval", "500"],
+    );
+    let url = format!("http://{}/long.mp4", origin.addr);
+    let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
+    assert!(r.status == 200 && r.body == data);
+    let blocks = (data.len() as u64).div_ceil(16 * 1024);
+    // What `node`'s Locate answer says the viewer holds.
+    let held_per = |node: &Node| -> Vec<(u64, u64)> {
+        let (mut c, _) = Spp::connect_from(ip(8, 99), node.addr).unwrap();
+        let info = c
+            .info(1, &origin.addr.ip().to_string(), "long.mp4")
+            .and_then(expect_info)
+            .unwrap();
+        c.locate(2, info.handle, 0, blocks)
+            .and_then(expect_locations)
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.addr == v.addr)
+            .flat_map(|l| match l.holds {
+                Holds::Ranges(rs) => rs.into_iter().map(|r| (r.start, r.count)).collect(),
+                Holds::All => vec![(0, blocks)],
+            })
+            .collect()
+    };
+    // At most 512 KiB of 16 KiB blocks stay on its disk.
+    let limit_blocks = 512 / 16;
+    let t = Instant::now();
+    // Its reports while fetching named blocks it has since evicted; its next announce
+    // replaces them with what it holds, as it says itself (to an outsider, a cache
+    // lists itself with the ranges it holds).
+    let (mut held, mut own) = (held_per(&origin), held_per(&v));
+    while held.is_empty() || held != own {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the origin hands the viewer out for {held:?}; it holds {own:?}{}",
+            diagnose(&[("origin", &origin), ("viewer", &v)])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        (held, own) = (held_per(&origin), held_per(&v));
+    }
+    eprintln!("after eviction the viewer is handed out for {held:?} of {blocks} blocks");
+    assert!(
+        held.iter().map(|r| r.1).sum::<u64>() <= limit_blocks,
+        "{held:?}"
+    );
+    assert!(
+        held[0].0 > 0,
+        "handed out for the first block, evicted: {held:?}"
+    );
+}

@@ -125,6 +125,8 @@ pub struct Upstream {
     takes_peer_reports: bool,
     /// The upstream's Hello announced a p2p registry: Haves are worth sending.
     registry: bool,
+    /// The upstream's Hello announced that it takes Holdings frames.
+    takes_holdings: bool,
     /// Dropping the upstream stops its reader (and, with `out`, its writer).
     _reader: runtime::Task<()>,
 }
@@ -136,6 +138,7 @@ impl Upstream {
             .await?;
         let takes_peer_reports = conn.remote_capabilities & capability::PEER_REPORT != 0;
         let registry = conn.remote_capabilities & capability::P2P_REGISTRY != 0;
+        let takes_holdings = conn.remote_capabilities & capability::HOLDINGS != 0;
         let (stream, buf, dec) = conn.into_parts();
         let (rd, wr) = futures_lite::io::split(stream);
         let inner = Rc::new(Inner {
@@ -163,6 +166,7 @@ impl Upstream {
             have_flush_due: Cell::new(false),
             takes_peer_reports,
             registry,
+            takes_holdings,
             _reader: reader,
         })
     }
@@ -471,16 +475,25 @@ impl Upstream {
                     _ => ranges.push(BlockRange { start: b, count: 1 }),
                 }
             }
-            self.announce(&file, version, &ranges).await;
+            self.announce(&file, version, &ranges, false).await;
         }
     }
 
     /// Tells the upstream this node holds `ranges` of version `version` of `file`
     /// (Have frames of at most `MAX_RANGES` ranges each), asking for a handle first
     /// if this connection has none for that version. Best effort: reports are hints.
+    /// With `complete`, `ranges` are all the blocks this node holds of the file: the
+    /// first frame is a Holdings (when the upstream takes them), which replaces what
+    /// it knew, so blocks evicted since are no longer handed out.
     /// Returns false when the upstream could not be told (no registry there, no
     /// handle, the connection busy or gone).
-    pub async fn announce(&self, file: &FileRef, version: u64, ranges: &[BlockRange]) -> bool {
+    pub async fn announce(
+        &self,
+        file: &FileRef,
+        version: u64,
+        ranges: &[BlockRange],
+        complete: bool,
+    ) -> bool {
         if !self.registry {
             return false;
         }
@@ -490,13 +503,21 @@ impl Upstream {
         let Ok(handle) = self.handle(file, version).await else {
             return false;
         };
-        ranges.chunks(limits::MAX_RANGES).all(|chunk| {
-            self.send_hint(&Frame::Have(Have {
-                handle,
-                version,
-                ranges: chunk.to_vec(),
-            }))
-        })
+        ranges
+            .chunks(limits::MAX_RANGES)
+            .enumerate()
+            .all(|(i, chunk)| {
+                let h = Have {
+                    handle,
+                    version,
+                    ranges: chunk.to_vec(),
+                };
+                self.send_hint(&if i == 0 && complete && self.takes_holdings {
+                    Frame::Holdings(h)
+                } else {
+                    Frame::Have(h)
+                })
+            })
     }
 
     /// Tells the upstream, which handed out `peer` for `file`, that the peer is

@@ -353,6 +353,11 @@ fn parse_control(ty: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
             version: r.u64("Have.version")?,
             ranges: r.ranges()?,
         }),
+        frame_type::HOLDINGS => Frame::Holdings(Have {
+            handle: r.u32("Holdings.handle")?,
+            version: r.u64("Holdings.version")?,
+            ranges: r.ranges()?,
+        }),
         frame_type::PEER_REPORT => {
             let handle = r.u32("PeerReport.handle")?;
             let version = r.u64("PeerReport.version")?;

@@ -169,7 +169,7 @@ fn payload_len(frame: &Frame) -> Result<usize, EncodeError> {
             DATA_FIXED_BYTES + d.payload.len()
         }
         Frame::Cancel { .. } => CANCEL_BYTES,
-        Frame::Have(h) => {
+        Frame::Have(h) | Frame::Holdings(h) => {
             check_ranges(&h.ranges).map_err(LimitExceeded)?;
             HAVE_FIXED_BYTES + h.ranges.len() * RANGE_BYTES
         }
@@ -253,7 +253,7 @@ fn write_payload(frame: &Frame, out: &mut BytesMut) {
             out.put_slice(&d.payload);
         }
         Frame::Cancel { req_id } => out.put_u32(*req_id),
-        Frame::Have(h) => {
+        Frame::Have(h) | Frame::Holdings(h) => {
             out.put_u32(h.handle);
             out.put_u64(h.version);
             write_ranges(&h.ranges, out);

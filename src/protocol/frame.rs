@@ -20,6 +20,7 @@ pub mod frame_type {
     pub const HAVE: u8 = 0x06;
     pub const PING: u8 = 0x07;
     pub const PEER_REPORT: u8 = 0x08;
+    pub const HOLDINGS: u8 = 0x09;
     pub const ERROR: u8 = 0x7F;
     pub const INFO: u8 = 0x82;
     pub const LOCATE: u8 = 0x83;
@@ -35,8 +36,10 @@ pub mod capability {
     /// The sender keeps a p2p registry (`-i`): it records Have reports and hands
     /// peers out. Other nodes ignore Haves, so senders may skip them.
     pub const P2P_REGISTRY: u32 = 1 << 1;
+    /// The sender accepts Holdings frames (p2pd sets it with `-i`).
+    pub const HOLDINGS: u32 = 1 << 2;
     /// Every bit this code knows.
-    pub const ALL: u32 = PEER_REPORT | P2P_REGISTRY;
+    pub const ALL: u32 = PEER_REPORT | P2P_REGISTRY | HOLDINGS;
 }
 
 /// What a node is, announced in Hello and in Locate answers.
@@ -342,8 +345,15 @@ pub enum Frame {
     Locate(Locate),
     Get(Get),
     Data(Data),
-    Cancel { req_id: u32 },
+    Cancel {
+        req_id: u32,
+    },
     Have(Have),
+    /// Same layout as Have; it starts the sender's complete list of the blocks it
+    /// holds of the file version: what it reported before is replaced, and Haves
+    /// that follow add to it. Sent only to a node that announced
+    /// [`capability::HOLDINGS`].
+    Holdings(Have),
     PeerReport(PeerReport),
     Ping(u64),
     Pong(u64),
@@ -364,6 +374,7 @@ impl Frame {
             Frame::Data(_) => t::DATA,
             Frame::Cancel { .. } => t::CANCEL,
             Frame::Have(_) => t::HAVE,
+            Frame::Holdings(_) => t::HOLDINGS,
             Frame::PeerReport(_) => t::PEER_REPORT,
             Frame::Ping(_) => t::PING,
             Frame::Pong(_) => t::PONG,
@@ -377,7 +388,7 @@ impl Frame {
     }
 
     /// The request this frame starts, answers or cancels; `None` for frames outside
-    /// any request (Hello, Have, PeerReport, Ping, Pong). An Error's 0 means the whole
+    /// any request (Hello, Have, Holdings, PeerReport, Ping, Pong). An Error's 0 means the whole
     /// connection.
     pub fn req_id(&self) -> Option<u32> {
         match self {
@@ -391,6 +402,7 @@ impl Frame {
             Frame::Error(f) => Some(f.req_id),
             Frame::Hello(_)
             | Frame::Have(_)
+            | Frame::Holdings(_)
             | Frame::PeerReport(_)
             | Frame::Ping(_)
             | Frame::Pong(_) => None,

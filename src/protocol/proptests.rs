@@ -264,7 +264,13 @@ fn frame(s: Sizes) -> impl Strategy<Value = Frame> {
         get,
         data,
         req_id().prop_map(|req_id| Frame::Cancel { req_id }),
-        have,
+        have.prop_flat_map(|f| {
+            // The same fields as a Have or as a Holdings.
+            let Frame::Have(h) = f else {
+                unreachable!("the have strategy makes Haves")
+            };
+            prop_oneof![Just(Frame::Have(h.clone())), Just(Frame::Holdings(h))]
+        }),
         peer_report,
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),

@@ -48,6 +48,11 @@ pub fn payload_bounds(ty: u8) -> Option<(&'static str, usize, usize)> {
             HAVE_FIXED_BYTES,
             HAVE_FIXED_BYTES + MAX_RANGES * RANGE_BYTES,
         ),
+        t::HOLDINGS => (
+            "Holdings",
+            HAVE_FIXED_BYTES,
+            HAVE_FIXED_BYTES + MAX_RANGES * RANGE_BYTES,
+        ),
         t::PEER_REPORT => ("PeerReport", PEER_REPORT_MIN_BYTES, PEER_REPORT_MAX_BYTES),
         t::PING => ("Ping", PING_BYTES, PING_BYTES),
         t::PONG => ("Pong", PING_BYTES, PING_BYTES),

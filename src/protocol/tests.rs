@@ -105,6 +105,14 @@ fn vectors() -> Vec<(Frame, &'static str)> {
             "06000000001e000000070000000000000003000100000000000000000000000000000002",
         ),
         (
+            Frame::Holdings(Have {
+                handle: 7,
+                version: 3,
+                ranges: vec![BlockRange { start: 2, count: 1 }],
+            }),
+            "09000000001e000000070000000000000003000100000000000000020000000000000001",
+        ),
+        (
             Frame::PeerReport(PeerReport {
                 handle: 7,
                 version: 3,

@@ -154,7 +154,7 @@ impl Context {
     pub fn capabilities(&self) -> u32 {
         use crate::protocol::capability;
         if self.peers.is_some() {
-            capability::P2P_REGISTRY | capability::PEER_REPORT
+            capability::P2P_REGISTRY | capability::PEER_REPORT | capability::HOLDINGS
         } else {
             0
         }

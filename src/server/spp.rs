@@ -324,7 +324,11 @@ async fn reader_loop(
             // p2p mode: the requester holds these blocks now; without -i, or from a
             // node that accepts no connections, there is nothing to record.
             Frame::Have(h) => {
-                record_have(conn, &h);
+                record_have(conn, &h, false);
+                continue;
+            }
+            Frame::Holdings(h) => {
+                record_have(conn, &h, true);
                 continue;
             }
             // p2p mode: a peer we handed out is unreachable or sent a bad block.
@@ -480,8 +484,9 @@ async fn locate(
 }
 
 /// Records a Have in the registry (`-i`): blocks of a file version the requester
-/// opened on this connection, under its listening address.
-fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have) {
+/// opened on this connection, under its listening address. With `replace` (a Holdings
+/// frame) they replace what it reported of that file before.
+fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have, replace: bool) {
     let (Some(peers), Some(listen)) = (&conn.ctx.peers, conn.listen) else {
         return;
     };
@@ -494,12 +499,15 @@ fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have) {
     }
     ShardMetrics::add(&conn.shard.m().have_reports, 1);
     if let Ok(mut g) = peers.lock() {
-        g.have(
+        let (file, now) = (
             (content.file_id(), content.version()),
-            listen,
-            &h.ranges,
             std::time::Instant::now(),
         );
+        if replace {
+            g.holdings(file, listen, &h.ranges, now);
+        } else {
+            g.have(file, listen, &h.ranges, now);
+        }
     }
 }
 

@@ -517,7 +517,10 @@ impl Shard {
                 .into_iter()
                 .map(|(start, count)| BlockRange { start, count })
                 .collect();
-            if !up.announce(&f.file_ref(), f.meta().version, &ranges).await {
+            if !up
+                .announce(&f.file_ref(), f.meta().version, &ranges, true)
+                .await
+            {
                 // Busy or failing: the rest of its files wait for the next round.
                 skip.push(to);
             }
