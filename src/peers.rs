@@ -105,8 +105,40 @@ impl Registry {
         ranges: &[BlockRange],
         now: Instant,
     ) -> bool {
+        self.record(file, peer, ranges, now, false)
+    }
+
+    /// `peer` reports the complete list of the blocks of `file` it holds (the first
+    /// part of it: later Haves add): what it reported before is replaced, so blocks it
+    /// evicted are no longer handed out. False when refused, as for [`Registry::have`].
+    pub fn holdings(
+        &mut self,
+        file: FileVersion,
+        peer: SocketAddr,
+        ranges: &[BlockRange],
+        now: Instant,
+    ) -> bool {
+        self.record(file, peer, ranges, now, true)
+    }
+
+    fn record(
+        &mut self,
+        file: FileVersion,
+        peer: SocketAddr,
+        ranges: &[BlockRange],
+        now: Instant,
+        replace: bool,
+    ) -> bool {
         if self.is_banned(&peer, now) {
             return false;
+        }
+        if replace {
+            if let Some(peers) = self.files.get_mut(&file) {
+                peers.remove(&peer);
+                if peers.is_empty() {
+                    self.files.remove(&file);
+                }
+            }
         }
         if ranges.is_empty() {
             return true;
@@ -139,28 +171,6 @@ impl Registry {
             merge_smallest_gap(&mut e.runs);
         }
         true
-    }
-
-    /// `peer` reports the complete list of the blocks of `file` it holds (the first
-    /// part of it: later Haves add): what it reported before is replaced, so blocks it
-    /// evicted are no longer handed out. False when refused, as for [`Registry::have`].
-    pub fn holdings(
-        &mut self,
-        file: FileVersion,
-        peer: SocketAddr,
-        ranges: &[BlockRange],
-        now: Instant,
-    ) -> bool {
-        if self.is_banned(&peer, now) {
-            return false;
-        }
-        if let Some(peers) = self.files.get_mut(&file) {
-            peers.remove(&peer);
-            if peers.is_empty() {
-                self.files.remove(&file);
-            }
-        }
-        self.have(file, peer, ranges, now)
     }
 
     /// A client reports that `peer`, which it was handed for `file`, is unreachable or

@@ -38,6 +38,30 @@ fn wait_for_reports(node: &Node, before: u64) {
     }
 }
 
+/// An origin on 127.28.`net`.1:1111 publishing `data` as `name`, with `extra`
+/// options; its directories live as long as it does.
+struct Origin {
+    node: Node,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl std::ops::Deref for Origin {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+fn origin_with(net: u8, name: &str, data: &[u8], extra: &[&str]) -> Origin {
+    let (dir, idx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_file(dir.path(), name, data);
+    let node = start_origin_on(ip(net, 1), 1111, dir.path(), idx.path(), extra);
+    Origin {
+        node,
+        _dirs: [dir, idx],
+    }
+}
+
 /// The peers (role Lhc) `node`'s Locate answer names for `path` (a file of the origin
 /// at `host`), asked from `from`.
 fn peers_named_by(node: &Node, from: IpAddr, host: &str, path: &str) -> Vec<SocketAddr> {
@@ -122,12 +146,9 @@ fn metric_line(text: &str, key: &str) -> u64 {
 /// later ones far less, as they take blocks from the viewers before them.
 #[test]
 fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(4 * 1024 * 1024, 2801);
     let size = data.len() as u64;
-    write_file(dir.path(), "movie.mp4", &data);
-    let origin = start_origin_on(ip(0, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let origin = origin_with(0, "movie.mp4", &data, &["-i"]);
     let url = format!("http://{}/movie.mp4", origin.addr);
     let mut viewers = Vec::new();
     let mut dirs = Vec::new();
@@ -344,11 +365,8 @@ fn rss_bytes(pid: u32) -> u64 {
 #[test]
 fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
     use p2pd::protocol::{BlockRange, Frame, Have, Holds};
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(2 * 1024 * 1024, 2803);
-    write_file(dir.path(), "f.bin", &data);
-    let origin = start_origin_on(ip(9, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let origin = origin_with(9, "f.bin", &data, &["-i"]);
     let rss_before = rss_bytes(origin.pid());
     const FAKE_PEERS: u16 = 1500;
     let t = Instant::now();
@@ -432,17 +450,8 @@ fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
 #[test]
 fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
     const EXPIRY: Duration = Duration::from_millis(3000);
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(1024 * 1024 + 5, 2804);
-    write_file(dir.path(), "ep.mp4", &data);
-    let origin = start_origin_on(
-        ip(4, 1),
-        1111,
-        dir.path(),
-        idx.path(),
-        &["-i", "--peer-expiry", "3000"],
-    );
+    let origin = origin_with(4, "ep.mp4", &data, &["-i", "--peer-expiry", "3000"]);
     let url = format!("http://{}/ep.mp4", origin.addr);
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let announce = ["--announce-interval", "500"];
@@ -522,12 +531,9 @@ fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
 /// stops handing it out at once (no waiting for the expiry).
 #[test]
 fn a_viewer_whose_peer_dies_mid_stream_finishes_from_the_origin() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(4 * 1024 * 1024 + 11, 2805);
     let size = data.len() as u64;
-    write_file(dir.path(), "live.ts", &data);
-    let origin = start_origin_on(ip(5, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let origin = origin_with(5, "live.ts", &data, &["-i"]);
     let url = format!("http://{}/live.ts", origin.addr);
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The first viewer's machine uploads at 4 MB/s: the second viewer's stream from
@@ -761,12 +767,9 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
 /// the origin.
 #[test]
 fn a_silent_peer_costs_one_attempt_and_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(2 * 1024 * 1024 + 3, 2807);
     let size = data.len() as u64;
-    write_file(dir.path(), "quiet.mp4", &data);
-    let origin = start_origin_on(ip(7, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let origin = origin_with(7, "quiet.mp4", &data, &["-i"]);
     // Connections to it are completed by the kernel and then left unanswered.
     let silent = std::net::TcpListener::bind((ip(7, 9), 0)).unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -823,11 +826,8 @@ fn a_silent_peer_costs_one_attempt_and_is_reported() {
 #[test]
 fn evicted_blocks_stop_being_handed_out() {
     use p2pd::protocol::Holds;
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(2 * 1024 * 1024, 2808);
-    write_file(dir.path(), "long.mp4", &data);
-    let origin = start_origin_on(ip(8, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let origin = origin_with(8, "long.mp4", &data, &["-i"]);
     let dv = tempfile::tempdir().unwrap();
     let v = viewer(
         ip(8, 2),
