@@ -37,18 +37,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 P2PD=$TARGET_DIR/release/p2pd
 BENCH=$TARGET_DIR/release/p2pd-bench
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
-command -v python3 >/dev/null || die "python3 is needed for the report"
+# shellcheck source=perf/lib.sh
+. "$REPO/perf/lib.sh"
 cargo build --release --locked --bin p2pd --bin p2pd-bench >&2
 
 rm -rf "$WORK"
@@ -63,17 +53,6 @@ drop_caches() {
     sync
     if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
 }
-
-wait_health() {   # wait_health ADDR PID
-    for _ in $(seq 600); do
-        curl -sf "http://$1/_p2pd/health" >/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-metric() { curl -sf "http://$1/_p2pd/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 
 ORIGIN=127.0.0.1:$ORIGIN_PORT
 CACHE=127.0.0.2:$CACHE_PORT

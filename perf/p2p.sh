@@ -31,18 +31,8 @@ PORT=${PERF_PORT:-18311}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 P2PD=$TARGET_DIR/release/p2pd
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
-command -v python3 >/dev/null || die "python3 is needed for the report"
+# shellcheck source=perf/lib.sh
+. "$REPO/perf/lib.sh"
 [ "$VIEWERS" -ge 2 ] || die "PERF_VIEWERS must be at least 2"
 cargo build --release --locked --bin p2pd >&2
 
@@ -52,17 +42,6 @@ bytes=$(numfmt --from=iec "$SIZE")
 rate=$(numfmt --from=iec "$RATE")
 head -c "$bytes" /dev/urandom > "$WORK/media/title.mp4"
 
-wait_health() {   # wait_health ADDR PID LOG
-    for _ in $(seq 600); do
-        curl -sf "http://$1/_p2pd/health" >/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || die "p2pd at $1 exited: $(tail -5 "$3")"
-        sleep 0.05
-    done
-    die "p2pd at $1 did not start: $(tail -5 "$3")"
-}
-
-metric() { curl -sf "http://$1/_p2pd/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
-
 ORIGIN=127.31.0.1:$PORT
 round() {   # round MODE N: one round; appends a line per viewer to $WORK/raw/MODE.tsv
     local mode=$1 n=$2 extra=() round_pids=() curl_pids=()
@@ -71,14 +50,15 @@ round() {   # round MODE N: one round; appends a line per viewer to $WORK/raw/MO
         --index-dir "$WORK/index" "${extra[@]}" 2> "$WORK/logs/origin-$mode-$n.log" &
     round_pids+=($!)
     PIDS+=($!)
-    wait_health "$ORIGIN" "$!" "$WORK/logs/origin-$mode-$n.log"
+    wait_health "$ORIGIN" "$!" || die "the origin did not start: $(tail -5 "$WORK/logs/origin-$mode-$n.log")"
     until [ "$(metric "$ORIGIN" p2pd_files_published)" = 1 ]; do sleep 0.05; done
     for k in $(seq 1 "$VIEWERS"); do
         "$P2PD" -c "$WORK/lhc/$k" -Z --bind "127.31.1.$k" -P "$PORT" --threads "$THREADS" \
             2> "$WORK/logs/lhc-$mode-$n-$k.log" &
         round_pids+=($!)
         PIDS+=($!)
-        wait_health "127.31.1.$k:$PORT" "$!" "$WORK/logs/lhc-$mode-$n-$k.log"
+        wait_health "127.31.1.$k:$PORT" "$!" \
+            || die "viewer $k did not start: $(tail -5 "$WORK/logs/lhc-$mode-$n-$k.log")"
     done
     local before
     before=$(metric "$ORIGIN" 'p2pd_bytes_sent_total{proto="spp"}')

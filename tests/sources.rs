@@ -70,6 +70,24 @@ impl Trio {
     }
 }
 
+impl Trio {
+    /// `p2pd get` of `f.bin` from origin 0 into the first directory: it must succeed
+    /// and write exactly `data`.
+    fn get_whole(&self, data: &[u8]) -> GetRun {
+        let o = &self.nodes;
+        let out = self.dirs[0].path().join("out.bin");
+        let r = get(&format!("spp://{}/f.bin", o[0].addr), &out);
+        assert!(
+            r.code == 0,
+            "get failed: {}{}",
+            r.stderr,
+            diag(&[&o[0], &o[1], &o[2]])
+        );
+        assert!(std::fs::read(&out).unwrap() == data, "the output differs");
+        r
+    }
+}
+
 /// `p2pd get URL -o OUT` (not quiet): (exit code, stderr, bytes per source address,
 /// dropped sources, the longest wait for the next block in ms).
 struct GetRun {
@@ -155,17 +173,9 @@ fn the_fast_origins_serve_most_bytes_and_both_are_used() {
     let slow: &[&str] = &["--upload-rate", "800k"];
     let t = Trio::start(1, "f.bin", &data, [fast, fast, slow]);
     let o = &t.nodes;
-    let out = t.dirs[0].path().join("out.bin");
-    let t = Instant::now();
-    let r = get(&format!("spp://{}/f.bin", o[0].addr), &out);
-    let took = t.elapsed();
-    assert!(
-        r.code == 0,
-        "get failed: {}{}",
-        r.stderr,
-        diag(&[&o[0], &o[1], &o[2]])
-    );
-    assert!(std::fs::read(&out).unwrap() == data, "the output differs");
+    let started = Instant::now();
+    let r = t.get_whole(&data);
+    let took = started.elapsed();
     let (a, b, c) = (
         bytes_from(&r, o[0].addr),
         bytes_from(&r, o[1].addr),
@@ -255,15 +265,7 @@ fn a_source_serving_corrupted_blocks_is_dropped_and_the_file_arrives_intact() {
     let o = &t.nodes;
     // Origin 2 has indexed the file; now its copy goes bad in place.
     corrupt_every_block_in_place(&o[2], &t.paths[2], &data, 7);
-    let out = t.dirs[0].path().join("out.bin");
-    let r = get(&format!("spp://{}/f.bin", o[0].addr), &out);
-    assert!(
-        r.code == 0,
-        "get failed: {}{}",
-        r.stderr,
-        diag(&[&o[0], &o[1], &o[2]])
-    );
-    assert!(std::fs::read(&out).unwrap() == data, "the output differs");
+    let r = t.get_whole(&data);
     eprintln!("{}", r.stderr.trim());
     assert!(
         r.dropped.contains(&o[2].addr),

@@ -443,12 +443,15 @@ impl Upstream {
             if pending >= MAX_PENDING_HAVE_BLOCKS {
                 return;
             }
-            let e = haves.entry(file.clone()).or_insert((version, Vec::new()));
-            if e.0 != version {
+            // Looked up before inserting: no copy of the file's name per block.
+            match haves.get_mut(file) {
                 // The file changed: only the new version's blocks are worth reporting.
-                *e = (version, Vec::new());
+                Some(e) if e.0 != version => *e = (version, vec![index]),
+                Some(e) => e.1.push(index),
+                None => {
+                    haves.insert(file.clone(), (version, vec![index]));
+                }
             }
-            e.1.push(index);
         }
         if !self.have_flush_due.replace(true) {
             let me = Rc::downgrade(self);
