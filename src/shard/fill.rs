@@ -1120,7 +1120,7 @@ impl Shard {
                             data.len() as u64,
                         );
                         // p2p: tell the node that hands out locations that this one
-                        // now holds the block (batched; ignored without -i there).
+                        // now holds the block (batched; sent only to a p2p registry).
                         if let Some(u) = upstream {
                             if let Ok(up) = fill.pool.get(u).await {
                                 up.report_have(&fref, version, index);
