@@ -23,6 +23,18 @@ pub struct ShardMetrics {
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Panics contained at a connection (the connection was closed, the shard
+    /// went on serving).
+    pub panics: AtomicU64,
+    /// Requests answered Busy because their connection had its most requests
+    /// outstanding (SPP) or the shard its most block fetches in flight.
+    pub requests_busy: AtomicU64,
+    /// Connections closed because they held pinned block bytes without reading
+    /// while the shard was over its pinned-bytes budget.
+    pub connections_shed: AtomicU64,
+    /// Gauge: block bytes held by this shard's connection writers (produced for a
+    /// connection and not yet written to its socket).
+    pub pinned_bytes: AtomicI64,
     pub digest_failures: AtomicU64,
     pub memory_cache_hits: AtomicU64,
     pub memory_cache_misses: AtomicU64,
@@ -171,6 +183,21 @@ impl Metrics {
             "p2pd_protocol_errors_total",
             "Connections closed for breaking the protocol (bad frames, bad HTTP).",
             &[("", self.sum(|s| s.protocol_errors.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_panics_total",
+            "Panics contained at a connection: the connection was closed, its shard went on serving.",
+            &[("", self.sum(|s| s.panics.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_requests_busy_total",
+            "Requests answered Busy: too many outstanding on their connection, or too many block fetches in flight.",
+            &[("", self.sum(|s| s.requests_busy.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_connections_shed_total",
+            "Connections closed for holding block bytes without reading while their shard was over its pinned-bytes budget.",
+            &[("", self.sum(|s| s.connections_shed.load(Relaxed)))],
         );
         counter(
             "p2pd_digest_failures_total",
@@ -323,6 +350,11 @@ impl Metrics {
             o,
             "# HELP p2pd_memory_cache_bytes Bytes held in the memory cache.\n# TYPE p2pd_memory_cache_bytes gauge\np2pd_memory_cache_bytes {}",
             self.sum_i(|s| s.memory_cache_bytes.load(Relaxed))
+        );
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_pinned_bytes Block bytes produced for connections and not yet written to their sockets.\n# TYPE p2pd_pinned_bytes gauge\np2pd_pinned_bytes {}",
+            self.sum_i(|s| s.pinned_bytes.load(Relaxed))
         );
         let _ = writeln!(
             o,

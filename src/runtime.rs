@@ -26,13 +26,15 @@ const DEFAULT_IO_MEMORY_BYTES: u64 = 10 << 20;
 pub struct Elapsed;
 
 /// Spawns a task on the current shard and lets it run on its own.
+/// glommio polls a new task at once, inside the spawner's poll; the task's future
+/// runs outside the spawner's panic scope all the same (see `panics::own_task`).
 pub fn spawn_detached<F: Future<Output = ()> + 'static>(fut: F) {
-    glommio::spawn_local(fut).detach();
+    glommio::spawn_local(crate::panics::own_task(fut)).detach();
 }
 
 /// Spawns a task on the current shard; the returned handle yields its output.
 pub fn spawn<T: 'static, F: Future<Output = T> + 'static>(fut: F) -> Task<T> {
-    glommio::spawn_local(fut)
+    glommio::spawn_local(crate::panics::own_task(fut))
 }
 
 pub async fn sleep(d: Duration) {

@@ -238,6 +238,8 @@ pub fn bind_listeners(
 
 /// Runs the node until the process is stopped.
 pub fn run(config: ServeConfig) -> Result<(), String> {
+    // A panic is contained at its connection or ends the process (see `panics`).
+    crate::panics::install();
     let shards = config.threads;
     let io_memory = runtime::preflight(shards + 1)?;
     let (listeners, port) = bind_listeners(config.bind, config.port, shards)?;
@@ -427,6 +429,7 @@ async fn shard_main(
         ctx.config
             .upload_rate_bytes_per_s
             .map(|r| (r / ctx.config.threads as u64).max(1)),
+        ctx.config.block_size_bytes,
     );
     if let RoleContext::Cache { stored, .. } = &ctx.role {
         shard.adopt_stored(stored).await;
@@ -475,7 +478,10 @@ async fn shard_main(
                     continue;
                 }
                 let (shard, ctx) = (shard.clone(), ctx.clone());
-                runtime::spawn_detached(async move { handle_connection(shard, ctx, stream).await });
+                runtime::spawn_detached(async move {
+                    let s = shard.clone();
+                    contained(&s, handle_connection(shard, ctx, stream)).await;
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -484,6 +490,48 @@ async fn shard_main(
             }
         }
     }
+}
+
+/// Runs work done for one connection under the panic policy (see `panics`): a panic
+/// in it closes that connection only (its future is dropped), is counted in
+/// `p2pd_panics_total` and logged once with its backtrace; `None` then.
+pub(crate) async fn contained<T>(
+    shard: &Shard,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match crate::panics::contain(fut).await {
+        Ok(v) => Some(v),
+        Err(p) => {
+            ShardMetrics::add(&shard.m().panics, 1);
+            tracing::error!(shard = shard.id, panic = %p.0, "panic contained; the connection is closed and the shard goes on");
+            None
+        }
+    }
+}
+
+/// How long `/_p2pd/health` waits for each shard to answer.
+pub const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shards that do not answer a ping within [`HEALTH_PING_TIMEOUT`] (all asked at
+/// once); this shard answers by running this.
+pub(crate) async fn silent_shards(shard: &Rc<Shard>) -> Vec<usize> {
+    let pings = (0..shard.shards)
+        .filter(|&i| i != shard.id)
+        .map(|i| async move { (i, shard.router.ping(i, HEALTH_PING_TIMEOUT).await) });
+    futures::future::join_all(pings)
+        .await
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Whether the test-only hooks are on (`P2PD_TEST_HOOKS=1` in the environment): the
+/// endpoints under `/_p2pd/test/` that force a panic or a stall, for the tests of
+/// the panic policy and of health. Off in every normal run.
+pub fn test_hooks_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("P2PD_TEST_HOOKS").is_ok_and(|v| v == "1"))
 }
 
 /// Shard code holds the shared context through an `Arc`: one atomic increment per

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use futures::stream::{Stream, StreamExt};
 
+pub mod budget;
 pub mod fill;
 
 use crate::cache::{BlockCache, BlockKey};
@@ -24,11 +25,17 @@ use crate::runtime::{self, BlockFile};
 /// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
 /// a single hot title still spreads over every core.
 pub const STRIPE_BLOCKS: u64 = 4;
-/// Blocks a connection of an origin produces ahead of the one it is writing.
+/// Blocks a connection of an origin produces ahead of the one it is writing, at most;
+/// fewer when they would be over [`READAHEAD_BYTES`].
 pub const READAHEAD_BLOCKS: usize = 4;
 /// The same on a cache: a missing block costs an upstream round trip, not a disk read,
 /// so more are kept in flight to stream at the upstream's rate.
 pub const CACHE_READAHEAD_BLOCKS: usize = 8;
+/// Bytes an origin connection produces ahead at most (a block at least): 4 blocks of
+/// 256 KiB, 1 of 16 MiB.
+pub const READAHEAD_BYTES: u64 = 1 << 20;
+/// The same on a cache.
+pub const CACHE_READAHEAD_BYTES: u64 = 2 << 20;
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
 
@@ -75,6 +82,15 @@ pub struct ReadPolicy {
     pub buffered: bool,
 }
 
+/// Most time a connection waits for room in the shard's pinned-bytes budget.
+pub const PIN_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A block (or why it could not be produced) and its pin in the shard's budget.
+pub struct PinnedBlock {
+    pub block: Result<Bytes, BlockError>,
+    _pin: budget::Pin,
+}
+
 type LoadFuture = Shared<LocalBoxFuture<'static, Result<Bytes, BlockError>>>;
 
 /// What a shard does besides streaming: publish (origin) or cache (SCC, LHC).
@@ -98,6 +114,8 @@ pub struct Shard {
     files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
     /// `--upload-rate`, this shard's share: file data sent over SPP and HTTP.
     upload: Option<RefCell<TokenBucket>>,
+    /// Block bytes this shard's connection writers may hold (see `budget`).
+    pub pins: Rc<budget::PinBudget>,
 }
 
 impl Shard {
@@ -111,6 +129,7 @@ impl Shard {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         shards: usize,
@@ -119,8 +138,10 @@ impl Shard {
         router: Router,
         role: ShardRole,
         upload_rate_bytes_per_s: Option<u64>,
+        block_size_bytes: u32,
     ) -> Rc<Shard> {
         Rc::new(Shard {
+            pins: budget::PinBudget::new(block_size_bytes, metrics.clone(), id),
             id,
             shards,
             metrics,
@@ -157,30 +178,62 @@ impl Shard {
         }
     }
 
-    /// Blocks produced ahead of the one a connection writes (see [`READAHEAD_BLOCKS`]).
-    pub fn readahead_blocks(&self) -> usize {
-        match self.role {
-            ShardRole::Origin { .. } => READAHEAD_BLOCKS,
-            ShardRole::Cache(_) => CACHE_READAHEAD_BLOCKS,
-        }
+    /// Blocks of `block_size` bytes produced ahead of the one a connection writes:
+    /// [`READAHEAD_BLOCKS`] (a cache [`CACHE_READAHEAD_BLOCKS`]) or fewer, so that
+    /// they stay within [`READAHEAD_BYTES`] ([`CACHE_READAHEAD_BYTES`]); one at least.
+    pub fn readahead_window(&self, block_size: u32) -> usize {
+        let (blocks, bytes) = match self.role {
+            ShardRole::Origin { .. } => (READAHEAD_BLOCKS, READAHEAD_BYTES),
+            ShardRole::Cache(_) => (CACHE_READAHEAD_BLOCKS, CACHE_READAHEAD_BYTES),
+        };
+        let fit = bytes / u64::from(block_size.max(1));
+        (fit as usize).clamp(1, blocks)
     }
 
-    /// Blocks `range` of a file in order, with up to [`Shard::readahead_blocks`] produced
-    /// ahead of the one being consumed (the shared streaming path of SPP and HTTP).
+    /// Blocks `range` of a file in order for `writer`'s connection, with up to
+    /// [`Shard::readahead_window`] produced ahead of the one being consumed, each
+    /// pinned in the shard's budget until the item is dropped (the shared streaming
+    /// path of HTTP; SPP's writer does the same across Gets). `Err(WriteFail)` ends
+    /// the stream: the connection was shed or found no room in time.
     pub fn blocks_in_order(
         self: &Rc<Self>,
         content: &Content,
         range: std::ops::Range<u64>,
         may_fetch: bool,
-    ) -> impl Stream<Item = (u64, Result<Bytes, BlockError>)> + 'static {
+        writer: Rc<budget::Writer>,
+    ) -> impl Stream<Item = (u64, Result<PinnedBlock, budget::WriteFail>)> + 'static {
         let (shard, content) = (self.clone(), content.clone());
-        let window = self.readahead_blocks();
+        let window = self.readahead_window(content.block_size());
         futures::stream::iter(range)
             .map(move |i| {
-                let (shard, content) = (shard.clone(), content.clone());
-                async move { (i, shard.block(&content, i, may_fetch).await) }
+                let (shard, content, writer) = (shard.clone(), content.clone(), writer.clone());
+                let ticket = writer.ticket();
+                async move {
+                    (
+                        i,
+                        shard
+                            .pinned_block(&writer, ticket, &content, i, may_fetch)
+                            .await,
+                    )
+                }
             })
             .buffered(window)
+    }
+
+    /// Block `index` of `content` for `writer`'s connection: a pin for its length
+    /// taken in `ticket` order (see `budget`), then the block.
+    pub async fn pinned_block(
+        self: &Rc<Self>,
+        writer: &budget::Writer,
+        ticket: u64,
+        content: &Content,
+        index: u64,
+        may_fetch: bool,
+    ) -> Result<PinnedBlock, budget::WriteFail> {
+        let len = content.block_len(index) as u64;
+        let pin = writer.pin(ticket, len, PIN_WAIT_TIMEOUT).await?;
+        let block = self.block(content, index, may_fetch).await;
+        Ok(PinnedBlock { block, _pin: pin })
     }
 
     /// A block this shard owns: memory cache, else one shared read (the origin's disk;
