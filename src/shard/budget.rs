@@ -8,9 +8,10 @@
 //!   block before the block is produced, in the order the blocks will be written
 //!   (tickets), and the pin is released when the block has been written or dropped.
 //! - A pin is granted while the shard's pinned bytes stay within the budget, or, past
-//!   it, to a writer that is *draining* (its last socket write completed within
-//!   [`SHED_AFTER_STALL`], so its client reads): legitimate viewers never wait on a
-//!   budget that non-reading connections filled.
+//!   it, for the one block a *draining* writer writes next (its last socket write
+//!   completed within [`SHED_AFTER_STALL`], so its client reads, and it holds no other
+//!   pin): legitimate viewers keep streaming, without read-ahead, when non-reading
+//!   connections filled the budget.
 //! - A writer that cannot get a pin sheds the writer whose socket write has been
 //!   stalled longest (at least [`SHED_AFTER_STALL`]): that connection is closed, its
 //!   pins released (`p2pd_connections_shed_total`).
@@ -221,10 +222,13 @@ impl Writer {
             if self.state.turn.get() == ticket {
                 let b = &self.budget;
                 let used = b.used_bytes.get();
+                // Past the budget a draining writer still gets the block it writes
+                // next (it holds no other), never read-ahead: each connection holds at
+                // most one block beyond the budget, and only while its client reads.
                 let fits = used.saturating_add(bytes) <= b.limit_bytes
                     || used == 0
                     || bytes == 0
-                    || self.draining(now);
+                    || (self.state.pinned_bytes.get() == 0 && self.draining(now));
                 if fits {
                     self.state.turn.set(ticket + 1);
                     b.used_bytes.set(used + bytes);
