@@ -31,6 +31,13 @@ pub const READAHEAD_BLOCKS: usize = 4;
 pub const CACHE_READAHEAD_BLOCKS: usize = 8;
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
+/// Blocks one shard produces at once at most (disk reads, upstream fetches). Each
+/// runs in its own task to its end or its deadline, whether or not anyone still waits
+/// for it, so requesters that hang up cannot leave work behind without bound: beyond
+/// it a new production is refused ([`BlockError::Busy`]). Far above what viewers need
+/// (a connection reads 8 blocks ahead: 512 streaming connections' worth of misses on
+/// one shard at once).
+pub const MAX_INFLIGHT_BLOCKS_PER_SHARD: usize = 4096;
 
 /// Why a block could not be produced.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +55,9 @@ pub enum BlockError {
     /// A cache could not get the block from its upstream.
     #[error("{0}")]
     Upstream(UpstreamError),
+    /// The shard already produces [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] blocks: try later.
+    #[error("busy: {MAX_INFLIGHT_BLOCKS_PER_SHARD} blocks already in production on this shard")]
+    Busy,
 }
 
 pub use crate::fetch::verify_block;
@@ -93,7 +103,9 @@ pub struct Shard {
     pub router: Router,
     pub role: ShardRole,
     cache: RefCell<BlockCache>,
-    /// One disk read per missing block, however many requesters wait for it.
+    /// One production (disk read, upstream fetch) per missing block, however many
+    /// requesters wait for it; each runs in its own task and removes its entry when it
+    /// ends. At most [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] entries.
     inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
     files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
     /// `--upload-rate`, this shard's share: file data sent over SPP and HTTP.
@@ -184,7 +196,10 @@ impl Shard {
     }
 
     /// A block this shard owns: memory cache, else one shared read (the origin's disk;
-    /// for a cache, its disk and then its upstream).
+    /// for a cache, its disk and then its upstream). The read runs in its own task:
+    /// requesters that go away (a player hanging up) neither cancel it nor leave it
+    /// half done; it ends, fills the memory cache and leaves the in-flight map by
+    /// itself.
     pub async fn local_block(
         self: &Rc<Self>,
         content: Content,
@@ -208,29 +223,46 @@ impl Shard {
             let existing = self.inflight.borrow().get(&key).cloned();
             let fut = match existing {
                 Some(f) => f,
-                None => {
-                    ShardMetrics::add(&self.m().memory_cache_misses, 1);
-                    let produce = self.produce(&content, index, may_fetch);
-                    let me = self.clone();
-                    let f = async move {
-                        let r = produce.await;
-                        me.inflight.borrow_mut().remove(&key);
-                        if let Ok(b) = &r {
-                            me.remember(key, b.clone());
-                        }
-                        r
-                    }
-                    .boxed_local()
-                    .shared();
-                    self.inflight.borrow_mut().insert(key, f.clone());
-                    f
-                }
+                None => self.start_production(key, &content, may_fetch)?,
             };
             match fut.await {
                 Err(BlockError::NotCached) if may_fetch && attempts < 2 => continue,
                 r => return r,
             }
         }
+    }
+
+    /// Starts the one production of block `key` in its own task and files it in the
+    /// in-flight map, unless the map is full.
+    fn start_production(
+        self: &Rc<Self>,
+        key: BlockKey,
+        content: &Content,
+        may_fetch: bool,
+    ) -> Result<LoadFuture, BlockError> {
+        if self.inflight.borrow().len() >= MAX_INFLIGHT_BLOCKS_PER_SHARD {
+            ShardMetrics::add(&self.m().productions_refused, 1);
+            return Err(BlockError::Busy);
+        }
+        ShardMetrics::add(&self.m().memory_cache_misses, 1);
+        let produce = self.produce(content, key.index, may_fetch);
+        let me = self.clone();
+        let task = runtime::spawn_background(async move {
+            let r = produce.await;
+            me.inflight.borrow_mut().remove(&key);
+            if let Ok(b) = &r {
+                me.remember(key, b.clone());
+            }
+            r
+        });
+        let f = async move {
+            // None: the task panicked or the shard is stopping.
+            task.await.unwrap_or(Err(BlockError::ShardGone))
+        }
+        .boxed_local()
+        .shared();
+        self.inflight.borrow_mut().insert(key, f.clone());
+        Ok(f)
     }
 
     /// Puts a verified block in the memory cache.
