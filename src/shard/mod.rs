@@ -87,6 +87,15 @@ pub struct ReadPolicy {
 
 type LoadFuture = Shared<LocalBoxFuture<'static, Result<Bytes, BlockError>>>;
 
+/// A block being produced: its shared result, and whether it may fetch from an
+/// upstream (a cache's requester who may not make it fetch gets only what it holds).
+struct Production {
+    future: LoadFuture,
+    may_fetch: bool,
+    /// Tells this production from a later one of the same block in the map.
+    id: u64,
+}
+
 /// What a shard does besides streaming: publish (origin) or cache (SCC, LHC).
 pub enum ShardRole {
     Origin {
@@ -106,7 +115,8 @@ pub struct Shard {
     /// One production (disk read, upstream fetch) per missing block, however many
     /// requesters wait for it; each runs in its own task and removes its entry when it
     /// ends. At most [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] entries.
-    inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
+    inflight: RefCell<HashMap<BlockKey, Production>>,
+    next_production: std::cell::Cell<u64>,
     files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
     /// `--upload-rate`, this shard's share: file data sent over SPP and HTTP.
     upload: Option<RefCell<TokenBucket>>,
@@ -140,6 +150,7 @@ impl Shard {
             role,
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
+            next_production: std::cell::Cell::new(0),
             files: RefCell::new(HashMap::new()),
             upload: upload_rate_bytes_per_s
                 .map(|rate| RefCell::new(TokenBucket::new(rate, Instant::now()))),
@@ -211,58 +222,75 @@ impl Shard {
             version: content.version(),
             index,
         };
-        // A requester who may make us fetch does not take the "not cached" answer of a
-        // shared read started by one who may not: it tries once more with its own.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            if let Some(b) = self.cache.borrow_mut().get(&key) {
-                ShardMetrics::add(&self.m().memory_cache_hits, 1);
-                return Ok(b);
-            }
-            let existing = self.inflight.borrow().get(&key).cloned();
-            let fut = match existing {
-                Some(f) => f,
-                None => self.start_production(key, &content, may_fetch)?,
-            };
-            match fut.await {
-                Err(BlockError::NotCached) if may_fetch && attempts < 2 => continue,
-                r => return r,
-            }
+        if let Some(b) = self.cache.borrow_mut().get(&key) {
+            ShardMetrics::add(&self.m().memory_cache_hits, 1);
+            return Ok(b);
         }
+        // A requester who may make a cache fetch does not join a production started by
+        // one who may not (its answer may be "not cached"): it starts its own, which
+        // takes the block's place in the map.
+        let published = matches!(content, Content::Published(_));
+        let existing = self
+            .inflight
+            .borrow()
+            .get(&key)
+            .filter(|p| p.may_fetch || !may_fetch || published)
+            .map(|p| p.future.clone());
+        let fut = match existing {
+            Some(f) => f,
+            None => self.start_production(key, &content, may_fetch)?,
+        };
+        fut.await
     }
 
     /// Starts the one production of block `key` in its own task and files it in the
-    /// in-flight map, unless the map is full.
+    /// in-flight map (in place of one that may not fetch), unless the map is full.
     fn start_production(
         self: &Rc<Self>,
         key: BlockKey,
         content: &Content,
         may_fetch: bool,
     ) -> Result<LoadFuture, BlockError> {
-        if self.inflight.borrow().len() >= MAX_INFLIGHT_BLOCKS_PER_SHARD {
-            ShardMetrics::add(&self.m().productions_refused, 1);
-            return Err(BlockError::Busy);
+        {
+            let inflight = self.inflight.borrow();
+            if inflight.len() >= MAX_INFLIGHT_BLOCKS_PER_SHARD && !inflight.contains_key(&key) {
+                ShardMetrics::add(&self.m().productions_refused, 1);
+                return Err(BlockError::Busy);
+            }
         }
         ShardMetrics::add(&self.m().memory_cache_misses, 1);
+        let id = self.next_production.get();
+        self.next_production.set(id.wrapping_add(1));
         let produce = self.produce(content, key.index, may_fetch);
         let me = self.clone();
         let task = runtime::spawn_background(async move {
             let r = produce.await;
-            me.inflight.borrow_mut().remove(&key);
+            {
+                let mut inflight = me.inflight.borrow_mut();
+                if inflight.get(&key).is_some_and(|p| p.id == id) {
+                    inflight.remove(&key);
+                }
+            }
             if let Ok(b) = &r {
                 me.remember(key, b.clone());
             }
             r
         });
-        let f = async move {
+        let future = async move {
             // None: the task panicked or the shard is stopping.
             task.await.unwrap_or(Err(BlockError::ShardGone))
         }
         .boxed_local()
         .shared();
-        self.inflight.borrow_mut().insert(key, f.clone());
-        Ok(f)
+        self.inflight.borrow_mut().insert(
+            key,
+            Production {
+                future: future.clone(),
+                may_fetch,
+                id,
+            },
+        );
+        Ok(future)
     }
 
     /// Puts a verified block in the memory cache.
