@@ -2149,8 +2149,13 @@ fn a_player_hanging_up_mid_stream_leaves_every_other_range_streaming_whole() {
     let url = format!("http://{}/film.bin", origin.addr);
 
     // The player asks for the whole film, takes the start and hangs up with the
-    // cache's read-ahead in flight; then again further in.
-    for (from, take) in [(0usize, 64 * 1024usize), (size / 2, 48 * 1024)] {
+    // cache's read-ahead in flight; then again further in (seeks).
+    let hang_ups = [
+        (0usize, 64 * 1024usize),
+        (size / 2, 48 * 1024),
+        (3 * size / 8 + 100, 40 * 1024),
+    ];
+    for (from, take) in hang_ups {
         let mut s = connect(cache.addr);
         let raw = format!(
             "GET {url} HTTP/1.1\r\nHost: {}\r\nRange: bytes={from}-\r\nConnection: close\r\n\r\n",
