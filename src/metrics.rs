@@ -41,6 +41,9 @@ pub struct ShardMetrics {
     pub memory_cache_bytes: AtomicI64,
     pub disk_read_bytes: AtomicU64,
     pub router_forwarded: AtomicU64,
+    /// Block productions (disk reads, upstream fetches) refused because the shard had
+    /// `MAX_INFLIGHT_BLOCKS_PER_SHARD` in flight already.
+    pub productions_refused: AtomicU64,
     /// Caches: blocks read from the cache disk and verified.
     pub disk_cache_hits: AtomicU64,
     /// Caches: blocks in neither the memory cache nor on disk.
@@ -270,6 +273,11 @@ impl Metrics {
             "p2pd_router_forwarded_total",
             "Block requests forwarded to the owning shard.",
             &[("", self.sum(|s| s.router_forwarded.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_block_productions_refused_total",
+            "Block reads and fetches refused (busy) because the shard had the most blocks in production already.",
+            &[("", self.sum(|s| s.productions_refused.load(Relaxed)))],
         );
         let cache_counters: [CounterDef; 11] = [
             (

@@ -196,44 +196,77 @@ const PEER_EXPIRY_CHECK: Duration = Duration::from_secs(10);
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds one listening socket per shard on the same address and port with
-/// `SO_REUSEPORT`, so the kernel spreads connections. Port 0 picks a free port once.
+/// `SO_REUSEPORT`, so the kernel spreads connections. The port is probed first (see
+/// [`probe_port`]): one in use is refused, even when its holder set `SO_REUSEPORT`
+/// too. Port 0 picks a free port once, for every shard.
 pub fn bind_listeners(
     ip: IpAddr,
     port: u16,
     n: usize,
 ) -> Result<(Vec<std::net::TcpListener>, u16), String> {
+    let port = probe_port(ip, port)?;
     let mut out = Vec::with_capacity(n);
-    let mut port = port;
     for _ in 0..n {
         let addr = SocketAddr::new(ip, port);
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .map_err(|e| format!("-P/--port: cannot create a socket: {e}"))?;
-        let _ = sock.set_reuse_address(true);
+        let sock = listen_socket(addr)?;
         sock.set_reuse_port(true)
             .map_err(|e| format!("-P/--port: SO_REUSEPORT: {e}"))?;
-        if ip.is_ipv6() {
-            let _ = sock.set_only_v6(false);
-        }
-        sock.bind(&addr.into()).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!("-P/--port: port {port} on {ip} is already in use")
-            } else {
-                format!("-P/--port / --bind: cannot bind {addr}: {e}")
-            }
-        })?;
+        sock.bind(&addr.into()).map_err(|e| bind_error(addr, &e))?;
         sock.listen(LISTEN_BACKLOG)
             .map_err(|e| format!("-P/--port: cannot listen on {addr}: {e}"))?;
-        let l: std::net::TcpListener = sock.into();
-        if port == 0 {
-            port = l.local_addr().map_err(|e| e.to_string())?.port();
-        }
-        out.push(l);
+        out.push(sock.into());
     }
     Ok((out, port))
+}
+
+/// A TCP socket for `addr` with `SO_REUSEADDR` (connections of an earlier run left in
+/// TIME_WAIT do not hold the port) and, for an IPv6 address, dual-stack.
+fn listen_socket(addr: SocketAddr) -> Result<socket2::Socket, String> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|e| format!("-P/--port: cannot create a socket: {e}"))?;
+    let _ = sock.set_reuse_address(true);
+    if addr.is_ipv6() {
+        let _ = sock.set_only_v6(false);
+    }
+    Ok(sock)
+}
+
+/// The one-line error for a failed bind of `addr`.
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "-P/--port: port {} on {} is already in use",
+            addr.port(),
+            addr.ip()
+        )
+    } else {
+        format!("-P/--port / --bind: cannot bind {addr}: {e}")
+    }
+}
+
+/// Checks that `ip:port` is free by binding it once without `SO_REUSEPORT`: the
+/// kernel lets `SO_REUSEPORT` sockets of one user share a port, so a second p2pd (or
+/// anyone else who set it) would otherwise start on a port already served and get
+/// half of its connections. The probe is closed before the shards' listeners bind
+/// (it never listens, so it leaves nothing behind). Returns the port, the one the
+/// kernel picked for port 0.
+fn probe_port(ip: IpAddr, port: u16) -> Result<u16, String> {
+    let addr = SocketAddr::new(ip, port);
+    let probe = listen_socket(addr)?;
+    probe.bind(&addr.into()).map_err(|e| bind_error(addr, &e))?;
+    if port != 0 {
+        return Ok(port);
+    }
+    probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .ok_or_else(|| format!("-P/--port: cannot tell which port {ip} got"))
 }
 
 /// Runs the node until the process is stopped.

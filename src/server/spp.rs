@@ -965,6 +965,10 @@ fn block_error_answer(e: BlockError, idx: u64) -> (ErrorCode, String) {
             crate::content::Refusal::Upstream(u.clone()).spp_code(),
             format!("block {idx}: upstream: {u}"),
         ),
+        BlockError::Busy => (
+            ErrorCode::Busy,
+            format!("block {idx}: {}", BlockError::Busy),
+        ),
         other => (ErrorCode::Internal, other.to_string()),
     }
 }

@@ -38,6 +38,13 @@ pub const READAHEAD_BYTES: u64 = 1 << 20;
 pub const CACHE_READAHEAD_BYTES: u64 = 2 << 20;
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
+/// Blocks one shard produces at once at most (disk reads, upstream fetches). Each
+/// runs in its own task to its end or its deadline, whether or not anyone still waits
+/// for it, so requesters that hang up cannot leave work behind without bound: beyond
+/// it a new production is refused ([`BlockError::Busy`]). Far above what viewers need
+/// (a connection reads 8 blocks ahead: 512 streaming connections' worth of misses on
+/// one shard at once).
+pub const MAX_INFLIGHT_BLOCKS_PER_SHARD: usize = 4096;
 
 /// Why a block could not be produced.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,6 +62,9 @@ pub enum BlockError {
     /// A cache could not get the block from its upstream.
     #[error("{0}")]
     Upstream(UpstreamError),
+    /// The shard already produces [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] blocks: try later.
+    #[error("busy: {MAX_INFLIGHT_BLOCKS_PER_SHARD} blocks already in production on this shard")]
+    Busy,
 }
 
 pub use crate::fetch::verify_block;
@@ -93,6 +103,15 @@ pub struct PinnedBlock {
 
 type LoadFuture = Shared<LocalBoxFuture<'static, Result<Bytes, BlockError>>>;
 
+/// A block being produced: its shared result, and whether it may fetch from an
+/// upstream (a cache's requester who may not make it fetch gets only what it holds).
+struct Production {
+    future: LoadFuture,
+    may_fetch: bool,
+    /// Tells this production from a later one of the same block in the map.
+    id: u64,
+}
+
 /// What a shard does besides streaming: publish (origin) or cache (SCC, LHC).
 pub enum ShardRole {
     Origin {
@@ -109,8 +128,11 @@ pub struct Shard {
     pub router: Router,
     pub role: ShardRole,
     cache: RefCell<BlockCache>,
-    /// One disk read per missing block, however many requesters wait for it.
-    inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
+    /// One production (disk read, upstream fetch) per missing block, however many
+    /// requesters wait for it; each runs in its own task and removes its entry when it
+    /// ends. At most [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] entries.
+    inflight: RefCell<HashMap<BlockKey, Production>>,
+    next_production: std::cell::Cell<u64>,
     files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
     /// `--upload-rate`, this shard's share: file data sent over SPP and HTTP.
     upload: Option<RefCell<TokenBucket>>,
@@ -149,6 +171,7 @@ impl Shard {
             role,
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
+            next_production: std::cell::Cell::new(0),
             files: RefCell::new(HashMap::new()),
             upload: upload_rate_bytes_per_s
                 .map(|rate| RefCell::new(TokenBucket::new(rate, Instant::now()))),
@@ -237,7 +260,10 @@ impl Shard {
     }
 
     /// A block this shard owns: memory cache, else one shared read (the origin's disk;
-    /// for a cache, its disk and then its upstream).
+    /// for a cache, its disk and then its upstream). The read runs in its own task:
+    /// requesters that go away (a player hanging up) neither cancel it nor leave it
+    /// half done; it ends, fills the memory cache and leaves the in-flight map by
+    /// itself.
     pub async fn local_block(
         self: &Rc<Self>,
         content: Content,
@@ -249,41 +275,75 @@ impl Shard {
             version: content.version(),
             index,
         };
-        // A requester who may make us fetch does not take the "not cached" answer of a
-        // shared read started by one who may not: it tries once more with its own.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            if let Some(b) = self.cache.borrow_mut().get(&key) {
-                ShardMetrics::add(&self.m().memory_cache_hits, 1);
-                return Ok(b);
-            }
-            let existing = self.inflight.borrow().get(&key).cloned();
-            let fut = match existing {
-                Some(f) => f,
-                None => {
-                    ShardMetrics::add(&self.m().memory_cache_misses, 1);
-                    let produce = self.produce(&content, index, may_fetch);
-                    let me = self.clone();
-                    let f = async move {
-                        let r = produce.await;
-                        me.inflight.borrow_mut().remove(&key);
-                        if let Ok(b) = &r {
-                            me.remember(key, b.clone());
-                        }
-                        r
-                    }
-                    .boxed_local()
-                    .shared();
-                    self.inflight.borrow_mut().insert(key, f.clone());
-                    f
-                }
-            };
-            match fut.await {
-                Err(BlockError::NotCached) if may_fetch && attempts < 2 => continue,
-                r => return r,
+        if let Some(b) = self.cache.borrow_mut().get(&key) {
+            ShardMetrics::add(&self.m().memory_cache_hits, 1);
+            return Ok(b);
+        }
+        // A requester who may make a cache fetch does not join a production started by
+        // one who may not (its answer may be "not cached"): it starts its own, which
+        // takes the block's place in the map.
+        let published = matches!(content, Content::Published(_));
+        let existing = self
+            .inflight
+            .borrow()
+            .get(&key)
+            .filter(|p| p.may_fetch || !may_fetch || published)
+            .map(|p| p.future.clone());
+        let fut = match existing {
+            Some(f) => f,
+            None => self.start_production(key, &content, may_fetch)?,
+        };
+        fut.await
+    }
+
+    /// Starts the one production of block `key` in its own task and files it in the
+    /// in-flight map (in place of one that may not fetch), unless the map is full.
+    fn start_production(
+        self: &Rc<Self>,
+        key: BlockKey,
+        content: &Content,
+        may_fetch: bool,
+    ) -> Result<LoadFuture, BlockError> {
+        {
+            let inflight = self.inflight.borrow();
+            if inflight.len() >= MAX_INFLIGHT_BLOCKS_PER_SHARD && !inflight.contains_key(&key) {
+                ShardMetrics::add(&self.m().productions_refused, 1);
+                return Err(BlockError::Busy);
             }
         }
+        ShardMetrics::add(&self.m().memory_cache_misses, 1);
+        let id = self.next_production.get();
+        self.next_production.set(id.wrapping_add(1));
+        let produce = self.produce(content, key.index, may_fetch);
+        let me = self.clone();
+        let task = runtime::spawn_background(async move {
+            let r = produce.await;
+            {
+                let mut inflight = me.inflight.borrow_mut();
+                if inflight.get(&key).is_some_and(|p| p.id == id) {
+                    inflight.remove(&key);
+                }
+            }
+            if let Ok(b) = &r {
+                me.remember(key, b.clone());
+            }
+            r
+        });
+        let future = async move {
+            // None: the task panicked or the shard is stopping.
+            task.await.unwrap_or(Err(BlockError::ShardGone))
+        }
+        .boxed_local()
+        .shared();
+        self.inflight.borrow_mut().insert(
+            key,
+            Production {
+                future: future.clone(),
+                may_fetch,
+                id,
+            },
+        );
+        Ok(future)
     }
 
     /// Puts a verified block in the memory cache.
