@@ -67,9 +67,22 @@ struct ConnState {
     /// Heap bytes of frames queued for the writer and not yet written; the reader
     /// stops reading while they are over [`MAX_QUEUED_ANSWER_BYTES`].
     queued_bytes: usize,
+    /// Info and Locate answers being worked out now (tasks): at most
+    /// [`MAX_ANSWER_TASKS`], past which the reader waits.
+    answers_running: usize,
+    /// The writer has ended: the reader stops too.
+    writer_gone: bool,
     /// The reader, waiting for the writer to catch up.
     reader_waker: Option<std::task::Waker>,
 }
+
+/// Info and Locate answers one connection works out at once; further requests wait
+/// in the socket (the reader pauses) rather than each holding a task.
+pub const MAX_ANSWER_TASKS: usize = 8;
+/// What a queued frame costs beyond its bytes (the queue's node, the frame's
+/// buffer header, the writer's bookkeeping), counted against
+/// [`MAX_QUEUED_ANSWER_BYTES`] so that many tiny frames cannot hide their cost.
+const QUEUED_FRAME_OVERHEAD_BYTES: usize = 256;
 
 /// Bytes of answers a connection may have queued before it stops reading requests:
 /// a client that pipelines requests and reads nothing fills its socket buffers, not
@@ -103,20 +116,61 @@ impl ConnState {
 
     /// Counts a frame queued for the writer.
     fn queued(&mut self, bytes: usize) {
-        self.queued_bytes += bytes;
+        self.queued_bytes += bytes + QUEUED_FRAME_OVERHEAD_BYTES;
     }
 
     /// Counts a queued frame written (or dropped) and lets the reader go on when the
     /// queue is short again.
     fn written(&mut self, bytes: usize, answer: bool) {
-        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+        self.queued_bytes = self
+            .queued_bytes
+            .saturating_sub(bytes + QUEUED_FRAME_OVERHEAD_BYTES);
         if answer {
             self.answers_pending = self.answers_pending.saturating_sub(1);
         }
-        if self.queued_bytes <= MAX_QUEUED_ANSWER_BYTES {
+        self.wake_reader();
+    }
+
+    /// An answer task finished working its answer out.
+    fn answer_ready(&mut self) {
+        self.answers_running = self.answers_running.saturating_sub(1);
+        self.wake_reader();
+    }
+
+    /// Whether the reader may read the next request.
+    fn may_read(&self) -> bool {
+        self.writer_gone
+            || (self.queued_bytes <= MAX_QUEUED_ANSWER_BYTES
+                && self.answers_running < MAX_ANSWER_TASKS)
+    }
+
+    fn wake_reader(&mut self) {
+        if self.may_read() {
             if let Some(w) = self.reader_waker.take() {
                 w.wake();
             }
+        }
+    }
+}
+
+/// An answer being worked out; counted until dropped, however its task ends.
+struct AnswerRunning(Rc<RefCell<ConnState>>);
+
+impl Drop for AnswerRunning {
+    fn drop(&mut self) {
+        self.0.borrow_mut().answer_ready();
+    }
+}
+
+/// Marks the connection's writer ended (however it ends) and wakes the reader.
+struct WriterGone(Rc<RefCell<ConnState>>);
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        let mut st = self.0.borrow_mut();
+        st.writer_gone = true;
+        if let Some(w) = st.reader_waker.take() {
+            w.wake();
         }
     }
 }
@@ -131,11 +185,12 @@ fn out_frame(state: &RefCell<ConnState>, f: Bytes, answer: bool) -> Out {
     }
 }
 
-/// Waits until the connection's queued answers are within [`MAX_QUEUED_ANSWER_BYTES`].
+/// Waits until the connection's queued answers are within [`MAX_QUEUED_ANSWER_BYTES`]
+/// and fewer than [`MAX_ANSWER_TASKS`] answers are being worked out.
 async fn queue_has_room(state: &RefCell<ConnState>) {
     std::future::poll_fn(|cx| {
         let mut st = state.borrow_mut();
-        if st.queued_bytes <= MAX_QUEUED_ANSWER_BYTES {
+        if st.may_read() {
             std::task::Poll::Ready(())
         } else {
             st.reader_waker = Some(cx.waker().clone());
@@ -329,6 +384,7 @@ async fn reader_loop(
         if runtime::timeout(IDLE_TIMEOUT, queue_has_room(state))
             .await
             .is_err()
+            || state.borrow().writer_gone
         {
             return;
         }
@@ -367,7 +423,9 @@ async fn reader_loop(
                 runtime::spawn_detached(async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
+                        let running = AnswerRunning(state.clone());
                         let out = info(&shard, &ctx, &state, r, may_fetch).await;
+                        drop(running);
                         send_answer(tx, out).await;
                     })
                     .await;
@@ -385,9 +443,11 @@ async fn reader_loop(
                 runtime::spawn_detached(async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
+                        let running = AnswerRunning(state.clone());
                         let f =
                             locate(&shard, &ctx, &state, &r, (local, requester), may_fetch).await;
                         let out = out_frame(&state, f, true);
+                        drop(running);
                         send_answer(tx, out).await;
                     })
                     .await;
@@ -473,6 +533,7 @@ fn start_answer(conn: &Conn<'_>, req_id: u32, tx: &mpsc::Sender<Out>) -> Option<
         return None;
     }
     st.answers_pending += 1;
+    st.answers_running += 1;
     Some(tx.clone())
 }
 
@@ -841,6 +902,7 @@ async fn writer_loop(
         };
         futures::stream::iter(jobs).right_stream()
     });
+    let _gone = WriterGone(state.clone());
     let writer = Rc::new(shard.pins.writer());
     // The window follows the node's block size for every file: a connection's blocks
     // may come from files of different sizes, and the pins bound the bytes anyway.
