@@ -276,6 +276,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     let shards = config.threads;
     let io_memory = runtime::preflight(shards + 1)?;
     let (listeners, port) = bind_listeners(config.bind, config.port, shards)?;
+    start_trimmer();
 
     let mut mirrors = Vec::new();
     for m in &config.mirrors {
@@ -312,6 +313,24 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
             }
         }
     })
+}
+
+/// How often freed heap memory is handed back to the kernel.
+const TRIM_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Hands freed heap memory back to the kernel every [`TRIM_INTERVAL`], from a thread
+/// of its own. Blocks are freed out of order at line rate, so glibc's heaps stay
+/// fragmented: free chunks between live ones stay resident (trimming only ever cuts
+/// a heap's top), and a node that streamed a film held several times its `-M` long
+/// after. `malloc_trim` also returns the free pages inside the heaps.
+fn start_trimmer() {
+    let _ = std::thread::Builder::new()
+        .name("p2pd-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(TRIM_INTERVAL);
+            // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+            unsafe { libc::malloc_trim(0) };
+        });
 }
 
 /// Resolves a `host:port` given on the command line to its first address.

@@ -390,8 +390,10 @@ fn merge_sources(entry: &mut FileSources, sources: &[Located]) -> bool {
 /// Block bytes one shard has waiting for or in disk writes at most: a verified block
 /// arriving beyond it is served but not stored, so viewers never wait for a disk
 /// slower than the network and the memory held by pending writes stays bounded
-/// (256 blocks of 256 KiB, 4 of the largest, 16 MiB).
-const MAX_WRITE_BYTES_IN_FLIGHT: u64 = 64 << 20;
+/// (64 blocks of 256 KiB, or one of the largest, 16 MiB). It is part of a cache's
+/// memory bound (ARCHITECTURE.md); a disk that keeps up at line rate needs a few MiB
+/// in flight.
+const MAX_WRITE_BYTES_IN_FLIGHT: u64 = 16 << 20;
 
 /// Failed disk writes are logged at most once per this interval per shard.
 const WRITE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
@@ -1303,7 +1305,7 @@ impl Shard {
                         if let Some(u) = upstream {
                             self.report_have(u, &fref, version, index);
                         }
-                        return Ok(data);
+                        return Ok(own_allocation(data));
                     }
                     ShardMetrics::add(&self.m().digest_failures, 1);
                     ShardMetrics::add(&self.m().upstream_errors, 1);
@@ -1616,6 +1618,23 @@ impl Shard {
             out.push(l);
         }
         out
+    }
+}
+
+/// Blocks at most this long are copied out of the connection's read buffer before
+/// they are kept (see [`own_allocation`]).
+const COPY_BLOCKS_UP_TO_BYTES: usize = 128 * 1024;
+
+/// A fetched block in an allocation of its own. A block decoded from an upstream
+/// connection is a slice of the connection's read buffer, which holds several small
+/// frames (at least 64 KiB): kept in the memory cache, each 16 KiB block held its
+/// whole buffer, and a cache with `-M 32M` grew to 200 MiB and more. Copying a small
+/// block costs far less than the digest check it just passed.
+fn own_allocation(data: Bytes) -> Bytes {
+    if data.len() <= COPY_BLOCKS_UP_TO_BYTES {
+        Bytes::copy_from_slice(&data)
+    } else {
+        data
     }
 }
 
