@@ -1,0 +1,867 @@
+//! Hostile input never takes a node down. For each role (origin, site cache, client
+//! cache), while a legitimate viewer streams a file, the attacks that took nodes down
+//! or grew them without bound are mounted, and the node must stay up (process running,
+//! `/_p2pd/health` 200), keep its resident memory within
+//! `-M + 64 KiB × connections + 50 MiB`, and give the viewer exactly the file's bytes
+//! in a time not far from an unattacked run measured in the same test:
+//!
+//! - crash frames: error messages that quote a long multi-byte path or URL, with every
+//!   cut point of the 1024-byte message limit inside each byte of a 2-, 3- and 4-byte
+//!   character, up to the 4096-byte path limit; long multi-byte hosts; the same over
+//!   HTTP (long paths, Host headers, proxy-form URLs);
+//! - pipelined InfoRequests (a file with 4096 digests), LocateRequests and Gets from
+//!   connections that never read;
+//! - slow readers of 16 MiB blocks that send a few Gets and never read;
+//! - Have and Holdings floods (`-i`), random bytes after a valid Hello, frames cut in
+//!   the middle, connections that send one byte and nothing more.
+//!
+//! Then the panic policy with the test hooks (`P2PD_TEST_HOOKS=1`): a panic inside a
+//! connection is contained and counted, a stalled shard makes health 503, a panic
+//! outside any connection ends the process with status 70.
+//!
+//! The tests take one global lock and run one at a time: each measures a viewer's
+//! throughput and a node's memory, which a neighbour test on a 2-core machine would
+//! distort. A watchdog SIGKILLs a node whose memory runs far past the bound, so an
+//! unfixed node fails the test instead of exhausting the machine.
+//!
+//! Addresses: nodes on 127.30.0.x (`host_ip(30)`); the viewer and site insiders on
+//! 127.30.200.x (the site cache's `-n`), outsiders and remote hosts on 127.30.201.x,
+//! Have flooders on 127.30.202.x.
+
+mod common;
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use p2pd::digest::MAX_DIGEST_BYTES;
+use p2pd::protocol::*;
+
+const TAG: u8 = 30;
+/// The host every legitimate request names, and the only one `-A` allows.
+const HOST: &str = "cdn.example.com";
+/// `-M` of every node under attack, small so the memory bound means something.
+const MEM_ARG: &str = "32M";
+const MEM_BYTES: u64 = 32 << 20;
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+/// How long an attacked node may take to answer one hostile frame or request.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+/// The viewer's file (16 KiB blocks: 1024 of them) and the 4096-digest file.
+const FILM_BYTES: usize = 16 << 20;
+const BIG_BYTES: usize = 64 << 20;
+
+/// One test at a time (see the module comment).
+static SERIAL: Mutex<()> = Mutex::new(());
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ip(c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, TAG, c, d))
+}
+const VIEWER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, TAG, 200, 1));
+/// A site insider (inside the SCC's `-n`), number `k`.
+fn insider(k: usize) -> IpAddr {
+    ip(200, 10 + (k % 200) as u8)
+}
+/// Outside every subnet, a remote host for a client cache, number `k`.
+fn outsider(k: usize) -> IpAddr {
+    ip(201, 1 + (k % 200) as u8)
+}
+
+/// The memory goal: `-M` + 64 KiB per connection + 50 MiB.
+fn rss_bound(connections: usize) -> u64 {
+    MEM_BYTES + 64 * KIB * connections as u64 + 50 * MIB
+}
+
+/// Resident memory of process `pid` (VmRSS), or None once it is gone (or a zombie).
+fn rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * KIB)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / MIB as f64)
+}
+
+/// Samples a process's VmRSS every 20 ms and keeps the peak; SIGKILLs it once it
+/// passes `hard_cap` (an unfixed node would otherwise take the machine's memory).
+struct RssWatch {
+    pid: u32,
+    peak: Arc<AtomicU64>,
+    killed_at: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    fn start(pid: u32, hard_cap: u64) -> RssWatch {
+        let peak = Arc::new(AtomicU64::new(rss(pid).unwrap_or(0)));
+        let killed_at = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, k, s) = (peak.clone(), killed_at.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(r) = rss(pid) {
+                    p.fetch_max(r, Ordering::Relaxed);
+                    if r > hard_cap && k.load(Ordering::Relaxed) == 0 {
+                        k.store(r, Ordering::Relaxed);
+                        // SAFETY: signalling our own child (still alive: it has a VmRSS).
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        RssWatch {
+            pid,
+            peak,
+            killed_at,
+            stop,
+            thread: Some(thread),
+        }
+    }
+    fn peak(&self) -> u64 {
+        if let Some(r) = rss(self.pid) {
+            self.peak.fetch_max(r, Ordering::Relaxed);
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+    fn killed(&self) -> Option<u64> {
+        Some(self.killed_at.load(Ordering::Relaxed)).filter(|&k| k != 0)
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Test content, quicker to make than `common::content` for tens of MiB.
+fn media(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn film() -> Arc<Vec<u8>> {
+    static F: OnceLock<Arc<Vec<u8>>> = OnceLock::new();
+    F.get_or_init(|| Arc::new(media(FILM_BYTES, 3001))).clone()
+}
+
+fn big() -> Arc<Vec<u8>> {
+    static F: OnceLock<Arc<Vec<u8>>> = OnceLock::new();
+    F.get_or_init(|| Arc::new(media(BIG_BYTES, 3002))).clone()
+}
+
+fn frame_bytes(f: &Frame) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    encode(f, &mut b).expect("encodable frame");
+    b.to_vec()
+}
+
+fn info_request(req_id: u32, host: &str, path: &str, digests: u32) -> Frame {
+    Frame::InfoRequest(InfoRequest {
+        req_id,
+        file: FileRef {
+            host: host.into(),
+            port: 1111,
+            path: path.into(),
+        },
+        digest_start: 0,
+        digest_count: digests,
+    })
+}
+
+fn health(addr: SocketAddr) -> Result<Response, String> {
+    try_http(
+        addr,
+        "GET /_p2pd/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ANSWER_DEADLINE,
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Origin,
+    Scc,
+    Lhc,
+}
+
+/// An origin (`-b`, `-A HOST`, `-M 32M`, 2 shards) publishing the viewer's file (and
+/// the 4096-digest file), and for the cache roles a cache below it (`-S origin`,
+/// `-A HOST`, `-M 32M`, 2 shards; the SCC with `-n 127.30.200.0/24`). The node under
+/// attack is the cache when there is one.
+struct Rig {
+    kind: Kind,
+    origin: Node,
+    cache: Option<Node>,
+    film: Arc<Vec<u8>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Rig {
+    /// `film_bytes` of the viewer's file in blocks of `block`; with `big`, the
+    /// 4096-digest file too (16 KiB blocks only). `extra` goes to the attacked node.
+    fn new(kind: Kind, block: &str, film: Arc<Vec<u8>>, big_file: bool, extra: &[&str]) -> Rig {
+        let (dir, idx, cdir) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        write_file(dir.path(), "film.bin", &film);
+        let mut want_files = 1;
+        if big_file {
+            write_file(dir.path(), "big.bin", &big());
+            want_files += 1;
+        }
+        let mut args = vec![
+            "-p",
+            dir.path().to_str().unwrap(),
+            "--index-dir",
+            idx.path().to_str().unwrap(),
+            "--threads",
+            "2",
+            "-b",
+            block,
+            "-A",
+            HOST,
+            "-M",
+            MEM_ARG,
+        ];
+        if kind == Kind::Origin {
+            args.extend_from_slice(extra);
+        }
+        let origin = Node::start(host_ip(TAG), &args);
+        origin.wait_for("the published files indexed", |n| {
+            n.metric("p2pd_index_builds_total") == want_files
+        });
+        let cache = (kind != Kind::Origin).then(|| {
+            let parent = origin.addr.to_string();
+            let mut args = vec![
+                "-c",
+                cdir.path().to_str().unwrap(),
+                "--threads",
+                "2",
+                "-S",
+                &parent,
+                "-A",
+                HOST,
+                "-M",
+                MEM_ARG,
+            ];
+            if kind == Kind::Scc {
+                args.extend_from_slice(&["-n", "127.30.200.0/24"]);
+            }
+            args.extend_from_slice(extra);
+            Node::start(host_ip(TAG), &args)
+        });
+        Rig {
+            kind,
+            origin,
+            cache,
+            film,
+            _dirs: vec![dir, idx, cdir],
+        }
+    }
+
+    fn target(&self) -> &Node {
+        self.cache.as_ref().unwrap_or(&self.origin)
+    }
+
+    fn target_mut(&mut self) -> &mut Node {
+        self.cache.as_mut().unwrap_or(&mut self.origin)
+    }
+
+    /// The attackers' addresses for connection `k`: for a site cache insiders and
+    /// outsiders in turn, for a client cache the local machine and remote hosts in
+    /// turn, for an origin remote hosts.
+    fn attacker(&self, k: usize) -> IpAddr {
+        match (self.kind, k % 2) {
+            (Kind::Origin, _) => outsider(k),
+            (Kind::Scc, 0) => insider(k),
+            (Kind::Lhc, 0) => self.target().addr.ip(),
+            _ => outsider(k),
+        }
+    }
+
+    /// What attacker `k` is, for messages.
+    fn who(&self, k: usize) -> &'static str {
+        match (self.kind, k % 2) {
+            (Kind::Origin, _) => "remote client",
+            (Kind::Scc, 0) => "site insider",
+            (Kind::Scc, _) => "outsider",
+            (Kind::Lhc, 0) => "local client",
+            (Kind::Lhc, _) => "remote host",
+        }
+    }
+
+    /// Streams the film as its viewer does (over SPP from the origin or the site
+    /// cache, over HTTP through the client cache as a proxy) and compares every byte;
+    /// returns how long it took.
+    fn view(&self) -> Result<Duration, String> {
+        let t = Instant::now();
+        match self.kind {
+            Kind::Origin | Kind::Scc => {
+                spp_view(VIEWER, self.target().addr, "film.bin", &self.film)?
+            }
+            Kind::Lhc => {
+                let url = format!("http://{HOST}:1111/film.bin");
+                let r = try_proxy_request(self.target().addr, None, "GET", &url, "")?;
+                if r.status != 200 {
+                    return Err(format!(
+                        "GET {url} via the client cache: status {}",
+                        r.status
+                    ));
+                }
+                if let Some(d) = first_difference(&r.body, &self.film) {
+                    return Err(format!("GET {url} via the client cache: {d}"));
+                }
+            }
+        }
+        Ok(t.elapsed())
+    }
+
+    /// Runs the viewer twice unattacked (the first run fills the caches) and returns
+    /// the second run's time.
+    fn baseline(&self) -> Duration {
+        let mut took = Duration::ZERO;
+        for _ in 0..2 {
+            took = self
+                .view()
+                .unwrap_or_else(|e| panic!("unattacked viewer: {e}{}", self.diagnose()));
+            eprintln!("{:?}: unattacked viewer took {took:?}", self.kind);
+        }
+        took
+    }
+
+    /// Makes the attacked node know the 4096-digest file (a cache fetches its info)
+    /// and returns it.
+    fn warm_big(&self) -> Info {
+        let src = match self.kind {
+            Kind::Origin | Kind::Scc => VIEWER,
+            Kind::Lhc => self.target().addr.ip(),
+        };
+        let (mut c, _) = Spp::connect_from(src, self.target().addr)
+            .unwrap_or_else(|e| panic!("warm: {e}{}", self.diagnose()));
+        c.send(&info_request(
+            1,
+            HOST,
+            "big.bin",
+            limits::MAX_DIGESTS_PER_INFO,
+        ))
+        .unwrap();
+        match c.recv() {
+            Ok(Frame::Info(i)) if i.block_count() == 4096 => i,
+            other => panic!("info of big.bin: {other:?}{}", self.diagnose()),
+        }
+    }
+
+    fn diagnose(&self) -> String {
+        match &self.cache {
+            Some(c) => diagnose(&[("origin", &self.origin), ("cache", c)]),
+            None => diagnose(&[("origin", &self.origin)]),
+        }
+    }
+
+    /// Asserts the attacked node runs, answers health 200 `ok`, and kept its VmRSS
+    /// within the bound for `connections` (the watchdog's peak).
+    fn check_up(&mut self, watch: &RssWatch, connections: usize, what: &str) {
+        let killed = watch.killed();
+        let running = self.target_mut().is_running();
+        let status = self.target_mut().child.try_wait().ok().flatten();
+        if let Some(k) = killed {
+            panic!(
+                "{what}: the {:?} node grew to {} (bound {} for {connections} connections) and was killed by the test's watchdog{}",
+                self.kind,
+                mib(k),
+                mib(rss_bound(connections)),
+                self.diagnose()
+            );
+        }
+        if !running {
+            panic!(
+                "{what}: the {:?} node is down (exit {status:?}){}",
+                self.kind,
+                self.diagnose()
+            );
+        }
+        match health(self.target().addr) {
+            Ok(r) if r.status == 200 && r.body == b"ok\n" => {}
+            Ok(r) => panic!(
+                "{what}: health answered {} {:?}{}",
+                r.status,
+                String::from_utf8_lossy(&r.body),
+                self.diagnose()
+            ),
+            Err(e) => panic!("{what}: health: {e}{}", self.diagnose()),
+        }
+        let peak = watch.peak();
+        if peak > rss_bound(connections) {
+            panic!(
+                "{what}: the {:?} node's VmRSS peaked at {}, above the bound {} (-M {MEM_ARG} + 64 KiB × {connections} connections + 50 MiB){}",
+                self.kind,
+                mib(peak),
+                mib(rss_bound(connections)),
+                self.diagnose()
+            );
+        }
+        eprintln!(
+            "{what}: {:?} node up, VmRSS peak {} (bound {})",
+            self.kind,
+            mib(peak),
+            mib(rss_bound(connections))
+        );
+    }
+
+    /// Asserts the attacked viewer got its bytes within a generous deadline compared
+    /// with the unattacked run: at most 5 × its time + 5 s.
+    fn check_viewer(&self, r: Result<Duration, String>, baseline: Duration, what: &str) {
+        let took = match r {
+            Ok(t) => t,
+            Err(e) => panic!("{what}: the viewer failed: {e}{}", self.diagnose()),
+        };
+        let limit = baseline * 5 + Duration::from_secs(5);
+        eprintln!("{what}: viewer took {took:?} attacked, {baseline:?} unattacked");
+        if took > limit {
+            panic!(
+                "{what}: the viewer's throughput collapsed: {took:?} attacked against {baseline:?} unattacked (limit {limit:?}){}",
+                self.diagnose()
+            );
+        }
+    }
+}
+
+/// Where `got` first differs from `want`, if it does.
+fn first_difference(got: &[u8], want: &[u8]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    Some(format!(
+        "{} bytes where {} were expected; first difference at byte {at}",
+        got.len(),
+        want.len()
+    ))
+}
+
+/// A viewer over SPP: Info, then Gets of 64 blocks, every block checked against its
+/// digest and against the file's bytes.
+fn spp_view(src: IpAddr, addr: SocketAddr, path: &str, want: &[u8]) -> Result<(), String> {
+    let (mut c, _) = Spp::connect_from(src, addr)?;
+    let info = c.info(1, HOST, path).and_then(expect_info)?;
+    if info.size != want.len() as u64 {
+        return Err(format!("info size {} for {} bytes", info.size, want.len()));
+    }
+    let bs = info.block_size as usize;
+    let blocks = info.block_count();
+    let mut d = [0u8; MAX_DIGEST_BYTES];
+    let mut first = 0u64;
+    let mut req_id = 10u32;
+    while first < blocks {
+        let count = (blocks - first).min(64) as u32;
+        req_id += 1;
+        c.send(&Frame::Get(Get {
+            req_id,
+            handle: info.handle,
+            version: info.version,
+            first_block: first,
+            block_count: count,
+        }))?;
+        for i in first..first + u64::from(count) {
+            match c.recv().map_err(|e| format!("block {i}: {e}"))? {
+                Frame::Data(dt) if dt.req_id == req_id && dt.block == i => {
+                    let digest = info.digest(i as usize).ok_or("too few digests")?;
+                    if info.algo.digest_into(&dt.payload, &mut d) != digest {
+                        return Err(format!("block {i} fails its digest"));
+                    }
+                    let at = i as usize * bs;
+                    let end = (at + bs).min(want.len());
+                    if dt.payload[..] != want[at..end] {
+                        return Err(format!("block {i} differs from the file"));
+                    }
+                }
+                other => return Err(format!("block {i}: got {other:?}")),
+            }
+        }
+        first += u64::from(count);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Crash frames: messages cut inside a multi-byte character.
+
+/// The multi-byte characters whose every byte a cut must land on.
+const WIDE: [&str; 3] = ["é", "€", "😀"];
+
+/// Paths of `N × c` (after 0..w ASCII bytes, so the cut lands on every byte of `c`)
+/// whose length sweeps across the 1024-byte message limit for any message prefix up to
+/// 96 bytes, and the longest paths the protocol allows (4096 bytes).
+fn crash_paths() -> Vec<String> {
+    let mut out = Vec::new();
+    let limit = limits::MAX_ERROR_MESSAGE_BYTES;
+    for c in WIDE {
+        let w = c.len();
+        for shift in 0..w {
+            let pad = "x".repeat(shift);
+            let lo = (limit - 96 - shift) / w;
+            let hi = (limit + 8 - shift) / w;
+            for n in lo..=hi {
+                out.push(format!("{pad}{}", c.repeat(n)));
+            }
+            out.push(format!(
+                "{pad}{}",
+                c.repeat((limits::MAX_PATH_BYTES - shift) / w)
+            ));
+        }
+    }
+    out
+}
+
+/// Hosts of up to 255 bytes made of multi-byte characters, at every alignment.
+fn crash_hosts() -> Vec<String> {
+    let mut out = Vec::new();
+    for c in WIDE {
+        let w = c.len();
+        for shift in 0..w {
+            out.push(format!(
+                "{}{}",
+                "h".repeat(shift),
+                c.repeat((limits::MAX_HOST_BYTES - shift) / w)
+            ));
+        }
+    }
+    out
+}
+
+/// One InfoRequest on a fresh connection from `src`; the answer must be an Error
+/// frame for it (the decoder checks its message is UTF-8 of at most 1024 bytes).
+fn crash_frame(
+    (src, who): (IpAddr, &str),
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(), String> {
+    let what = format!(
+        "{who} {src}: InfoRequest host {} bytes, path {} bytes ({:?}…)",
+        host.len(),
+        path.len(),
+        path.chars().take(3).collect::<String>()
+    );
+    let (mut c, _) = Spp::connect_from(src, addr).map_err(|e| format!("{what}: handshake: {e}"))?;
+    c.s.set_read_timeout(Some(ANSWER_DEADLINE)).unwrap();
+    c.send(&info_request(42, host, path, 0))
+        .map_err(|e| format!("{what}: {e}"))?;
+    match c.recv() {
+        Ok(Frame::Error(e)) if e.req_id == 42 => Ok(()),
+        Ok(other) => Err(format!("{what}: answered {other:?}")),
+        Err(e) => Err(format!("{what}: no answer: {e}")),
+    }
+}
+
+/// Raw HTTP requests whose error answers may quote long multi-byte paths and hosts:
+/// origin form with raw and percent-encoded paths, long Host headers, proxy form
+/// with long hosts and long paths.
+fn crash_http_requests(addr: SocketAddr) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in WIDE {
+        let enc: String = c.bytes().map(|b| format!("%{b:02X}")).collect();
+        for n in [1000 / c.len(), 1024 / c.len(), 4096 / c.len()] {
+            let raw = c.repeat(n);
+            let pct = enc.repeat(n.min(2000 / c.len()));
+            out.push(format!(
+                "GET /{raw} HTTP/1.1\r\nHost: {HOST}:1111\r\nConnection: close\r\n\r\n"
+            ));
+            out.push(format!(
+                "GET /{pct} HTTP/1.1\r\nHost: {HOST}:1111\r\nConnection: close\r\n\r\n"
+            ));
+            out.push(format!(
+                "GET http://{HOST}:1111/{pct} HTTP/1.1\r\nHost: {HOST}:1111\r\nConnection: close\r\n\r\n"
+            ));
+            out.push(format!(
+                "GET http://{HOST}:1111/{raw} HTTP/1.1\r\nHost: {HOST}:1111\r\nConnection: close\r\n\r\n"
+            ));
+        }
+        for host in crash_hosts().into_iter().filter(|h| h.contains(c)) {
+            let long = c.repeat(1500 / c.len());
+            out.push(format!(
+                "GET /film.bin HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ));
+            out.push(format!(
+                "GET /{long} HTTP/1.1\r\nHost: {host}:1111\r\nConnection: close\r\n\r\n"
+            ));
+            out.push(format!(
+                "GET http://{host}/{long} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ));
+            out.push(format!(
+                "GET http://{host}:1111/film.bin HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            ));
+        }
+    }
+    out
+}
+
+/// One raw HTTP request from `src`; any complete response counts (an error status is
+/// expected), a closed connection or silence does not.
+fn crash_http(src: IpAddr, addr: SocketAddr, raw: &str) -> Result<u16, String> {
+    let what = format!(
+        "HTTP request of {} bytes ({:?}…)",
+        raw.len(),
+        raw.chars().take(40).collect::<String>()
+    );
+    let mut s = connect_from(src, addr).map_err(|e| format!("{what}: connect: {e}"))?;
+    s.set_read_timeout(Some(ANSWER_DEADLINE)).unwrap();
+    s.write_all(raw.as_bytes())
+        .map_err(|e| format!("{what}: send: {e}"))?;
+    try_read_response(&mut s, false)
+        .map(|r| r.status)
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+fn crash_frames_test(kind: Kind) {
+    let _serial = serial();
+    let mut rig = Rig::new(kind, "16k", film(), false, &[]);
+    let baseline = rig.baseline();
+    let watch = RssWatch::start(rig.target().pid(), rss_bound(4) + 512 * MIB);
+    let what = format!("{kind:?} under crash frames");
+    let target = rig.target().addr;
+    let (viewed, failures, frames) = std::thread::scope(|sc| {
+        let rig_ref = &rig;
+        let viewer = sc.spawn(move || rig_ref.view());
+        let mut failures = Vec::new();
+        let mut frames = 0usize;
+        let mut k = 0usize;
+        let note = |r: Result<(), String>, failures: &mut Vec<String>| {
+            if let Err(e) = r {
+                failures.push(e);
+            }
+        };
+        // Every cut point, from every kind of requester.
+        'all: for (i, path) in crash_paths().into_iter().enumerate() {
+            for who in 0..2 {
+                frames += 1;
+                let k = 2 * i + who;
+                let src = (rig_ref.attacker(k), rig_ref.who(k));
+                note(crash_frame(src, target, HOST, &path), &mut failures);
+                if failures.len() >= 3 {
+                    break 'all;
+                }
+            }
+        }
+        // Long multi-byte hosts (refused by -A), alone and with long paths.
+        if failures.is_empty() {
+            for host in crash_hosts() {
+                for path in ["film.bin".to_string(), "é".repeat(2000)] {
+                    k += 1;
+                    frames += 1;
+                    let src = (rig_ref.attacker(k), rig_ref.who(k));
+                    note(crash_frame(src, target, &host, &path), &mut failures);
+                }
+            }
+        }
+        // The same over HTTP.
+        if failures.is_empty() {
+            for raw in crash_http_requests(target) {
+                k += 1;
+                frames += 1;
+                if let Err(e) = crash_http(rig_ref.attacker(k), target, &raw) {
+                    failures.push(format!("{}: {e}", rig_ref.who(k)));
+                    if failures.len() >= 3 {
+                        break;
+                    }
+                }
+            }
+        }
+        (viewer.join().unwrap(), failures, frames)
+    });
+    if !failures.is_empty() {
+        panic!(
+            "{what}: {} of {frames} hostile requests went unanswered (first: {:?}); node running: {}{}",
+            failures.len(),
+            failures,
+            rig.target_mut().is_running(),
+            rig.diagnose()
+        );
+    }
+    eprintln!("{what}: {frames} hostile requests answered");
+    rig.check_up(&watch, 4, &what);
+    rig.check_viewer(viewed, baseline, &what);
+    // And it still serves the viewer afterwards.
+    let after = rig.view();
+    rig.check_viewer(after, baseline, &format!("{what}, afterwards"));
+}
+
+/// An origin answers InfoRequests whose "not found" message quotes a path of
+/// multi-byte characters cut at every byte of the 1024-byte limit (and paths up to
+/// 4096 bytes, long multi-byte hosts refused by `-A`, the same over HTTP), and keeps
+/// serving its viewer.
+#[test]
+fn origin_survives_error_messages_cut_inside_multibyte_chars() {
+    crash_frames_test(Kind::Origin);
+}
+
+/// A site cache answers insiders (its "not found" quotes the URL) and outsiders (its
+/// Forbidden quotes the URL) at every cut point, over SPP and HTTP.
+#[test]
+fn site_cache_survives_error_messages_cut_inside_multibyte_chars() {
+    crash_frames_test(Kind::Scc);
+}
+
+/// A client cache answers the local machine and remote hosts (its Forbidden quotes
+/// the URL) at every cut point, over SPP and as an HTTP proxy.
+#[test]
+fn client_cache_survives_error_messages_cut_inside_multibyte_chars() {
+    crash_frames_test(Kind::Lhc);
+}
+
+// ---------------------------------------------------------------------------------
+// Pipelining without reading.
+
+/// Writes `frames` (one encoded frame, repeated with fresh ids by `next`) until
+/// `max_bytes` went out or a write makes no progress for `stall`: the node stopped
+/// reading. Returns the bytes written.
+fn flood(
+    s: &mut TcpStream,
+    max_bytes: usize,
+    stall: Duration,
+    mut next: impl FnMut(u32) -> Vec<u8>,
+) -> usize {
+    s.set_write_timeout(Some(stall)).unwrap();
+    let mut sent = 0;
+    let mut id = 1000u32;
+    while sent < max_bytes {
+        let mut batch = Vec::with_capacity(64 * 1024);
+        while batch.len() < 64 * 1024 {
+            id += 1;
+            batch.extend_from_slice(&next(id));
+        }
+        if s.write_all(&batch).is_err() {
+            return sent;
+        }
+        sent += batch.len();
+    }
+    sent
+}
+
+/// Per connection, 1 MB of requests without reading a byte.
+const FLOOD_BYTES: usize = 1 << 20;
+const FLOOD_CONNECTIONS: usize = 40;
+
+fn pipelined_test(kind: Kind) {
+    let _serial = serial();
+    let mut rig = Rig::new(kind, "16k", film(), true, &[]);
+    let big_info = rig.warm_big();
+    let baseline = rig.baseline();
+    let conns = FLOOD_CONNECTIONS + 2;
+    let watch = RssWatch::start(rig.target().pid(), rss_bound(conns) + 512 * MIB);
+    let what = format!("{kind:?} under pipelined requests that are never read");
+    let target = rig.target().addr;
+    let sent = AtomicU64::new(0);
+    let (viewed, open) = std::thread::scope(|sc| {
+        let rig_ref = &rig;
+        let (sent, big_info) = (&sent, &big_info);
+        let attackers: Vec<_> = (0..FLOOD_CONNECTIONS)
+            .map(|k| {
+                sc.spawn(move || -> Option<TcpStream> {
+                    let (mut c, _) = Spp::connect_from(rig_ref.attacker(k), target).ok()?;
+                    // Open the 4096-digest file (outsiders get it too: the cache holds
+                    // its info), then ask again and again without reading.
+                    c.send(&info_request(1, HOST, "big.bin", 0)).ok()?;
+                    let handle = match c.recv() {
+                        Ok(Frame::Info(i)) => i.handle,
+                        _ => 0,
+                    };
+                    let mut s = c.s;
+                    let n = match k % 4 {
+                        0 | 1 => flood(&mut s, FLOOD_BYTES, Duration::from_secs(1), |id| {
+                            frame_bytes(&info_request(id, HOST, "big.bin", 4096))
+                        }),
+                        2 => flood(&mut s, FLOOD_BYTES, Duration::from_secs(1), |id| {
+                            frame_bytes(&Frame::LocateRequest(LocateRequest {
+                                req_id: id,
+                                handle,
+                                first_block: u64::from(id) % 4096,
+                                block_count: 1,
+                            }))
+                        }),
+                        _ => flood(&mut s, FLOOD_BYTES, Duration::from_secs(1), |id| {
+                            frame_bytes(&Frame::Get(Get {
+                                req_id: id,
+                                handle,
+                                version: big_info.version,
+                                first_block: u64::from(id) % 4096,
+                                block_count: 1,
+                            }))
+                        }),
+                    };
+                    sent.fetch_add(n as u64, Ordering::Relaxed);
+                    Some(s)
+                })
+            })
+            .collect();
+        let open: Vec<TcpStream> = attackers
+            .into_iter()
+            .filter_map(|a| a.join().unwrap())
+            .collect();
+        // The floods are in (or the node stopped reading them): now the viewer, while
+        // every flooding connection stays open and unread.
+        let viewed = rig_ref.view();
+        std::thread::sleep(Duration::from_millis(500));
+        (viewed, open)
+    });
+    eprintln!(
+        "{what}: {} connections sent {} of requests",
+        open.len(),
+        mib(sent.load(Ordering::Relaxed))
+    );
+    rig.check_up(&watch, conns, &what);
+    rig.check_viewer(viewed, baseline, &what);
+    drop(open);
+    std::thread::sleep(Duration::from_millis(500));
+    rig.check_up(&watch, conns, &format!("{what}, after the attackers left"));
+    let after = rig.view();
+    rig.check_viewer(after, baseline, &format!("{what}, afterwards"));
+}
+
+/// 40 connections each pipeline 1 MB of InfoRequests for a 4096-digest file,
+/// LocateRequests or Gets and never read: the origin's memory stays within the bound
+/// and its viewer is served.
+#[test]
+fn origin_memory_stays_bounded_under_pipelined_requests_never_read() {
+    pipelined_test(Kind::Origin);
+}
+
+/// The same against a site cache, from insiders and outsiders.
+#[test]
+fn site_cache_memory_stays_bounded_under_pipelined_requests_never_read() {
+    pipelined_test(Kind::Scc);
+}
+
+/// The same against a client cache, from the local machine and remote hosts.
+#[test]
+fn client_cache_memory_stays_bounded_under_pipelined_requests_never_read() {
+    pipelined_test(Kind::Lhc);
+}
