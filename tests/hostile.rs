@@ -95,6 +95,8 @@ fn mib(b: u64) -> String {
 /// passes `hard_cap` (an unfixed node would otherwise take the machine's memory).
 struct RssWatch {
     pid: u32,
+    /// VmRSS when the watch started (before the attack).
+    start: u64,
     peak: Arc<AtomicU64>,
     killed_at: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -103,7 +105,8 @@ struct RssWatch {
 
 impl RssWatch {
     fn start(pid: u32, hard_cap: u64) -> RssWatch {
-        let peak = Arc::new(AtomicU64::new(rss(pid).unwrap_or(0)));
+        let start = rss(pid).unwrap_or(0);
+        let peak = Arc::new(AtomicU64::new(start));
         let killed_at = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, k, s) = (peak.clone(), killed_at.clone(), stop.clone());
@@ -122,6 +125,7 @@ impl RssWatch {
         });
         RssWatch {
             pid,
+            start,
             peak,
             killed_at,
             stop,
@@ -382,8 +386,8 @@ impl Rig {
         }
     }
 
-    /// Asserts the attacked node runs, answers health 200 `ok`, and kept its VmRSS
-    /// within the bound for `connections` (the watchdog's peak).
+    /// Asserts the attacked node runs (the watchdog did not have to kill it) and
+    /// answers health 200 `ok`.
     fn check_up(&mut self, watch: &RssWatch, connections: usize, what: &str) {
         let killed = watch.killed();
         let running = self.target_mut().is_running();
@@ -414,20 +418,28 @@ impl Rig {
             ),
             Err(e) => panic!("{what}: health: {e}{}", self.diagnose()),
         }
+    }
+
+    /// Asserts the attacked node's VmRSS stayed within the bound for `connections`
+    /// over the whole attack (the watchdog's peak). Checked last, so that a node
+    /// already above the bound before the attack still has its other checks made.
+    fn check_rss(&self, watch: &RssWatch, connections: usize, what: &str) {
         let peak = watch.peak();
         if peak > rss_bound(connections) {
             panic!(
-                "{what}: the {:?} node's VmRSS peaked at {}, above the bound {} (-M {MEM_ARG} + 64 KiB × {connections} connections + 50 MiB){}",
+                "{what}: the {:?} node's VmRSS peaked at {} ({} before the attack), above the bound {} (-M {MEM_ARG} + 64 KiB × {connections} connections + 50 MiB){}",
                 self.kind,
                 mib(peak),
+                mib(watch.start),
                 mib(rss_bound(connections)),
                 self.diagnose()
             );
         }
         eprintln!(
-            "{what}: {:?} node up, VmRSS peak {} (bound {})",
+            "{what}: {:?} node up, VmRSS peak {} ({} before the attack; bound {})",
             self.kind,
             mib(peak),
+            mib(watch.start),
             mib(rss_bound(connections))
         );
     }
@@ -712,6 +724,7 @@ fn crash_frames_test(kind: Kind) {
     // And it still serves the viewer afterwards.
     let after = rig.view();
     rig.check_viewer(after, baseline, &format!("{what}, afterwards"));
+    rig.check_rss(&watch, 4, &what);
 }
 
 /// An origin answers InfoRequests whose "not found" message quotes a path of
@@ -844,6 +857,7 @@ fn pipelined_test(kind: Kind) {
     rig.check_up(&watch, conns, &format!("{what}, after the attackers left"));
     let after = rig.view();
     rig.check_viewer(after, baseline, &format!("{what}, afterwards"));
+    rig.check_rss(&watch, conns, &what);
 }
 
 /// 40 connections each pipeline 1 MB of InfoRequests for a 4096-digest file,
@@ -864,4 +878,424 @@ fn site_cache_memory_stays_bounded_under_pipelined_requests_never_read() {
 #[test]
 fn client_cache_memory_stays_bounded_under_pipelined_requests_never_read() {
     pipelined_test(Kind::Lhc);
+}
+
+// ---------------------------------------------------------------------------------
+// Slow readers of large blocks.
+
+const SLOW_READERS: usize = 8;
+
+fn slow_readers_test(kind: Kind) {
+    let _serial = serial();
+    // 16 MiB blocks: the 64 MiB file is 4 of them.
+    let mut rig = Rig::new(kind, "16M", big(), false, &[]);
+    let baseline = rig.baseline();
+    let conns = SLOW_READERS + 2;
+    let watch = RssWatch::start(rig.target().pid(), rss_bound(conns) + 512 * MIB);
+    let what = format!("{kind:?} under {SLOW_READERS} slow readers of 16 MiB blocks");
+    let target = rig.target().addr;
+    let mut slow = Vec::new();
+    for k in 0..SLOW_READERS {
+        let (mut c, _) = Spp::connect_from(rig.attacker(k), target)
+            .unwrap_or_else(|e| panic!("{what}: slow reader {k}: {e}{}", rig.diagnose()));
+        let info = match c.info(1, HOST, "film.bin") {
+            Ok(Frame::Info(i)) => i,
+            other => panic!("{what}: slow reader {k}: info {other:?}{}", rig.diagnose()),
+        };
+        // A few Gets for every block, and not one byte read.
+        for req_id in 2..5 {
+            c.send(&Frame::Get(Get {
+                req_id,
+                handle: info.handle,
+                version: info.version,
+                first_block: 0,
+                block_count: info.block_count() as u32,
+            }))
+            .unwrap();
+        }
+        slow.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let viewed = rig.view();
+    rig.check_up(&watch, conns, &what);
+    rig.check_viewer(viewed, baseline, &what);
+    // Seconds later, with the slow readers still there (or shed), it still holds.
+    std::thread::sleep(Duration::from_secs(3));
+    eprintln!(
+        "{what}: connections open after 3 s more: {}",
+        rig.target().metric("p2pd_connections_open")
+    );
+    let again = rig.view();
+    rig.check_up(&watch, conns, &format!("{what}, 3 s later"));
+    rig.check_viewer(again, baseline, &format!("{what}, 3 s later"));
+    drop(slow);
+    rig.check_rss(&watch, conns, &what);
+}
+
+/// Eight connections ask an origin with 16 MiB blocks for every block, three times,
+/// and never read: its memory stays within the bound and its viewer is served.
+#[test]
+fn origin_memory_stays_bounded_under_slow_readers_of_16m_blocks() {
+    slow_readers_test(Kind::Origin);
+}
+
+/// The same against a site cache (insiders make it fetch, outsiders read what it holds).
+#[test]
+fn site_cache_memory_stays_bounded_under_slow_readers_of_16m_blocks() {
+    slow_readers_test(Kind::Scc);
+}
+
+/// The same against a client cache (the local machine and remote hosts).
+#[test]
+fn client_cache_memory_stays_bounded_under_slow_readers_of_16m_blocks() {
+    slow_readers_test(Kind::Lhc);
+}
+
+// ---------------------------------------------------------------------------------
+// Floods and garbage.
+
+/// A xorshift stream of bytes: random enough for garbage, reproducible.
+fn garbage(len: usize, seed: u64) -> Vec<u8> {
+    media(len, seed ^ 0x5eed)
+}
+
+/// 256 block ranges: half inside the film, half anywhere a file could have blocks.
+fn ranges(seed: u64) -> Vec<BlockRange> {
+    let r = garbage(256 * 16, seed);
+    (0..256)
+        .map(|i| {
+            let a = u64::from_le_bytes(r[i * 16..i * 16 + 8].try_into().unwrap());
+            let b = u64::from_le_bytes(r[i * 16 + 8..i * 16 + 16].try_into().unwrap());
+            if i % 2 == 0 {
+                let start = a % 1024;
+                BlockRange {
+                    start,
+                    count: 1 + b % (1024 - start),
+                }
+            } else {
+                let start = a % (limits::MAX_BLOCKS_PER_FILE / 2);
+                BlockRange {
+                    start,
+                    count: 1 + b % (limits::MAX_BLOCKS_PER_FILE / 2),
+                }
+            }
+        })
+        .collect()
+}
+
+const HAVE_FLOODERS: usize = 20;
+const GARBAGE_EACH: usize = 20;
+
+fn floods_and_garbage_test(kind: Kind) {
+    let _serial = serial();
+    let mut rig = Rig::new(kind, "16k", film(), false, &["-i"]);
+    let baseline = rig.baseline();
+    // Flooders, random bytes, half frames, one SPP byte, one HTTP byte, nothing.
+    let conns = HAVE_FLOODERS + 5 * GARBAGE_EACH + 2;
+    let watch = RssWatch::start(rig.target().pid(), rss_bound(conns) + 512 * MIB);
+    let what = format!("{kind:?} under Have floods and garbage");
+    let target = rig.target().addr;
+    let src = |k: usize| rig.attacker(k);
+    // Have and Holdings floods, each from its own "peer" (address and port).
+    let flooded = AtomicU64::new(0);
+    let flooders: Vec<TcpStream> = std::thread::scope(|sc| {
+        let flooded = &flooded;
+        let hs: Vec<_> = (0..HAVE_FLOODERS)
+            .map(|k| {
+                sc.spawn(move || -> Option<TcpStream> {
+                    let from = ip(202, 1 + k as u8);
+                    let (mut c, _) = Spp::connect_as(from, target, 20000 + k as u16).ok()?;
+                    let info = match c.info(1, HOST, "film.bin") {
+                        Ok(Frame::Info(i)) => i,
+                        _ => return Some(c.s),
+                    };
+                    let mut s = c.s;
+                    let n = flood(&mut s, FLOOD_BYTES, Duration::from_secs(1), |id| {
+                        let h = Have {
+                            handle: info.handle,
+                            version: info.version,
+                            ranges: ranges(u64::from(id) + 1000 * k as u64),
+                        };
+                        frame_bytes(&if id % 2 == 0 {
+                            Frame::Have(h)
+                        } else {
+                            Frame::Holdings(h)
+                        })
+                    });
+                    flooded.fetch_add(n as u64, Ordering::Relaxed);
+                    Some(s)
+                })
+            })
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!(
+        "{what}: {} flooders sent {} of Have and Holdings",
+        flooders.len(),
+        mib(flooded.load(Ordering::Relaxed))
+    );
+    // Random bytes after a valid Hello: each must be closed by the node.
+    let mut random = Vec::new();
+    for k in 0..GARBAGE_EACH {
+        let (mut c, _) = Spp::connect_from(src(k), target)
+            .unwrap_or_else(|e| panic!("{what}: random bytes {k}: {e}{}", rig.diagnose()));
+        let _ = c.s.write_all(&garbage(64 * 1024, k as u64));
+        random.push(c.s);
+    }
+    // Half a frame, then silence.
+    let mut half = Vec::new();
+    for k in 0..GARBAGE_EACH {
+        let (mut c, _) = Spp::connect_from(src(k), target)
+            .unwrap_or_else(|e| panic!("{what}: half frame {k}: {e}{}", rig.diagnose()));
+        let f = frame_bytes(&info_request(9, HOST, &"p".repeat(4000), 4096));
+        c.s.write_all(&f[..f.len() / 2]).unwrap();
+        half.push(c.s);
+    }
+    // One byte (SPP's Hello type, or an HTTP method's first letter), or nothing at all.
+    let mut idle = Vec::new();
+    for k in 0..3 * GARBAGE_EACH {
+        let mut s = connect_from(src(k), target)
+            .unwrap_or_else(|e| panic!("{what}: idle {k}: {e}{}", rig.diagnose()));
+        match k % 3 {
+            0 => s.write_all(&[frame_type::HELLO]).unwrap(),
+            1 => s.write_all(b"G").unwrap(),
+            _ => {}
+        }
+        idle.push(s);
+    }
+    // The viewer, with every hostile connection still open.
+    let viewed = rig.view();
+    rig.check_up(&watch, conns, &what);
+    rig.check_viewer(viewed, baseline, &what);
+    let mut still_open = 0;
+    for mut s in random {
+        s.set_read_timeout(Some(ANSWER_DEADLINE)).unwrap();
+        if !closed_by_peer(&mut s) {
+            still_open += 1;
+        }
+    }
+    if still_open > 0 {
+        panic!(
+            "{what}: {still_open} of {GARBAGE_EACH} connections that sent random bytes after their Hello were not closed{}",
+            rig.diagnose()
+        );
+    }
+    drop((flooders, half, idle));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rig.view();
+    rig.check_up(&watch, conns, &format!("{what}, afterwards"));
+    rig.check_viewer(after, baseline, &format!("{what}, afterwards"));
+    rig.check_rss(&watch, conns, &what);
+}
+
+/// An origin with `-i` takes 20 peers' floods of Have and Holdings frames (256 ranges
+/// each, half of them far outside the file), random bytes after Hellos (closed),
+/// half frames, single bytes and silent connections, and serves its viewer.
+#[test]
+fn origin_survives_have_floods_garbage_and_silent_connections() {
+    floods_and_garbage_test(Kind::Origin);
+}
+
+/// The same against a site cache with `-i`.
+#[test]
+fn site_cache_survives_have_floods_garbage_and_silent_connections() {
+    floods_and_garbage_test(Kind::Scc);
+}
+
+/// The same against a client cache with `-i`.
+#[test]
+fn client_cache_survives_have_floods_garbage_and_silent_connections() {
+    floods_and_garbage_test(Kind::Lhc);
+}
+
+// ---------------------------------------------------------------------------------
+// The panic policy, through the test hooks.
+
+const HOOKS: [(&str, &str); 1] = [("P2PD_TEST_HOOKS", "1")];
+
+/// An origin with the test hooks on, `threads` shards, publishing a small file.
+fn hooked_origin(threads: &str) -> (Node, Vec<u8>, [tempfile::TempDir; 2]) {
+    let (dir, idx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let data = media(1 << 20, 3003);
+    write_file(dir.path(), "small.bin", &data);
+    let node = Node::start_with_env(
+        host_ip(TAG),
+        &[
+            "-p",
+            dir.path().to_str().unwrap(),
+            "--index-dir",
+            idx.path().to_str().unwrap(),
+            "--threads",
+            threads,
+            "-b",
+            "16k",
+            "-M",
+            MEM_ARG,
+        ],
+        &HOOKS,
+    );
+    (node, data, [dir, idx])
+}
+
+fn get_raw(addr: SocketAddr, path: &str, deadline: Duration) -> Result<Response, String> {
+    try_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        deadline,
+    )
+}
+
+/// `GET /_p2pd/test/panic` panics inside its connection: no answer, the connection
+/// closes, `p2pd_panics_total` counts it, and the shard (the only one) goes on
+/// serving SPP and HTTP.
+#[test]
+fn a_panic_inside_a_connection_is_contained_and_counted() {
+    let _serial = serial();
+    let (mut node, data, _dirs) = hooked_origin("1");
+    let d = |n: &Node| diagnose(&[("origin", n)]);
+    assert_eq!(node.metric("p2pd_panics_total"), 0, "{}", d(&node));
+    match get_raw(node.addr, "/_p2pd/test/panic", ANSWER_DEADLINE) {
+        Err(e) if e.contains("closed") => {}
+        other => panic!(
+            "GET /_p2pd/test/panic: expected the connection closed without an answer, got {other:?}{}",
+            d(&node)
+        ),
+    }
+    assert!(
+        node.is_running(),
+        "the node exited after a contained panic{}",
+        d(&node)
+    );
+    assert_eq!(node.metric("p2pd_panics_total"), 1, "{}", d(&node));
+    let h = health(node.addr).unwrap_or_else(|e| panic!("health: {e}{}", d(&node)));
+    assert_eq!((h.status, &h.body[..]), (200, &b"ok\n"[..]), "{}", d(&node));
+    // Later requests on the same (only) shard: SPP and HTTP.
+    let (mut c, _) = Spp::connect_from(outsider(1), node.addr).unwrap();
+    let info = c.info(1, HOST, "small.bin").and_then(expect_info).unwrap();
+    assert_eq!(c.get_all(&info).unwrap(), data, "{}", d(&node));
+    let r = get_raw(node.addr, "/small.bin", IO_DEADLINE).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == data,
+        "HTTP body differs after the panic{}",
+        d(&node)
+    );
+    // A second one is counted too.
+    let _ = get_raw(node.addr, "/_p2pd/test/panic", ANSWER_DEADLINE);
+    assert_eq!(node.metric("p2pd_panics_total"), 2, "{}", d(&node));
+    assert!(node.is_running());
+}
+
+/// `GET /_p2pd/test/stall?shard=1&ms=4000` blocks shard 1 of a 2-shard node: health
+/// answers 503 naming the shard while it is stalled (from shard 0; a request that
+/// landed on shard 1 waits for it), and 200 once it is back.
+#[test]
+fn a_stalled_shard_makes_health_503_until_it_recovers() {
+    let _serial = serial();
+    let (node, _data, _dirs) = hooked_origin("2");
+    let d = |n: &Node| diagnose(&[("origin", n)]);
+    let h = health(node.addr).unwrap();
+    assert_eq!(h.status, 200, "{}", d(&node));
+    let stall = Duration::from_millis(4000);
+    let t0 = Instant::now();
+    let r = get_raw(
+        node.addr,
+        "/_p2pd/test/stall?shard=1&ms=4000",
+        ANSWER_DEADLINE,
+    )
+    .unwrap_or_else(|e| panic!("stall: {e}{}", d(&node)));
+    assert_eq!(r.status, 200, "stall: {r:?}{}", d(&node));
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "the stall request took {:?} to answer; it must answer at once",
+        t0.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // Several health requests at once: the kernel spreads them over both shards.
+    let answers: Vec<(Duration, Result<Response, String>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                sc.spawn(|| {
+                    let r = try_http(
+                        node.addr,
+                        "GET /_p2pd/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        Duration::from_secs(6),
+                    );
+                    (t0.elapsed(), r)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let during: Vec<_> = answers
+        .iter()
+        .filter(|(at, _)| *at + Duration::from_millis(300) < stall)
+        .collect();
+    let summary: Vec<String> = answers
+        .iter()
+        .map(|(at, r)| match r {
+            Ok(r) => format!(
+                "{at:?}: {} {:?}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ),
+            Err(e) => format!("{at:?}: {e}"),
+        })
+        .collect();
+    assert!(
+        during.iter().any(|(_, r)| r
+            .as_ref()
+            .is_ok_and(|r| r.status == 503 && String::from_utf8_lossy(&r.body).contains('1'))),
+        "no health answer was 503 naming shard 1 during the stall: {summary:#?}{}",
+        d(&node)
+    );
+    assert!(
+        during
+            .iter()
+            .all(|(_, r)| r.as_ref().is_ok_and(|r| r.status == 503)),
+        "during the stall every health answer must be 503: {summary:#?}{}",
+        d(&node)
+    );
+    // Once the stall is over: 200 within 2 s.
+    std::thread::sleep(stall.saturating_sub(t0.elapsed()));
+    let back = poll_until(Duration::from_secs(2), || {
+        health(node.addr).is_ok_and(|r| r.status == 200)
+    });
+    assert!(
+        back,
+        "health did not come back to 200 after the stall{}",
+        d(&node)
+    );
+}
+
+/// `GET /_p2pd/test/abort` panics outside any connection: the process exits at once
+/// with status 70.
+#[test]
+fn a_panic_outside_any_connection_ends_the_process_with_status_70() {
+    let _serial = serial();
+    let (mut node, _data, _dirs) = hooked_origin("2");
+    let t0 = Instant::now();
+    let _ = get_raw(node.addr, "/_p2pd/test/abort", Duration::from_secs(2));
+    let mut status = None;
+    poll_until(Duration::from_secs(2), || {
+        status = node.child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    match status {
+        Some(s) => {
+            assert_eq!(
+                s.code(),
+                Some(70),
+                "exit status {s:?} after {:?}; log:\n{}",
+                t0.elapsed(),
+                node.log_tail(40)
+            );
+            eprintln!("exited with {s:?} after {:?}", t0.elapsed());
+        }
+        None => panic!(
+            "the node still runs {:?} after /_p2pd/test/abort{}",
+            t0.elapsed(),
+            diagnose(&[("origin", &node)])
+        ),
+    }
 }
