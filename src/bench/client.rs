@@ -302,7 +302,7 @@ impl SppSession {
                     return Err(FetchError::Remote {
                         addr,
                         code: e.code,
-                        message: e.message,
+                        message: e.message.to_string(),
                     }
                     .into())
                 }

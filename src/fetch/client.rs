@@ -148,6 +148,13 @@ impl InfoPieces {
                 })
             }
         };
+        // Every answer must describe the same file: a digest list of one algorithm and
+        // geometry, so that block i's digest is where `digest(i)` looks for it.
+        if (info.algo, info.size, info.block_size) != (f.algo, f.size, f.block_size) {
+            return Err(protocol(
+                "info answers for one file disagree on its size, block size or digest".into(),
+            ));
+        }
         if info.version != f.version || info.digest_start != self.next {
             return Err(FetchError::Remote {
                 addr,
@@ -271,7 +278,7 @@ impl Connection {
             Frame::Error(e) => FetchError::Remote {
                 addr: self.addr,
                 code: e.code,
-                message: e.message,
+                message: e.message.to_string(),
             },
             other => self.protocol(format!(
                 "unexpected frame {:?}",

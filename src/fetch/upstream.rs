@@ -245,7 +245,7 @@ impl Upstream {
             Ok(Ok(Frame::Error(e))) => Err(FetchError::Remote {
                 addr: self.addr,
                 code: e.code,
-                message: e.message,
+                message: e.message.to_string(),
             }),
             Ok(r) => r,
             Err(_) => {
@@ -603,7 +603,7 @@ async fn reader(
                 return inner.kill(FetchError::Remote {
                     addr,
                     code: e.code,
-                    message: e.message.clone(),
+                    message: e.message.to_string(),
                 })
             }
             Frame::Info(_) | Frame::Locate(_) | Frame::Data(_) | Frame::Error(_) => {

@@ -384,7 +384,7 @@ fn parse_control(ty: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
             Frame::Error(ErrorFrame {
                 req_id,
                 code,
-                message: r.string(len, "Error.message")?,
+                message: r.string(len, "Error.message")?.into(),
             })
         }
         // Data and Info are routed to their own parsers; anything else failed the header.

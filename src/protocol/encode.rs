@@ -176,9 +176,11 @@ fn payload_len(frame: &Frame) -> Result<usize, EncodeError> {
         Frame::PeerReport(r) => 4 + 8 + 1 + addr_len(&r.peer),
         Frame::Ping(_) | Frame::Pong(_) => PING_BYTES,
         Frame::Error(e) => {
+            // ErrorMessage's constructors cut every message to fit; checked anyway,
+            // since an over-long message would not fit its 16-bit length.
             if e.message.len() > MAX_ERROR_MESSAGE_BYTES {
                 return Err(LimitExceeded(
-                    "Error message is over MAX_ERROR_MESSAGE_BYTES (use ErrorFrame::new to cut it)",
+                    "Error message is over MAX_ERROR_MESSAGE_BYTES",
                 ));
             }
             ERROR_FIXED_BYTES + e.message.len()

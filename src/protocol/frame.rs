@@ -312,27 +312,80 @@ pub struct ErrorFrame {
     /// The failed request, or 0 for the whole connection (which then closes).
     pub req_id: u32,
     pub code: ErrorCode,
-    pub message: String,
+    pub message: ErrorMessage,
 }
 
 impl ErrorFrame {
-    /// An Error frame whose message is cut (on a char boundary) to
-    /// MAX_ERROR_MESSAGE_BYTES, so it always encodes: messages often quote upstream
-    /// errors of any length.
-    pub fn new(req_id: u32, code: ErrorCode, message: impl Into<String>) -> Self {
-        let mut message = message.into();
-        if message.len() > MAX_ERROR_MESSAGE_BYTES {
-            let mut cut = MAX_ERROR_MESSAGE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+    /// An Error frame; the message is cut to fit (see [`ErrorMessage`]).
+    pub fn new(req_id: u32, code: ErrorCode, message: impl Into<ErrorMessage>) -> Self {
         ErrorFrame {
             req_id,
             code,
-            message,
+            message: message.into(),
         }
+    }
+}
+
+/// The text of an Error frame: at most [`MAX_ERROR_MESSAGE_BYTES`] of UTF-8, cut on a
+/// character boundary. Its only constructors cut, and its text cannot be changed
+/// afterwards, so no message put on the wire can be too long or end inside a
+/// character, however long the path, host or upstream error it quotes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorMessage(String);
+
+impl ErrorMessage {
+    /// Cuts `text` to at most [`MAX_ERROR_MESSAGE_BYTES`] on a character boundary.
+    pub fn new(text: impl Into<String>) -> Self {
+        let mut text = text.into();
+        text.truncate(floor_char_boundary(&text, MAX_ERROR_MESSAGE_BYTES));
+        ErrorMessage(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The largest index `<= max` that is a character boundary of `s` (`s.len()` when it
+/// is shorter): where `s` may be cut to fit `max` bytes without panicking.
+pub fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    // A UTF-8 character is at most 4 bytes: a boundary is at most 3 bytes back.
+    (max.saturating_sub(3)..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+impl From<String> for ErrorMessage {
+    fn from(s: String) -> Self {
+        ErrorMessage::new(s)
+    }
+}
+
+impl From<&str> for ErrorMessage {
+    fn from(s: &str) -> Self {
+        ErrorMessage::new(floor_slice(s))
+    }
+}
+
+/// `s` cut to at most [`MAX_ERROR_MESSAGE_BYTES`], without copying the rest.
+fn floor_slice(s: &str) -> &str {
+    &s[..floor_char_boundary(s, MAX_ERROR_MESSAGE_BYTES)]
+}
+
+impl std::ops::Deref for ErrorMessage {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ErrorMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

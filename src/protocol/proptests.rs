@@ -251,7 +251,7 @@ fn frame(s: Sizes) -> impl Strategy<Value = Frame> {
             Frame::Error(ErrorFrame {
                 req_id,
                 code: ErrorCode::from_u16(code),
-                message,
+                message: message.into(),
             })
         },
     );
@@ -417,7 +417,7 @@ proptest! {
                 digest_start: c >> (small.1 % 64), digests: Bytes::from(vec![0; 32 * (n % 8)]),
             }),
             3 => Frame::Have(Have { handle: a, version: b, ranges: vec![BlockRange { start: c >> (small.0 % 64), count: e >> (small.1 % 64) }; n] }),
-            _ => Frame::Error(ErrorFrame { req_id: a, code: ErrorCode::Busy, message: "m".repeat(msg_len) }),
+            _ => Frame::Error(ErrorFrame { req_id: a, code: ErrorCode::Busy, message: "m".repeat(msg_len).into() }),
         };
         let mut out = BytesMut::from(&b"prefix"[..]);
         match encode(&f, &mut out) {

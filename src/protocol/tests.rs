@@ -456,14 +456,28 @@ fn every_limit_is_an_error_both_ways() {
         corrupt(file("h", "p"), |b| b[FRAME_HEADER_LEN + 5] = 0xFF),
         DecodeError::BadUtf8
     );
-    let long_msg = ErrorFrame {
-        req_id: 0,
-        code: ErrorCode::Internal,
-        message: "x".repeat(MAX_ERROR_MESSAGE_BYTES + 1),
-    };
-    refused(Frame::Error(long_msg.clone()));
-    let cut = ErrorFrame::new(0, ErrorCode::Internal, "é".repeat(MAX_ERROR_MESSAGE_BYTES));
-    assert!(cut.message.len() <= MAX_ERROR_MESSAGE_BYTES && enc(&Frame::Error(cut)).is_ok());
+    // No message can be too long: every constructor cuts on a character boundary.
+    let long_msg = ErrorFrame::new(
+        0,
+        ErrorCode::Internal,
+        "x".repeat(MAX_ERROR_MESSAGE_BYTES + 1),
+    );
+    assert_eq!(long_msg.message.len(), MAX_ERROR_MESSAGE_BYTES);
+    assert!(enc(&Frame::Error(long_msg)).is_ok());
+    for width in ["é", "€", "😀"] {
+        for n in 0..=MAX_ERROR_MESSAGE_BYTES + 8 {
+            let text = format!("{}{}", "x".repeat(n % 4), width.repeat(n / width.len() + 1));
+            let cut = ErrorFrame::new(0, ErrorCode::Internal, text.as_str());
+            assert!(cut.message.len() <= MAX_ERROR_MESSAGE_BYTES);
+            assert!(text.starts_with(cut.message.as_str()));
+            assert!(
+                MAX_ERROR_MESSAGE_BYTES - cut.message.len() < 4 || cut.message.len() == text.len()
+            );
+            let owned = ErrorFrame::new(0, ErrorCode::Internal, text.clone());
+            assert_eq!(owned, cut);
+            assert!(enc(&Frame::Error(cut)).is_ok());
+        }
+    }
 
     // Info.
     refused(Frame::Info(info(1 << 20, MIN_BLOCK_BYTES - 4096, 0, 0)));

@@ -84,25 +84,21 @@ fn frame_bytes(f: &Frame) -> Bytes {
     if encode(f, &mut b).is_err() {
         b.clear();
         let _ = encode(
-            &Frame::Error(ErrorFrame {
-                req_id: 0,
-                code: ErrorCode::Internal,
-                message: "internal encode error".into(),
-            }),
+            &Frame::Error(ErrorFrame::new(
+                0,
+                ErrorCode::Internal,
+                "internal encode error",
+            )),
             &mut b,
         );
     }
     b.freeze()
 }
 
+/// An Error frame; its message is cut to fit on a character boundary by
+/// [`ErrorFrame::new`], however long the path, host or upstream error it quotes.
 fn error_frame(req_id: u32, code: ErrorCode, message: impl Into<String>) -> Bytes {
-    let mut message = message.into();
-    message.truncate(limits::MAX_ERROR_MESSAGE_BYTES);
-    frame_bytes(&Frame::Error(ErrorFrame {
-        req_id,
-        code,
-        message,
-    }))
+    frame_bytes(&Frame::Error(ErrorFrame::new(req_id, code, message.into())))
 }
 
 pub async fn serve(
