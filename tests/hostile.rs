@@ -1299,3 +1299,94 @@ fn a_panic_outside_any_connection_ends_the_process_with_status_70() {
         ),
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The outstanding-request limit, seen from a well-behaved pipelining client.
+
+/// One connection pipelines 1,500 InfoRequests (metadata only, for the 4096-block
+/// file and for files that do not exist) and 1,500 LocateRequests in one burst, then
+/// reads: every request is answered exactly once, with its answer or an Error for its
+/// own req_id (NotFound for the missing files, Busy past the outstanding-request
+/// limit), and the connection stays usable.
+fn pipelined_answers_test(kind: Kind) {
+    let _serial = serial();
+    let rig = Rig::new(kind, "16k", film(), true, &[]);
+    let info = rig.warm_big();
+    let src = match kind {
+        Kind::Lhc => rig.target().addr.ip(),
+        _ => VIEWER,
+    };
+    let what = format!("{kind:?}: 3,000 pipelined Info and Locate requests");
+    let (mut c, _) = Spp::connect_from(src, rig.target().addr).unwrap();
+    c.send(&info_request(1, HOST, "big.bin", 0)).unwrap();
+    let handle = match c.recv() {
+        Ok(Frame::Info(i)) => i.handle,
+        other => panic!("{what}: {other:?}{}", rig.diagnose()),
+    };
+    let n = 1500u32;
+    let mut burst = Vec::new();
+    for i in 0..n {
+        let path = if i % 3 == 2 {
+            format!("missing-{i}.bin")
+        } else {
+            "big.bin".to_string()
+        };
+        burst.extend(frame_bytes(&info_request(10_000 + i, HOST, &path, 0)));
+        burst.extend(frame_bytes(&Frame::LocateRequest(LocateRequest {
+            req_id: 20_000 + i,
+            handle,
+            first_block: u64::from(i) % info.block_count(),
+            block_count: 1,
+        })));
+    }
+    c.s.write_all(&burst).unwrap();
+    let mut seen = std::collections::HashMap::<u32, String>::new();
+    let mut busy = 0;
+    let info_id = |id: u32| (10_000..10_000 + n).contains(&id);
+    let missing = |id: u32| info_id(id) && (id - 10_000) % 3 == 2;
+    while seen.len() < 2 * n as usize {
+        let f = c.recv().unwrap_or_else(|e| {
+            panic!(
+                "{what}: after {} answers: {e}{}",
+                seen.len(),
+                rig.diagnose()
+            )
+        });
+        let (id, label) = match &f {
+            Frame::Info(i) if info_id(i.req_id) && !missing(i.req_id) => (i.req_id, "info"),
+            Frame::Locate(l) if (20_000..20_000 + n).contains(&l.req_id) => (l.req_id, "locate"),
+            Frame::Error(e) if e.code == ErrorCode::Busy => {
+                busy += 1;
+                (e.req_id, "busy")
+            }
+            Frame::Error(e) if e.code == ErrorCode::NotFound && missing(e.req_id) => {
+                (e.req_id, "not found")
+            }
+            other => panic!("{what}: unexpected answer {other:?}{}", rig.diagnose()),
+        };
+        if let Some(before) = seen.insert(id, label.to_string()) {
+            panic!(
+                "{what}: req_id {id} answered twice ({before}, then {label}){}",
+                rig.diagnose()
+            );
+        }
+    }
+    eprintln!("{what}: all answered once, {busy} of them Busy");
+    // Still usable.
+    let again = c.info(2, HOST, "film.bin").and_then(expect_info);
+    assert!(
+        again.is_ok(),
+        "{what}: the connection is unusable afterwards: {again:?}{}",
+        rig.diagnose()
+    );
+}
+
+#[test]
+fn origin_answers_every_pipelined_request_once_or_busy() {
+    pipelined_answers_test(Kind::Origin);
+}
+
+#[test]
+fn site_cache_answers_every_pipelined_request_once_or_busy() {
+    pipelined_answers_test(Kind::Scc);
+}
