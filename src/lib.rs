@@ -14,6 +14,7 @@ pub mod get;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod panics;
 pub mod pathsafe;
 pub mod peers;
 pub mod protocol;

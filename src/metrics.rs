@@ -23,12 +23,27 @@ pub struct ShardMetrics {
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Panics contained at a connection (the connection was closed, the shard
+    /// went on serving).
+    pub panics: AtomicU64,
+    /// Requests answered Busy because their connection had its most requests
+    /// outstanding (SPP) or the shard its most block fetches in flight.
+    pub requests_busy: AtomicU64,
+    /// Connections closed because they held pinned block bytes without reading
+    /// while the shard was over its pinned-bytes budget.
+    pub connections_shed: AtomicU64,
+    /// Gauge: block bytes held by this shard's connection writers (produced for a
+    /// connection and not yet written to its socket).
+    pub pinned_bytes: AtomicI64,
     pub digest_failures: AtomicU64,
     pub memory_cache_hits: AtomicU64,
     pub memory_cache_misses: AtomicU64,
     pub memory_cache_bytes: AtomicI64,
     pub disk_read_bytes: AtomicU64,
     pub router_forwarded: AtomicU64,
+    /// Block productions (disk reads, upstream fetches) refused because the shard had
+    /// `MAX_INFLIGHT_BLOCKS_PER_SHARD` in flight already.
+    pub productions_refused: AtomicU64,
     /// Caches: blocks read from the cache disk and verified.
     pub disk_cache_hits: AtomicU64,
     /// Caches: blocks in neither the memory cache nor on disk.
@@ -173,6 +188,21 @@ impl Metrics {
             &[("", self.sum(|s| s.protocol_errors.load(Relaxed)))],
         );
         counter(
+            "p2pd_panics_total",
+            "Panics contained at a connection: the connection was closed, its shard went on serving.",
+            &[("", self.sum(|s| s.panics.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_requests_busy_total",
+            "Requests answered Busy: too many outstanding on their connection, or too many block fetches in flight.",
+            &[("", self.sum(|s| s.requests_busy.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_connections_shed_total",
+            "Connections closed for holding block bytes without reading while their shard was over its pinned-bytes budget.",
+            &[("", self.sum(|s| s.connections_shed.load(Relaxed)))],
+        );
+        counter(
             "p2pd_digest_failures_total",
             "Blocks whose bytes did not match the origin's digest (never served).",
             &[("", self.sum(|s| s.digest_failures.load(Relaxed)))],
@@ -243,6 +273,11 @@ impl Metrics {
             "p2pd_router_forwarded_total",
             "Block requests forwarded to the owning shard.",
             &[("", self.sum(|s| s.router_forwarded.load(Relaxed)))],
+        );
+        counter(
+            "p2pd_block_productions_refused_total",
+            "Block reads and fetches refused (busy) because the shard had the most blocks in production already.",
+            &[("", self.sum(|s| s.productions_refused.load(Relaxed)))],
         );
         let cache_counters: [CounterDef; 11] = [
             (
@@ -323,6 +358,11 @@ impl Metrics {
             o,
             "# HELP p2pd_memory_cache_bytes Bytes held in the memory cache.\n# TYPE p2pd_memory_cache_bytes gauge\np2pd_memory_cache_bytes {}",
             self.sum_i(|s| s.memory_cache_bytes.load(Relaxed))
+        );
+        let _ = writeln!(
+            o,
+            "# HELP p2pd_pinned_bytes Block bytes produced for connections and not yet written to their sockets.\n# TYPE p2pd_pinned_bytes gauge\np2pd_pinned_bytes {}",
+            self.sum_i(|s| s.pinned_bytes.load(Relaxed))
         );
         let _ = writeln!(
             o,

@@ -19,6 +19,8 @@ use crate::store::FileKey;
 
 /// Messages queued per pair of shards before a sender waits.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// Health pings waiting for their answer, at most (see [`Router::ping`]).
+const MAX_PINGS_WAITING: usize = 64;
 
 pub enum RouterMsg {
     /// Shard `from` asks the owner for a block.
@@ -47,6 +49,12 @@ pub enum RouterMsg {
         req: u64,
         result: Result<Arc<CachedFile>, Refusal>,
     },
+    /// Shard `from` asks whether this shard is serving (`/_p2pd/health`).
+    Ping { req: u64, from: usize },
+    /// The answer to ping `req`: the shard's reactor ran it.
+    Pong { req: u64 },
+    /// Test hooks only (`P2PD_TEST_HOOKS=1`): block this shard's thread for `ms`.
+    Stall { ms: u64 },
 }
 
 pub type Mesh = MeshBuilder<RouterMsg, Full>;
@@ -61,6 +69,7 @@ pub struct Router {
     senders: Senders<RouterMsg>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Result<Bytes, BlockError>>>>,
     lookups: RefCell<HashMap<u64, oneshot::Sender<LookupResult>>>,
+    pings: RefCell<HashMap<u64, oneshot::Sender<Result<(), ()>>>>,
     next_req: Cell<u64>,
 }
 
@@ -78,6 +87,7 @@ impl Router {
                 senders,
                 pending: RefCell::new(HashMap::new()),
                 lookups: RefCell::new(HashMap::new()),
+                pings: RefCell::new(HashMap::new()),
                 next_req: Cell::new(1),
             },
             receivers,
@@ -123,6 +133,28 @@ impl Router {
             Err(Refusal::Internal("shard unavailable".into()))
         })
         .await
+    }
+
+    /// Whether shard `owner` answers within `wait` (its reactor runs and serves its
+    /// router): what `/_p2pd/health` asks of every shard.
+    pub async fn ping(&self, owner: usize, wait: std::time::Duration) -> bool {
+        // Pings that timed out leave their entry behind until their Pong comes,
+        // which a dead shard never sends: keep that leftover bounded.
+        if self.pings.borrow().len() >= MAX_PINGS_WAITING {
+            self.pings.borrow_mut().clear();
+        }
+        let msg = |req, from| RouterMsg::Ping { req, from };
+        let answered = runtime::timeout(wait, self.ask(owner, &self.pings, msg, || Err(()))).await;
+        matches!(answered, Ok(Ok(())))
+    }
+
+    /// Test hooks only: blocks shard `owner`'s thread for `ms` (it answers nothing
+    /// meanwhile), as a shard stuck in a long computation would.
+    pub async fn stall(&self, owner: usize, ms: u64) -> bool {
+        self.senders
+            .send_to(owner, RouterMsg::Stall { ms })
+            .await
+            .is_ok()
     }
 
     /// Asks shard `owner` for a block and waits for the answer.
@@ -183,6 +215,17 @@ impl Router {
                             if let Some(tx) = shard.router.lookups.borrow_mut().remove(&req) {
                                 let _ = tx.send(result);
                             }
+                        }
+                        RouterMsg::Ping { req, from } => {
+                            answer(&shard, from, async move |_| RouterMsg::Pong { req });
+                        }
+                        RouterMsg::Pong { req } => {
+                            if let Some(tx) = shard.router.pings.borrow_mut().remove(&req) {
+                                let _ = tx.send(Ok(()));
+                            }
+                        }
+                        RouterMsg::Stall { ms } => {
+                            std::thread::sleep(std::time::Duration::from_millis(ms));
                         }
                     }
                 }

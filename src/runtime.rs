@@ -26,13 +26,28 @@ const DEFAULT_IO_MEMORY_BYTES: u64 = 10 << 20;
 pub struct Elapsed;
 
 /// Spawns a task on the current shard and lets it run on its own.
+/// glommio polls a new task at once, inside the spawner's poll; the task's future
+/// runs outside the spawner's panic scope all the same (see `panics::own_task`).
 pub fn spawn_detached<F: Future<Output = ()> + 'static>(fut: F) {
-    glommio::spawn_local(fut).detach();
+    glommio::spawn_local(crate::panics::own_task(fut)).detach();
 }
 
 /// Spawns a task on the current shard; the returned handle yields its output.
+/// Dropping the handle cancels the task.
 pub fn spawn<T: 'static, F: Future<Output = T> + 'static>(fut: F) -> Task<T> {
-    glommio::spawn_local(fut)
+    glommio::spawn_local(crate::panics::own_task(fut))
+}
+
+/// The handle of a task spawned with [`spawn_background`]: awaiting it yields the
+/// task's output, or None if the task panicked or its executor stopped. Only one
+/// awaiter gets the output.
+pub type Background<T> = glommio::task::JoinHandle<T>;
+
+/// Spawns a task on the current shard that runs to its end whether or not anyone
+/// still awaits its handle (dropping the handle does not cancel it, unlike
+/// [`spawn`]'s).
+pub fn spawn_background<T: 'static, F: Future<Output = T> + 'static>(fut: F) -> Background<T> {
+    glommio::spawn_local(fut).detach()
 }
 
 pub async fn sleep(d: Duration) {
@@ -413,5 +428,40 @@ impl DataFile {
             .deallocate(offset, Self::aligned(len))
             .await
             .map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    #[test]
+    fn a_background_task_runs_to_its_end_without_anyone_waiting_and_a_task_does_not() {
+        let io_memory = preflight(1).expect("io_uring");
+        let (background, plain) = run_single(io_memory, async {
+            let (background, plain) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+            let (b, p) = (background.clone(), plain.clone());
+            drop(spawn_background(async move {
+                sleep(Duration::from_millis(20)).await;
+                b.set(true);
+            }));
+            drop(spawn(async move {
+                sleep(Duration::from_millis(20)).await;
+                p.set(true);
+            }));
+            sleep(Duration::from_millis(100)).await;
+            // And a handle still awaited yields the output.
+            let out = spawn_background(async { 7 }).await;
+            assert_eq!(out, Some(7));
+            (background.get(), plain.get())
+        })
+        .expect("executor");
+        assert!(
+            background,
+            "a background task whose handle was dropped stopped"
+        );
+        assert!(!plain, "dropping a Task handle no longer cancels it");
     }
 }

@@ -2131,3 +2131,92 @@ fn hierarchy_relays_info_and_locate_answers() {
         "the outsider made the origin send data"
     );
 }
+
+/// After a player hangs up mid-stream through a client cache in front of a slow
+/// origin, every other range of the same file streams whole: the block fetches the
+/// player left behind run on to the end (or to their deadline) on their own and give
+/// their place at the source back, so nothing is left waiting on them.
+#[test]
+fn a_player_hanging_up_mid_stream_leaves_every_other_range_streaming_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let cdir = tempfile::tempdir().unwrap();
+    let data = content(4 * 1024 * 1024 + 777, 1301);
+    let size = data.len();
+    write_file(dir.path(), "film.bin", &data);
+    let origin = start_origin(TAG, dir.path(), idx.path(), &["--upload-rate", "2M"]);
+    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let url = format!("http://{}/film.bin", origin.addr);
+
+    // The player asks for the whole film, takes the start and hangs up with the
+    // cache's read-ahead in flight; then again further in (seeks).
+    let hang_ups = [
+        (0usize, 64 * 1024usize),
+        (size / 2, 48 * 1024),
+        (3 * size / 8 + 100, 40 * 1024),
+    ];
+    for (from, take) in hang_ups {
+        let mut s = connect(cache.addr);
+        let raw = format!(
+            "GET {url} HTTP/1.1\r\nHost: {}\r\nRange: bytes={from}-\r\nConnection: close\r\n\r\n",
+            url_authority(&url)
+        );
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let head_len = loop {
+            let k = s.read(&mut chunk).unwrap_or(0);
+            check!(
+                k > 0,
+                [origin, cache],
+                "the player's request at {from}: closed after {} bytes",
+                got.len()
+            );
+            got.extend_from_slice(&chunk[..k]);
+            if let Some((status, _, n, _)) = parse_head(&got, false) {
+                check!(
+                    status == 206 || (from == 0 && status == 200),
+                    [origin, cache],
+                    "the player's request at {from}: status {status}"
+                );
+                break n;
+            }
+        };
+        while got.len() < head_len + take {
+            let k = s.read(&mut chunk).unwrap_or(0);
+            check!(
+                k > 0,
+                [origin, cache],
+                "the player's request at {from}: closed after {} body bytes",
+                got.len() - head_len
+            );
+            got.extend_from_slice(&chunk[..k]);
+        }
+        check_bytes!(
+            got[head_len..head_len + take],
+            data[from..from + take],
+            [origin, cache],
+            "what the player got at {from} before hanging up"
+        );
+        // Hang up with bytes unread: the cache's next write fails.
+        drop(s);
+    }
+
+    // Every other range of the film, through the same cache, comes whole.
+    let ranges = [
+        (BS / 2, 5 * BS + 99),
+        (size / 4 + 1234, size / 4 + 20 * BS),
+        (size / 2 + 30 * BS, size / 2 + 50 * BS - 1),
+        (3 * size / 4, 3 * size / 4 + 17 * BS + 5),
+        (size - 9 * BS - 3, size - 1),
+    ];
+    for (a, b) in ranges {
+        fetch_ok!(
+            via(cache.addr, &url, &format!("Range: bytes={a}-{b}\r\n")),
+            206,
+            data[a..=b],
+            [origin, cache],
+            "range {a}-{b} after the player hung up"
+        );
+    }
+}

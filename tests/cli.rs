@@ -244,6 +244,145 @@ fn port_in_use_is_one_line() {
     drop(holder);
 }
 
+/// Runs p2pd with `args` for at most `deadline`: its output once it exited, or
+/// `Err` with what it printed if it was still running (then killed).
+fn run_for(args: &[&str], deadline: Duration) -> Result<Output, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn p2pd");
+    let mut se = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stderr = err.join().unwrap();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        }),
+        None => Err(format!(
+            "still running after {deadline:?}; stderr: {:?}",
+            String::from_utf8_lossy(&stderr)
+        )),
+    }
+}
+
+/// An origin publishing a fresh directory on `ip:port`: its arguments.
+fn origin_args(tmp: &Path, ip: std::net::IpAddr, port: u16) -> Vec<String> {
+    let dir = tmp.join("pub");
+    write_file(&dir, "a.mp4", &content(10, 1));
+    [
+        "-p",
+        dir.to_str().unwrap(),
+        "--index-dir",
+        tmp.join("idx").to_str().unwrap(),
+        "--threads",
+        "2",
+        "--bind",
+        &ip.to_string(),
+        "-P",
+        &port.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// p2pd on `ip:port` must exit at once, non-zero, with one stderr line naming the
+/// port as in use.
+fn assert_port_refused(ip: std::net::IpAddr, port: u16, holder: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = origin_args(tmp.path(), ip, port);
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let t = Instant::now();
+    let o = run_for(&args, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("p2pd on {ip} -P {port}, held by {holder}: {e}"));
+    let took = t.elapsed();
+    let err = stderr(&o);
+    assert!(
+        o.status.code().is_some_and(|c| c != 0 && c != 101),
+        "held by {holder}: status {:?}, stderr {err:?}",
+        o.status
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "held by {holder}: want one stderr line, got {err:?}"
+    );
+    assert!(
+        lines[0].contains("in use") && lines[0].contains(&format!("port {port} ")),
+        "held by {holder}: {:?} does not say port {port} is in use",
+        lines[0]
+    );
+    // Start-up checks (io_uring, the memory-lock limit) and the probe: no executor,
+    // no index, no waiting.
+    assert!(
+        took < Duration::from_secs(2),
+        "held by {holder}: took {took:?} to refuse"
+    );
+}
+
+#[test]
+fn port_held_by_another_p2pd_is_refused_although_both_set_reuseport() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_file(&tmp.path().join("pub"), "a.mp4", &content(10, 1));
+    let first = origin(&tmp.path().join("pub"), &tmp.path().join("idx"));
+    assert_port_refused(first.addr.ip(), first.addr.port(), "a running p2pd");
+    // The first one still serves.
+    let r = http_get(first.addr, "/_p2pd/health", "");
+    assert_eq!(r.status, 200, "the first p2pd after the refused start");
+}
+
+#[test]
+fn port_held_by_a_foreign_reuseport_listener_is_refused() {
+    use socket2::{Domain, Socket, Type};
+    let ip = host_ip(TAG);
+    let holder = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    holder.set_reuse_port(true).unwrap();
+    holder.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    holder.listen(16).unwrap();
+    let port = holder.local_addr().unwrap().as_socket().unwrap().port();
+    assert_port_refused(ip, port, "a foreign SO_REUSEPORT listener");
+    drop(holder);
+}
+
+#[test]
+fn port_held_on_ipv4_is_refused_for_a_dual_stack_bind() {
+    use socket2::{Domain, Socket, Type};
+    // Held on 0.0.0.0 with SO_REUSEPORT: `--bind ::` (dual-stack) would share it.
+    let holder = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    holder.set_reuse_port(true).unwrap();
+    holder
+        .bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())
+        .unwrap();
+    holder.listen(16).unwrap();
+    let port = holder.local_addr().unwrap().as_socket().unwrap().port();
+    assert_port_refused("::".parse().unwrap(), port, "an IPv4 SO_REUSEPORT listener");
+    drop(holder);
+}
+
 #[test]
 fn help_and_man_page() {
     let o = run_p2pd(&["--help"]);

@@ -90,6 +90,10 @@ pub enum Failure {
     /// attempt's deadline): dropped for this file at once, so a viewer does not wait
     /// out a silent machine again for the next blocks.
     Unreachable,
+    /// The driver gave the request up before the source answered (its own deadline
+    /// ran out, or it is stopping): the request's place at the source is freed and the
+    /// source not blamed. Stalls are [`Failure::Error`]s.
+    Abandoned,
 }
 
 /// Whose bandwidth a source is: a peer's (another viewer's machine, free to the
@@ -548,6 +552,7 @@ impl Scheduler {
                 s.missing.insert(block);
                 return Vec::new();
             }
+            Failure::Abandoned => return Vec::new(),
             Failure::BadBlock | Failure::Unreachable => s.dropped = true,
             Failure::Error | Failure::Closed => {
                 s.failures_in_row += 1;
@@ -868,6 +873,26 @@ mod tests {
             "a source that stalls every time is dropped"
         );
         assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+
+    #[test]
+    fn an_abandoned_request_frees_its_place_without_blaming_the_source() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(cfg(), 0, 0);
+        let a = s.add_source(Holds::All);
+        for b in 0..4 {
+            assert_eq!(s.pick_block(b, t0), Some(a));
+        }
+        assert_eq!(s.pick_block(4, t0), None, "full at max_outstanding");
+        for b in 0..4 {
+            assert!(s.on_failure(a, b, Failure::Abandoned).is_empty());
+        }
+        let st = s.source(a);
+        assert_eq!(
+            (st.outstanding, st.failures_in_row, st.dropped),
+            (0, 0, false)
+        );
+        assert_eq!(s.pick_block(4, t0), Some(a));
     }
 
     #[test]

@@ -30,6 +30,18 @@ use EncodeError::{Invalid, LimitExceeded};
 /// Data payloads and Info digests are copied into `out`; to send a cached block without
 /// copying it, write [`encode_data_header`] and then the block (writev).
 pub fn encode(frame: &Frame, out: &mut BytesMut) -> Result<(), EncodeError> {
+    encode_with(frame, out, true)
+}
+
+/// Appends an Info frame without its digests, which the caller sends right after
+/// it (`info.digests`, e.g. a slice of a mapped index, is never copied). The header's
+/// lengths count the digests. On error appends nothing.
+pub fn encode_info_head(info: &Info, out: &mut BytesMut) -> Result<(), EncodeError> {
+    let frame = Frame::Info(info.clone());
+    encode_with(&frame, out, false)
+}
+
+fn encode_with(frame: &Frame, out: &mut BytesMut, info_digests: bool) -> Result<(), EncodeError> {
     let len = payload_len(frame)?;
     let ty = frame.frame_type();
     // payload_len is exact for fixed-size types; this catches variable ones (Locate can
@@ -45,14 +57,18 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) -> Result<(), EncodeError> {
     debug_assert!(len >= min, "payload_len below the type minimum");
     let len32 = u32::try_from(len).map_err(|_| LimitExceeded("payload length over u32"))?;
 
-    out.reserve(FRAME_HEADER_LEN + len);
+    let tail = match frame {
+        Frame::Info(i) if !info_digests => i.digests.len(),
+        _ => 0,
+    };
+    out.reserve(FRAME_HEADER_LEN + len - tail);
     let start = out.len();
     out.put_u8(ty);
     out.put_u8(0);
     out.put_u32(len32);
-    write_payload(frame, out);
+    write_payload(frame, out, info_digests);
     debug_assert_eq!(
-        out.len() - start,
+        out.len() - start + tail,
         FRAME_HEADER_LEN + len,
         "payload_len disagrees with write_payload"
     );
@@ -190,7 +206,7 @@ fn payload_len(frame: &Frame) -> Result<usize, EncodeError> {
 
 /// Writes the payload of a frame `payload_len` accepted. Infallible: every length it
 /// casts was bounded there.
-fn write_payload(frame: &Frame, out: &mut BytesMut) {
+fn write_payload(frame: &Frame, out: &mut BytesMut, info_digests: bool) {
     match frame {
         Frame::Hello(h) => {
             out.put_slice(&MAGIC);
@@ -219,7 +235,9 @@ fn write_payload(frame: &Frame, out: &mut BytesMut) {
             out.put_i64(i.mtime_unix_secs);
             out.put_u64(i.digest_start);
             out.put_u32(i.digest_count() as u32);
-            out.put_slice(&i.digests);
+            if info_digests {
+                out.put_slice(&i.digests);
+            }
         }
         Frame::LocateRequest(r) => {
             out.put_u32(r.req_id);

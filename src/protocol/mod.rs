@@ -21,7 +21,9 @@ mod proptests;
 mod tests;
 
 pub use decode::{DecodeError, Decoder};
-pub use encode::{encode, encode_data_header, try_encode_data_header, EncodeError};
+pub use encode::{
+    encode, encode_data_header, encode_info_head, try_encode_data_header, EncodeError,
+};
 pub use frame::*;
 pub use rules::{payload_bounds, type_name};
 

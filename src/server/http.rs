@@ -143,7 +143,7 @@ async fn respond(
     // proxy request for another node's /_p2pd/ path is proxied like any file.
     let own_target = matches!(req.target, Target::Origin { .. }) || !ctx.is_cache();
     if let Some(op) = raw_path.strip_prefix("/_p2pd/").filter(|_| own_target) {
-        return operator(ctx, stream, op, keep_alive, head_only).await;
+        return operator(shard, ctx, stream, req, op, (keep_alive, head_only)).await;
     }
     let authority = req.authority();
     if !ctx.config.allowed_hosts.is_empty()
@@ -206,15 +206,27 @@ async fn respond(
 }
 
 async fn operator(
+    shard: &Rc<Shard>,
     ctx: &Ctx,
     stream: &mut TcpStream,
+    req: &Request,
     op: &str,
-    keep_alive: bool,
-    head_only: bool,
+    (keep_alive, head_only): (bool, bool),
 ) -> Result<(), ()> {
     let (body, ctype) = match op {
-        "health" => ("ok\n".to_string(), "text/plain"),
+        // Healthy only when every shard's reactor answers: a stuck shard hangs
+        // the connections the kernel hands it, so the node is not ok.
+        "health" => match super::silent_shards(shard).await.as_slice() {
+            [] => ("ok\n".to_string(), "text/plain"),
+            silent => {
+                let msg = format!("shard {silent:?} does not answer");
+                return error(stream, 503, &msg, keep_alive, head_only).await;
+            }
+        },
         "metrics" => (ctx.render_metrics(), "text/plain; version=0.0.4"),
+        test if test.starts_with("test/") && super::test_hooks_enabled() => {
+            return test_hook(shard, stream, req, test, keep_alive).await;
+        }
         _ => {
             return error(
                 stream,
@@ -241,6 +253,54 @@ async fn operator(
     if !head_only {
         out.extend_from_slice(body.as_bytes());
     }
+    send(stream, &[&out]).await
+}
+
+/// The test-only endpoints (`P2PD_TEST_HOOKS=1`): `test/panic` panics inside this
+/// connection, `test/abort` panics in a task of the shard's own (outside any
+/// connection), `test/stall?shard=N&ms=M` blocks shard N's thread for M ms.
+async fn test_hook(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    req: &Request,
+    op: &str,
+    keep_alive: bool,
+) -> Result<(), ()> {
+    let param = |name: &str| -> Option<u64> {
+        let (Target::Origin { query, .. } | Target::Absolute { query, .. }) = &req.target;
+        query
+            .as_deref()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    match op {
+        "test/panic" => panic!("test hook: a panic inside a connection"),
+        "test/abort" => {
+            runtime::spawn_detached(async { panic!("test hook: a panic outside any connection") });
+        }
+        "test/stall" => {
+            let (target, ms) = (
+                param("shard").unwrap_or(0) as usize,
+                param("ms").unwrap_or(1000),
+            );
+            if target >= shard.shards {
+                return error(stream, 400, "no such shard", keep_alive, false).await;
+            }
+            let s = shard.clone();
+            // Answer first: a stalled own shard could not.
+            runtime::spawn_detached(async move {
+                runtime::sleep(Duration::from_millis(20)).await;
+                if target == s.id {
+                    std::thread::sleep(Duration::from_millis(ms));
+                } else {
+                    s.router.stall(target, ms).await;
+                }
+            });
+        }
+        _ => return error(stream, 404, "no such test hook", keep_alive, false).await,
+    }
+    let mut out = BytesMut::new();
+    write_head(&mut out, 200, &[("Content-Length", "0")], keep_alive);
     send(stream, &[&out]).await
 }
 
@@ -390,9 +450,10 @@ async fn serve_file(
     stream_body(shard, stream, content, start..end_excl, may_fetch).await
 }
 
-/// Writes bytes `start..end` of the file, block by block, reading a few blocks ahead.
-/// A block that cannot be produced ends the connection: the length was promised, so a
-/// short body is the only honest signal left.
+/// Writes bytes `start..end` of the file, block by block, reading a few blocks ahead
+/// within the shard's pinned-bytes budget (a connection that stops reading while the
+/// shard is short is shed). A block that cannot be produced ends the connection: the
+/// length was promised, so a short body is the only honest signal left.
 async fn stream_body(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
@@ -402,10 +463,17 @@ async fn stream_body(
 ) -> Result<(), ()> {
     let (start, end) = (bytes.start, bytes.end);
     let bs = u64::from(content.block_size());
-    let blocks = shard.blocks_in_order(content, start / bs..(end - 1) / bs + 1, may_fetch);
+    let writer = Rc::new(shard.pins.writer());
+    let blocks = shard.blocks_in_order(
+        content,
+        start / bs..(end - 1) / bs + 1,
+        may_fetch,
+        writer.clone(),
+    );
     futures::pin_mut!(blocks);
-    while let Some((idx, result)) = blocks.next().await {
-        let block = match result {
+    while let Some((idx, pinned)) = blocks.next().await {
+        let pinned = pinned.map_err(|_| ())?;
+        let block = match &pinned.block {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(path = %content.name(), block = idx, error = %e, "cannot serve block; closing");
@@ -414,12 +482,15 @@ async fn stream_body(
         };
         let block_start = idx * bs;
         let from = start.saturating_sub(block_start) as usize;
-        let to = ((end - block_start) as usize).min(block.len());
+        let to = (end.saturating_sub(block_start) as usize).min(block.len());
         if from >= to {
             return Err(());
         }
         shard.upload_throttle(to - from).await;
-        send(stream, &[&block[from..to]]).await?;
+        writer
+            .write(stream, &[&block[from..to]], WRITE_TIMEOUT)
+            .await
+            .map_err(|_| ())?;
         ShardMetrics::add(&shard.m().bytes_sent_http, (to - from) as u64);
     }
     Ok(())

@@ -196,48 +196,83 @@ const PEER_EXPIRY_CHECK: Duration = Duration::from_secs(10);
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds one listening socket per shard on the same address and port with
-/// `SO_REUSEPORT`, so the kernel spreads connections. Port 0 picks a free port once.
+/// `SO_REUSEPORT`, so the kernel spreads connections. The port is probed first (see
+/// [`probe_port`]): one in use is refused, even when its holder set `SO_REUSEPORT`
+/// too. Port 0 picks a free port once, for every shard.
 pub fn bind_listeners(
     ip: IpAddr,
     port: u16,
     n: usize,
 ) -> Result<(Vec<std::net::TcpListener>, u16), String> {
+    let port = probe_port(ip, port)?;
     let mut out = Vec::with_capacity(n);
-    let mut port = port;
     for _ in 0..n {
         let addr = SocketAddr::new(ip, port);
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )
-        .map_err(|e| format!("-P/--port: cannot create a socket: {e}"))?;
-        let _ = sock.set_reuse_address(true);
+        let sock = listen_socket(addr)?;
         sock.set_reuse_port(true)
             .map_err(|e| format!("-P/--port: SO_REUSEPORT: {e}"))?;
-        if ip.is_ipv6() {
-            let _ = sock.set_only_v6(false);
-        }
-        sock.bind(&addr.into()).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!("-P/--port: port {port} on {ip} is already in use")
-            } else {
-                format!("-P/--port / --bind: cannot bind {addr}: {e}")
-            }
-        })?;
+        sock.bind(&addr.into()).map_err(|e| bind_error(addr, &e))?;
         sock.listen(LISTEN_BACKLOG)
             .map_err(|e| format!("-P/--port: cannot listen on {addr}: {e}"))?;
-        let l: std::net::TcpListener = sock.into();
-        if port == 0 {
-            port = l.local_addr().map_err(|e| e.to_string())?.port();
-        }
-        out.push(l);
+        out.push(sock.into());
     }
     Ok((out, port))
 }
 
+/// A TCP socket for `addr` with `SO_REUSEADDR` (connections of an earlier run left in
+/// TIME_WAIT do not hold the port) and, for an IPv6 address, dual-stack.
+fn listen_socket(addr: SocketAddr) -> Result<socket2::Socket, String> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|e| format!("-P/--port: cannot create a socket: {e}"))?;
+    let _ = sock.set_reuse_address(true);
+    if addr.is_ipv6() {
+        let _ = sock.set_only_v6(false);
+    }
+    Ok(sock)
+}
+
+/// The one-line error for a failed bind of `addr`.
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "-P/--port: port {} on {} is already in use",
+            addr.port(),
+            addr.ip()
+        )
+    } else {
+        format!("-P/--port / --bind: cannot bind {addr}: {e}")
+    }
+}
+
+/// Checks that `ip:port` is free by binding it once without `SO_REUSEPORT`: the
+/// kernel lets `SO_REUSEPORT` sockets of one user share a port, so a second p2pd (or
+/// anyone else who set it) would otherwise start on a port already served and get
+/// half of its connections. The probe is closed before the shards' listeners bind
+/// (it never listens, so it leaves nothing behind). Returns the port, the one the
+/// kernel picked for port 0.
+fn probe_port(ip: IpAddr, port: u16) -> Result<u16, String> {
+    let addr = SocketAddr::new(ip, port);
+    let probe = listen_socket(addr)?;
+    probe.bind(&addr.into()).map_err(|e| bind_error(addr, &e))?;
+    if port != 0 {
+        return Ok(port);
+    }
+    probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .ok_or_else(|| format!("-P/--port: cannot tell which port {ip} got"))
+}
+
 /// Runs the node until the process is stopped.
 pub fn run(config: ServeConfig) -> Result<(), String> {
+    // A panic is contained at its connection or ends the process (see `panics`).
+    crate::panics::install();
     let shards = config.threads;
     let io_memory = runtime::preflight(shards + 1)?;
     let (listeners, port) = bind_listeners(config.bind, config.port, shards)?;
@@ -427,6 +462,7 @@ async fn shard_main(
         ctx.config
             .upload_rate_bytes_per_s
             .map(|r| (r / ctx.config.threads as u64).max(1)),
+        ctx.config.block_size_bytes,
     );
     if let RoleContext::Cache { stored, .. } = &ctx.role {
         shard.adopt_stored(stored).await;
@@ -475,7 +511,10 @@ async fn shard_main(
                     continue;
                 }
                 let (shard, ctx) = (shard.clone(), ctx.clone());
-                runtime::spawn_detached(async move { handle_connection(shard, ctx, stream).await });
+                runtime::spawn_detached(async move {
+                    let s = shard.clone();
+                    contained(&s, handle_connection(shard, ctx, stream)).await;
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -484,6 +523,48 @@ async fn shard_main(
             }
         }
     }
+}
+
+/// Runs work done for one connection under the panic policy (see `panics`): a panic
+/// in it closes that connection only (its future is dropped), is counted in
+/// `p2pd_panics_total` and logged once with its backtrace; `None` then.
+pub(crate) async fn contained<T>(
+    shard: &Shard,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match crate::panics::contain(fut).await {
+        Ok(v) => Some(v),
+        Err(p) => {
+            ShardMetrics::add(&shard.m().panics, 1);
+            tracing::error!(shard = shard.id, panic = %p.0, "panic contained; the connection is closed and the shard goes on");
+            None
+        }
+    }
+}
+
+/// How long `/_p2pd/health` waits for each shard to answer.
+pub const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shards that do not answer a ping within [`HEALTH_PING_TIMEOUT`] (all asked at
+/// once); this shard answers by running this.
+pub(crate) async fn silent_shards(shard: &Rc<Shard>) -> Vec<usize> {
+    let pings = (0..shard.shards)
+        .filter(|&i| i != shard.id)
+        .map(|i| async move { (i, shard.router.ping(i, HEALTH_PING_TIMEOUT).await) });
+    futures::future::join_all(pings)
+        .await
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Whether the test-only hooks are on (`P2PD_TEST_HOOKS=1` in the environment): the
+/// endpoints under `/_p2pd/test/` that force a panic or a stall, for the tests of
+/// the panic policy and of health. Off in every normal run.
+pub fn test_hooks_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("P2PD_TEST_HOOKS").is_ok_and(|v| v == "1"))
 }
 
 /// Shard code holds the shared context through an `Arc`: one atomic increment per

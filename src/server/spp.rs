@@ -17,19 +17,26 @@ use crate::content::Content;
 use crate::metrics::ShardMetrics;
 use crate::pathsafe::normalize_plain_path;
 use crate::protocol::{
-    encode, encode_data_header, frame_type, limits, negotiate_version, Decoder, ErrorCode,
-    ErrorFrame, Frame, Get, Hello, Holds, Info, InfoRequest, Locate, LocateRequest, Location, Role,
-    PROTOCOL_VERSION,
+    encode, encode_info_head, frame_type, limits, negotiate_version, try_encode_data_header,
+    Decoder, ErrorCode, ErrorFrame, Frame, Get, Hello, Holds, Info, InfoRequest, Locate,
+    LocateRequest, Location, Role, PROTOCOL_VERSION,
 };
 use crate::runtime::{self, TcpStream};
-use crate::shard::{BlockError, Shard};
+use crate::shard::{BlockError, PinnedBlock, Shard, PIN_WAIT_TIMEOUT};
 
 /// File handles one connection may hold.
 pub const MAX_HANDLES_PER_CONNECTION: usize = 1024;
 
 /// What the reader hands the writer, in the order it must go out.
 enum Out {
-    Frame(Bytes),
+    /// A frame in one or two parts (an Info's head and its digests, sent from the
+    /// mapped index without a copy). `answer`: it answers an Info or Locate request,
+    /// which stays outstanding until it is written.
+    Frame {
+        head: Bytes,
+        tail: Bytes,
+        answer: bool,
+    },
     Get {
         req_id: u32,
         content: Content,
@@ -54,7 +61,20 @@ struct ConnState {
     handed_out: HashSet<SocketAddr>,
     /// PeerReports that removed a peer, on this connection.
     reports_accepted: u32,
+    /// Info and Locate requests being answered or whose answers wait to be written:
+    /// they count against the outstanding-request limit with the Gets.
+    answers_pending: usize,
+    /// Heap bytes of frames queued for the writer and not yet written; the reader
+    /// stops reading while they are over [`MAX_QUEUED_ANSWER_BYTES`].
+    queued_bytes: usize,
+    /// The reader, waiting for the writer to catch up.
+    reader_waker: Option<std::task::Waker>,
 }
+
+/// Bytes of answers a connection may have queued before it stops reading requests:
+/// a client that pipelines requests and reads nothing fills its socket buffers, not
+/// this node's memory.
+pub const MAX_QUEUED_ANSWER_BYTES: usize = 32 * 1024;
 
 /// Peers remembered per connection as handed out to it; past it, new ones are not
 /// remembered (and cannot be reported on this connection).
@@ -75,6 +95,54 @@ impl ConnState {
         self.cancelled.remove(&req_id);
         self.failed.remove(&req_id);
     }
+
+    /// Requests of every kind outstanding on this connection.
+    fn requests(&self) -> usize {
+        self.outstanding.len() + self.answers_pending
+    }
+
+    /// Counts a frame queued for the writer.
+    fn queued(&mut self, bytes: usize) {
+        self.queued_bytes += bytes;
+    }
+
+    /// Counts a queued frame written (or dropped) and lets the reader go on when the
+    /// queue is short again.
+    fn written(&mut self, bytes: usize, answer: bool) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+        if answer {
+            self.answers_pending = self.answers_pending.saturating_sub(1);
+        }
+        if self.queued_bytes <= MAX_QUEUED_ANSWER_BYTES {
+            if let Some(w) = self.reader_waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// A frame for the writer, counted in the connection's queued bytes.
+fn out_frame(state: &RefCell<ConnState>, f: Bytes, answer: bool) -> Out {
+    state.borrow_mut().queued(f.len());
+    Out::Frame {
+        head: f,
+        tail: Bytes::new(),
+        answer,
+    }
+}
+
+/// Waits until the connection's queued answers are within [`MAX_QUEUED_ANSWER_BYTES`].
+async fn queue_has_room(state: &RefCell<ConnState>) {
+    std::future::poll_fn(|cx| {
+        let mut st = state.borrow_mut();
+        if st.queued_bytes <= MAX_QUEUED_ANSWER_BYTES {
+            std::task::Poll::Ready(())
+        } else {
+            st.reader_waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 fn frame_bytes(f: &Frame) -> Bytes {
@@ -158,7 +226,13 @@ pub async fn serve(
     let state = Rc::new(RefCell::new(ConnState::default()));
     let (tx, rx) = mpsc::channel::<Out>(limits::MAX_OUTSTANDING_REQUESTS + 16);
     let may_fetch = ctx.may_fetch(peer.ip(), local.map(|l| l.ip()));
-    let writer = runtime::spawn(writer_loop(shard.clone(), wr, rx, state.clone(), may_fetch));
+    let writer = {
+        let (s, st) = (shard.clone(), state.clone());
+        // The writer is a task of its own: run it under the panic policy as well.
+        runtime::spawn(async move {
+            super::contained(&s.clone(), writer_loop(s, wr, rx, st, may_fetch)).await;
+        })
+    };
     let conn = Conn {
         shard: &shard,
         ctx: &ctx,
@@ -251,6 +325,13 @@ async fn reader_loop(
 ) {
     let (shard, state, peer) = (conn.shard, conn.state, conn.peer);
     loop {
+        // A client that does not read its answers is not read either.
+        if runtime::timeout(IDLE_TIMEOUT, queue_has_room(state))
+            .await
+            .is_err()
+        {
+            return;
+        }
         let frame = match read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT).await {
             Ok(Read::Frame(f)) => f,
             Ok(Read::Idle) => {
@@ -267,7 +348,8 @@ async fn reader_loop(
             Err(msg) => {
                 ShardMetrics::add(&shard.m().protocol_errors, 1);
                 tracing::debug!(%peer, error = %msg, "closing connection after a bad frame");
-                let _ = tx.try_send(Out::Frame(error_frame(0, ErrorCode::BadRequest, msg)));
+                let f = error_frame(0, ErrorCode::BadRequest, msg);
+                let _ = tx.try_send(out_frame(state, f, false));
                 let _ = tx.try_send(Out::Close);
                 return;
             }
@@ -275,26 +357,40 @@ async fn reader_loop(
         let out = match frame {
             Frame::InfoRequest(r) => {
                 ShardMetrics::add(&shard.m().requests_spp, 1);
-                let (shard, ctx, state, mut tx) =
-                    (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
+                let Some(tx) = start_answer(conn, r.req_id, &tx) else {
+                    continue;
+                };
+                let (shard, ctx, state) = (shard.clone(), conn.ctx.clone(), state.clone());
                 let may_fetch = conn.may_fetch;
                 // Indexing (origin) or asking the upstream (cache) may take a while:
                 // answer on its own so other requests go on.
                 runtime::spawn_detached(async move {
-                    let f = info(&shard, &ctx, &state, r, may_fetch).await;
-                    let _ = futures::SinkExt::send(&mut tx, Out::Frame(f)).await;
+                    let s = shard.clone();
+                    super::contained(&s, async move {
+                        let out = info(&shard, &ctx, &state, r, may_fetch).await;
+                        send_answer(tx, out).await;
+                    })
+                    .await;
                 });
                 continue;
             }
             Frame::LocateRequest(r) => {
                 ShardMetrics::add(&shard.m().requests_spp, 1);
-                let (shard, ctx, state, mut tx) =
-                    (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
+                let Some(tx) = start_answer(conn, r.req_id, &tx) else {
+                    continue;
+                };
+                let (shard, ctx, state) = (shard.clone(), conn.ctx.clone(), state.clone());
                 let (local, may_fetch, requester) = (conn.local, conn.may_fetch, conn.peer.ip());
                 // A cache relays its upstream's answer: that takes a round trip.
                 runtime::spawn_detached(async move {
-                    let f = locate(&shard, &ctx, &state, &r, (local, requester), may_fetch).await;
-                    let _ = futures::SinkExt::send(&mut tx, Out::Frame(f)).await;
+                    let s = shard.clone();
+                    super::contained(&s, async move {
+                        let f =
+                            locate(&shard, &ctx, &state, &r, (local, requester), may_fetch).await;
+                        let out = out_frame(&state, f, true);
+                        send_answer(tx, out).await;
+                    })
+                    .await;
                 });
                 continue;
             }
@@ -307,7 +403,12 @@ async fn reader_loop(
                         first: g.first_block,
                         count: g.block_count,
                     },
-                    Err((code, msg)) => Out::Frame(error_frame(g.req_id, code, msg)),
+                    Err((code, msg)) => {
+                        if code == ErrorCode::Busy {
+                            ShardMetrics::add(&shard.m().requests_busy, 1);
+                        }
+                        out_frame(state, error_frame(g.req_id, code, msg), false)
+                    }
                 }
             }
             Frame::Cancel { req_id } => {
@@ -332,15 +433,12 @@ async fn reader_loop(
                 record_peer_report(conn, &r);
                 continue;
             }
-            Frame::Ping(v) => Out::Frame(frame_bytes(&Frame::Pong(v))),
+            Frame::Ping(v) => out_frame(state, frame_bytes(&Frame::Pong(v)), false),
             Frame::Pong(_) | Frame::Error(_) => continue,
             Frame::Hello(_) | Frame::Info(_) | Frame::Locate(_) | Frame::Data(_) => {
                 ShardMetrics::add(&shard.m().protocol_errors, 1);
-                let _ = tx.try_send(Out::Frame(error_frame(
-                    0,
-                    ErrorCode::BadRequest,
-                    "unexpected frame from a client",
-                )));
+                let f = error_frame(0, ErrorCode::BadRequest, "unexpected frame from a client");
+                let _ = tx.try_send(out_frame(state, f, false));
                 let _ = tx.try_send(Out::Close);
                 return;
             }
@@ -351,30 +449,92 @@ async fn reader_loop(
     }
 }
 
+/// Counts an Info or Locate request as outstanding and returns the sender its answer
+/// goes to; past the connection's limit it is answered Busy at once (`None`).
+fn start_answer(conn: &Conn<'_>, req_id: u32, tx: &mpsc::Sender<Out>) -> Option<mpsc::Sender<Out>> {
+    let mut st = conn.state.borrow_mut();
+    if st.requests() >= limits::MAX_OUTSTANDING_REQUESTS {
+        ShardMetrics::add(&conn.shard.m().requests_busy, 1);
+        let f = error_frame(req_id, ErrorCode::Busy, "too many outstanding requests");
+        st.queued(f.len());
+        drop(st);
+        let out = Out::Frame {
+            head: f,
+            tail: Bytes::new(),
+            answer: false,
+        };
+        // The queue has room for the limit and more; a full one means the writer is
+        // gone or far behind, and the reader stops at the byte budget anyway.
+        if let Err(e) = tx.clone().try_send(out) {
+            if let Out::Frame { head, .. } = e.into_inner() {
+                conn.state.borrow_mut().written(head.len(), false);
+            }
+        }
+        return None;
+    }
+    st.answers_pending += 1;
+    Some(tx.clone())
+}
+
+/// Hands an answer to the writer (gone when the connection is closing: then the
+/// answer is dropped with the connection's state).
+async fn send_answer(mut tx: mpsc::Sender<Out>, out: Out) {
+    let _ = futures::SinkExt::send(&mut tx, out).await;
+}
+
+/// The digests `start..start + count` of a file, as a slice of its mapped index that
+/// can be sent without copying.
+struct DigestSlice {
+    content: Content,
+    start: u64,
+    count: u64,
+}
+
+impl AsRef<[u8]> for DigestSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.content.digests(self.start, self.count)
+    }
+}
+
 async fn info(
     shard: &Rc<Shard>,
     ctx: &Ctx,
     state: &Rc<RefCell<ConnState>>,
     r: InfoRequest,
     may_fetch: bool,
-) -> Bytes {
+) -> Out {
+    match info_answer(shard, ctx, state, r, may_fetch).await {
+        Ok(out) => out,
+        Err(refused) => out_frame(state, refused, true),
+    }
+}
+
+/// An Info answer (its digests a slice of the mapped index), or the Error frame
+/// that refuses it.
+async fn info_answer(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    state: &Rc<RefCell<ConnState>>,
+    r: InfoRequest,
+    may_fetch: bool,
+) -> Result<Out, Bytes> {
     if !ctx.host_allowed(&r.file.host) {
-        return error_frame(
+        return Err(error_frame(
             r.req_id,
             ErrorCode::Forbidden,
             format!("host {} is not served here", r.file.host),
-        );
+        ));
     }
     let path = match normalize_plain_path(&r.file.path) {
         Ok(p) => p,
-        Err(e) => return error_frame(r.req_id, ErrorCode::NotFound, e.to_string()),
+        Err(e) => return Err(error_frame(r.req_id, ErrorCode::NotFound, e.to_string())),
     };
     let content = match ctx
         .resolve(shard, &r.file.host, r.file.port, &path, may_fetch)
         .await
     {
         Ok(c) => c,
-        Err(e) => return error_frame(r.req_id, e.spp_code(), e.to_string()),
+        Err(e) => return Err(error_frame(r.req_id, e.spp_code(), e.to_string())),
     };
     let handle = {
         let mut st = state.borrow_mut();
@@ -385,17 +545,22 @@ async fn info(
                 st.handles.len() - 1
             }
             None => {
-                return error_frame(
+                return Err(error_frame(
                     r.req_id,
                     ErrorCode::Busy,
                     "too many files open on this connection",
-                )
+                ))
             }
         }
     };
     let count = u64::from(r.digest_count.min(limits::MAX_DIGESTS_PER_INFO));
-    let digests = Bytes::copy_from_slice(content.digests(r.digest_start, count));
-    frame_bytes(&Frame::Info(Info {
+    let digest_start = r.digest_start.min(content.block_count());
+    let digests = Bytes::from_owner(DigestSlice {
+        content: content.clone(),
+        start: digest_start,
+        count,
+    });
+    let info = Info {
         req_id: r.req_id,
         handle: handle as u32,
         size: content.size(),
@@ -403,9 +568,24 @@ async fn info(
         algo: content.algo(),
         version: content.version(),
         mtime_unix_secs: content.mtime_unix_secs(),
-        digest_start: r.digest_start.min(content.block_count()),
+        digest_start,
         digests,
-    }))
+    };
+    let mut head = BytesMut::new();
+    if encode_info_head(&info, &mut head).is_err() {
+        return Err(error_frame(
+            r.req_id,
+            ErrorCode::Internal,
+            "internal encode error",
+        ));
+    }
+    let head = head.freeze();
+    state.borrow_mut().queued(head.len());
+    Ok(Out::Frame {
+        head,
+        tail: info.digests,
+        answer: true,
+    })
 }
 
 async fn locate(
@@ -574,7 +754,7 @@ fn accept_get(state: &Rc<RefCell<ConnState>>, g: &Get) -> Result<Content, (Error
             ),
         ));
     }
-    if st.outstanding.len() >= limits::MAX_OUTSTANDING_REQUESTS {
+    if st.requests() >= limits::MAX_OUTSTANDING_REQUESTS {
         return Err((ErrorCode::Busy, "too many outstanding requests".into()));
     }
     if !st.outstanding.insert(g.req_id) {
@@ -587,9 +767,14 @@ fn accept_get(state: &Rc<RefCell<ConnState>>, g: &Get) -> Result<Content, (Error
 }
 
 /// What the writer sends next, in order: a ready frame, one block of a Get (its
-/// production already started, up to [`Shard::readahead_blocks`] ahead), or the end.
+/// production already started, up to [`Shard::readahead_window`] ahead, pinned in the
+/// shard's budget), or the end.
 enum Work {
-    Frame(Bytes),
+    Frame {
+        head: Bytes,
+        tail: Bytes,
+        answer: bool,
+    },
     Block {
         req_id: u32,
         idx: u64,
@@ -597,14 +782,20 @@ enum Work {
         last: bool,
         /// `None` when the Get was cancelled or had failed before this block's turn
         /// came to be produced.
-        result: Option<Result<Bytes, BlockError>>,
+        result: Option<PinnedBlock>,
     },
+    /// No room in the shard's budget in time, or shed: the connection ends.
+    Shed,
     Close,
 }
 
 /// One item of the writer's queue before its block (if any) is produced.
 enum Job {
-    Frame(Bytes),
+    Frame {
+        head: Bytes,
+        tail: Bytes,
+        answer: bool,
+    },
     Block {
         req_id: u32,
         content: Content,
@@ -615,9 +806,12 @@ enum Job {
 }
 
 /// Sends the reader's answers in order and streams the blocks of pipelined Gets. Blocks
-/// are produced up to [`Shard::readahead_blocks`] ahead of the one being written, across Get
-/// boundaries: a client that asks for one block per Get (a cache filling itself) keeps
-/// as many disk reads or upstream fetches going as one that asks for long runs.
+/// are produced up to [`Shard::readahead_window`] ahead of the one being written, across
+/// Get boundaries: a client that asks for one block per Get (a cache filling itself)
+/// keeps as many disk reads or upstream fetches going as one that asks for long runs.
+/// Each block is pinned in the shard's budget from before it is produced until it is
+/// written (see `shard::budget`); a connection that holds pins without reading while
+/// the shard is short is shed.
 async fn writer_loop(
     shard: Rc<Shard>,
     mut wr: WriteHalf<TcpStream>,
@@ -627,7 +821,7 @@ async fn writer_loop(
 ) {
     let jobs = rx.flat_map(|out| {
         let jobs: Vec<Job> = match out {
-            Out::Frame(f) => vec![Job::Frame(f)],
+            Out::Frame { head, tail, answer } => vec![Job::Frame { head, tail, answer }],
             Out::Close => vec![Job::Close],
             Out::Get {
                 req_id,
@@ -635,7 +829,7 @@ async fn writer_loop(
                 first,
                 count,
             } => {
-                let end = first + u64::from(count);
+                let end = first.saturating_add(u64::from(count));
                 return futures::stream::iter((first..end).map(move |idx| Job::Block {
                     req_id,
                     content: content.clone(),
@@ -647,12 +841,17 @@ async fn writer_loop(
         };
         futures::stream::iter(jobs).right_stream()
     });
-    let window = shard.readahead_blocks();
+    let writer = Rc::new(shard.pins.writer());
+    // The window follows the node's block size for every file: a connection's blocks
+    // may come from files of different sizes, and the pins bound the bytes anyway.
+    let window = shard.readahead_window(shard.pins.block_size());
     let work = {
-        let (shard, state) = (shard.clone(), state.clone());
+        let (shard, state, writer) = (shard.clone(), state.clone(), writer.clone());
         jobs.map(move |job| -> LocalBoxFuture<'static, Work> {
             match job {
-                Job::Frame(f) => futures::future::ready(Work::Frame(f)).boxed_local(),
+                Job::Frame { head, tail, answer } => {
+                    futures::future::ready(Work::Frame { head, tail, answer }).boxed_local()
+                }
                 Job::Close => futures::future::ready(Work::Close).boxed_local(),
                 Job::Block {
                     req_id,
@@ -660,13 +859,23 @@ async fn writer_loop(
                     idx,
                     last,
                 } => {
-                    let (shard, state) = (shard.clone(), state.clone());
+                    let (shard, state, writer) = (shard.clone(), state.clone(), writer.clone());
+                    let ticket = writer.ticket();
                     async move {
-                        let skip = state.borrow().is_stopped(req_id);
-                        let result = if skip {
-                            None
+                        let result = if state.borrow().is_stopped(req_id) {
+                            // Its turn still has to pass, or the next block would wait.
+                            match writer.pin(ticket, 0, PIN_WAIT_TIMEOUT).await {
+                                Ok(_) => None,
+                                Err(_) => return Work::Shed,
+                            }
                         } else {
-                            Some(shard.block(&content, idx, may_fetch).await)
+                            match shard
+                                .pinned_block(&writer, ticket, &content, idx, may_fetch)
+                                .await
+                            {
+                                Ok(p) => Some(p),
+                                Err(_) => return Work::Shed,
+                            }
                         };
                         Work::Block {
                             req_id,
@@ -684,8 +893,13 @@ async fn writer_loop(
     futures::pin_mut!(work);
     while let Some(w) = work.next().await {
         let ok = match w {
-            Work::Frame(f) => write(&mut wr, &[&f]).await.is_ok(),
+            Work::Frame { head, tail, answer } => {
+                let r = writer.write(&mut wr, &[&head, &tail], WRITE_TIMEOUT).await;
+                state.borrow_mut().written(head.len(), answer);
+                r.is_ok()
+            }
             Work::Close => false,
+            Work::Shed => false,
             Work::Block {
                 req_id,
                 idx,
@@ -693,25 +907,36 @@ async fn writer_loop(
                 result,
             } => {
                 let stopped = state.borrow().is_stopped(req_id);
-                let r = match result {
+                let r = match result.as_ref().map(|p| &p.block) {
                     _ if stopped => Ok(()),
                     None => Ok(()),
-                    Some(Ok(block)) => {
-                        shard.upload_throttle(block.len()).await;
-                        let header = encode_data_header(req_id, idx, block.len());
-                        let r = write(&mut wr, &[&header, &block]).await;
-                        if r.is_ok() {
-                            ShardMetrics::add(&shard.m().bytes_sent_spp, block.len() as u64);
+                    Some(Ok(block)) => match try_encode_data_header(req_id, idx, block.len()) {
+                        Ok(header) => {
+                            shard.upload_throttle(block.len()).await;
+                            let r = writer
+                                .write(&mut wr, &[&header, block], WRITE_TIMEOUT)
+                                .await;
+                            if r.is_ok() {
+                                ShardMetrics::add(&shard.m().bytes_sent_spp, block.len() as u64);
+                            }
+                            r
                         }
-                        r
-                    }
+                        Err(e) => {
+                            state.borrow_mut().failed.insert(req_id);
+                            let f = error_frame(req_id, ErrorCode::Internal, e.to_string());
+                            writer.write(&mut wr, &[&f], WRITE_TIMEOUT).await
+                        }
+                    },
                     Some(Err(e)) => {
                         // The rest of this Get is not produced or sent.
                         state.borrow_mut().failed.insert(req_id);
-                        let (code, msg) = block_error_answer(e, idx);
-                        write(&mut wr, &[&error_frame(req_id, code, msg)]).await
+                        let (code, msg) = block_error_answer(e.clone(), idx);
+                        writer
+                            .write(&mut wr, &[&error_frame(req_id, code, msg)], WRITE_TIMEOUT)
+                            .await
                     }
                 };
+                drop(result);
                 if last {
                     state.borrow_mut().finish(req_id);
                 }
@@ -739,6 +964,10 @@ fn block_error_answer(e: BlockError, idx: u64) -> (ErrorCode, String) {
         BlockError::Upstream(u) => (
             crate::content::Refusal::Upstream(u.clone()).spp_code(),
             format!("block {idx}: upstream: {u}"),
+        ),
+        BlockError::Busy => (
+            ErrorCode::Busy,
+            format!("block {idx}: {}", BlockError::Busy),
         ),
         other => (ErrorCode::Internal, other.to_string()),
     }

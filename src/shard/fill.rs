@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use futures::channel::oneshot;
+use futures::future::{self, Either, FutureExt, LocalBoxFuture, Shared};
 
 use super::{owner_of, verify_block, BlockError, Shard, ShardRole};
 use crate::cache::{BlockKey, ByteLru};
@@ -182,6 +183,129 @@ struct FileSources {
     sources: Vec<Located>,
     sched: Scheduler,
     last_pick: Option<SourceId>,
+    /// The attempt running for each (block, source) the scheduler counts as
+    /// outstanding: dropping the sender takes the block away from that attempt (its
+    /// source stalled, closed, sent a bad block, or was dropped), as `p2pd get` cancels
+    /// its requests. An outcome reported for a request not in here no longer counts.
+    cancels: HashMap<(u64, SourceId), oneshot::Sender<()>>,
+}
+
+impl FileSources {
+    fn new(sources: &[Located], cfg: SchedConfig) -> FileSources {
+        let mut sched = Scheduler::new(cfg, 0, 0);
+        for l in sources {
+            sched.add_source_of(l.holds.clone(), l.class);
+        }
+        FileSources {
+            sources: sources.to_vec(),
+            sched,
+            last_pick: None,
+            cancels: HashMap::new(),
+        }
+    }
+
+    /// Block `index` now goes to `src` (picked by the scheduler): the receiver
+    /// resolves when it is taken away from that attempt.
+    fn started(&mut self, src: SourceId, index: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.cancels.insert((index, src), tx);
+        rx
+    }
+
+    /// Requests outstanding past the stall timeout count as failures of their sources
+    /// and are taken from their attempts.
+    fn check_stalls(&mut self, now: Instant) {
+        for a in self.sched.check_stalls(now) {
+            if self.cancels.remove(&(a.block, a.source)).is_some() {
+                tracing::debug!(source = %self.sources[a.source].addr, block = a.block, "block stalled; asking elsewhere");
+            }
+        }
+    }
+
+    /// The attempt at `src` for block `index` failed. Blocks the scheduler takes from
+    /// the source with it (it closed, was dropped) are taken from their attempts too.
+    /// False when the request had already been taken away (counted then).
+    fn failed(&mut self, src: SourceId, index: u64, why: Failure) -> bool {
+        if self.cancels.remove(&(index, src)).is_none() {
+            return false;
+        }
+        for a in self.sched.on_failure(src, index, why) {
+            self.cancels.remove(&(a.block, a.source));
+        }
+        true
+    }
+
+    /// The attempt at `src` delivered block `index`, verified.
+    fn verified(&mut self, src: SourceId, index: u64, bytes: u64, started: Instant) {
+        self.cancels.remove(&(index, src));
+        for a in self
+            .sched
+            .on_verified(src, index, bytes, started, Instant::now())
+        {
+            self.cancels.remove(&(a.block, a.source));
+        }
+    }
+}
+
+/// What [`Shard::pick_source`] found for a block.
+enum Pick {
+    /// Ask this source; the receiver resolves if the block is taken from it.
+    Source {
+        src: SourceId,
+        addr: SocketAddr,
+        class: SourceClass,
+        cancelled: oneshot::Receiver<()>,
+    },
+    /// Every source that may have the block is busy with others: ask again soon.
+    Busy,
+    /// No source can give it.
+    NoSource,
+}
+
+/// The place one attempt of a block fetch holds at its source (the scheduler's
+/// outstanding count): given back with the attempt's outcome, or, when the attempt is
+/// dropped before it has one (the whole fetch's deadline, the shard stopping), as
+/// abandoned, so no path can keep it. (An attempt that outlives its own deadline is a
+/// stall: reported as a failure of its source.)
+struct SourceSlot<'a> {
+    sources: &'a RefCell<HashMap<(u64, u64), FileSources>>,
+    file: (u64, u64),
+    src: SourceId,
+    index: u64,
+    open: bool,
+}
+
+impl SourceSlot<'_> {
+    fn report<T>(&mut self, f: impl FnOnce(&mut FileSources) -> T) -> Option<T> {
+        self.open = false;
+        // Never borrowed across an await; `try_` only so a drop can never panic.
+        let mut all = self.sources.try_borrow_mut().ok()?;
+        all.get_mut(&self.file).map(f)
+    }
+
+    fn failed(mut self, why: Failure) {
+        let (src, index) = (self.src, self.index);
+        self.report(|s| s.failed(src, index, why));
+    }
+
+    fn verified(mut self, bytes: u64, started: Instant) {
+        let (src, index) = (self.src, self.index);
+        self.report(|s| s.verified(src, index, bytes, started));
+    }
+
+    /// The block was taken from this attempt (and counted) already.
+    fn taken_away(mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for SourceSlot<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let (src, index) = (self.src, self.index);
+            self.report(|s| s.failed(src, index, Failure::Abandoned));
+        }
+    }
 }
 
 /// How often a cache asks its upstream again where a file's blocks are.
@@ -197,6 +321,19 @@ const MAX_SOURCES_PER_FILE: usize = 16;
 const MAX_FILES_WITH_SOURCES: usize = 4096;
 /// Sources tried for one block before its fetch fails.
 const MAX_ATTEMPTS_PER_BLOCK: usize = 6;
+/// How long a fetch waits before asking again for a source, when every source that
+/// may have its block is busy with other blocks.
+const SOURCE_WAIT: Duration = Duration::from_millis(10);
+/// The most one block fetch may take in all, in upstream timeouts (`--upstream-timeout`):
+/// every attempt, waiting for a free source, connecting, verifying. A single source
+/// gets its whole timeout and a second try; several get as many failover attempts as
+/// fit. Fetches run on whether or not anyone still waits for them, so each must end.
+const FETCH_DEADLINE_TIMEOUTS: u32 = 2;
+
+/// The deadline of one block fetch (see [`FETCH_DEADLINE_TIMEOUTS`]).
+fn fetch_deadline(upstream_timeout: Duration) -> Duration {
+    upstream_timeout * FETCH_DEADLINE_TIMEOUTS
+}
 /// With other sources to fail over to, the most one attempt may take.
 const FAILOVER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most a connection (and handshake) to a peer may take before the peer counts as
@@ -956,7 +1093,21 @@ impl Shard {
             ShardMetrics::add(&self.m().recursive_refused, 1);
             return Err(BlockError::NotCached);
         }
-        let data = self.fetch_block(&file, index).await?;
+        let deadline = fetch_deadline(fill.cfg.upstream.timeout);
+        let data = match runtime::timeout(deadline, self.fetch_block(&file, index)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                ShardMetrics::add(&self.m().upstream_errors, 1);
+                tracing::debug!(url = %file.key.url(), block = index, ?deadline, "block fetch ran out of time");
+                return Err(BlockError::Upstream(UpstreamError {
+                    kind: UpstreamErrorKind::TimedOut,
+                    message: format!(
+                        "block {index}: no source delivered it within {} ms",
+                        deadline.as_millis()
+                    ),
+                }));
+            }
+        };
         ShardMetrics::add(&self.m().upstream_fetches, 1);
         ShardMetrics::add(&self.m().upstream_bytes, data.len() as u64);
         if !file.is_retired() {
@@ -1022,7 +1173,10 @@ impl Shard {
     /// Fetches one block and verifies it, from the best of the file's sources (see
     /// `fetch::sched`), failing over to the others: a source that errors, closes,
     /// stalls past the attempt deadline or sends a bad block loses the block to the
-    /// next one, and one that sent a bad block is not asked again for this file.
+    /// next one, and one that sent a bad block is not asked again for this file. When
+    /// every source that may have the block is busy with others, it waits for one. The
+    /// caller bounds the whole of it ([`fetch_deadline`]); each attempt's place at its
+    /// source is given back however the attempt ends ([`SourceSlot`]).
     async fn fetch_block(
         self: &Rc<Self>,
         file: &Arc<CachedFile>,
@@ -1058,13 +1212,32 @@ impl Shard {
         };
         let key = (file.file_id, version);
         let mut last: Option<BlockError> = None;
-        for _ in 0..MAX_ATTEMPTS_PER_BLOCK {
-            let Some((src, addr, class)) = self.pick_source(key, &sources, index) else {
-                break;
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS_PER_BLOCK {
+            let (src, addr, class, cancelled) = match self.pick_source(key, &sources, index) {
+                Pick::Source {
+                    src,
+                    addr,
+                    class,
+                    cancelled,
+                } => (src, addr, class, cancelled),
+                Pick::Busy => {
+                    runtime::sleep(SOURCE_WAIT).await;
+                    continue;
+                }
+                Pick::NoSource => break,
+            };
+            attempts += 1;
+            let slot = SourceSlot {
+                sources: &fill.sources,
+                file: key,
+                src,
+                index,
+                open: true,
             };
             let started = Instant::now();
             let connected = Cell::new(false);
-            let r = runtime::timeout(attempt, async {
+            let request = runtime::timeout(attempt, async {
                 let up = if class == SourceClass::Peer {
                     // A viewer's machine that does not answer within this is taken
                     // for gone (NAT, firewall, asleep): no need to wait out the attempt.
@@ -1080,36 +1253,42 @@ impl Shard {
                 };
                 connected.set(true);
                 up.block(&fref, version, index).await
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(FetchError::Timeout {
-                    addr,
-                    // Not even a connection (and handshake) within the attempt: the
-                    // node is unreachable, not merely slow with this block.
-                    what: if connected.get() {
-                        "block data"
-                    } else {
-                        CONNECT_WHAT
-                    },
-                    ms: attempt.as_millis() as u64,
-                })
             });
+            let r = match future::select(std::pin::pin!(request), cancelled).await {
+                Either::Left((r, _)) => r.unwrap_or_else(|_| {
+                    Err(FetchError::Timeout {
+                        addr,
+                        // Not even a connection (and handshake) within the attempt: the
+                        // node is unreachable, not merely slow with this block.
+                        what: if connected.get() {
+                            "block data"
+                        } else {
+                            CONNECT_WHAT
+                        },
+                        ms: attempt.as_millis() as u64,
+                    })
+                }),
+                Either::Right(_) => {
+                    // Taken away: the source stalled past the scheduler's timeout, or
+                    // failed another block and lost all of its blocks.
+                    slot.taken_away();
+                    ShardMetrics::add(&self.m().upstream_errors, 1);
+                    tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, "block taken from a stalled or failed source; trying another");
+                    last = Some(BlockError::Upstream(upstream_error(&FetchError::Timeout {
+                        addr,
+                        what: "block data",
+                        ms: started.elapsed().as_millis() as u64,
+                    })));
+                    continue;
+                }
+            };
             let outcome = match r {
                 Ok(data) => {
                     let len = file.index.block_len(index);
                     if data.len() == len
                         && verify_block(file.meta().algo, &data, file.index.digest(index)).await
                     {
-                        self.with_sources(key, |s| {
-                            s.sched.on_verified(
-                                src,
-                                index,
-                                data.len() as u64,
-                                started,
-                                Instant::now(),
-                            );
-                        });
+                        slot.verified(data.len() as u64, started);
                         let m = self.m();
                         m.add_upstream_bytes_from(addr, data.len() as u64);
                         ShardMetrics::add(
@@ -1122,9 +1301,7 @@ impl Shard {
                         // p2p: tell the node that hands out locations that this one
                         // now holds the block (batched; sent only to a p2p registry).
                         if let Some(u) = upstream {
-                            if let Ok(up) = fill.pool.get(u).await {
-                                up.report_have(&fref, version, index);
-                            }
+                            self.report_have(u, &fref, version, index);
                         }
                         return Ok(data);
                     }
@@ -1146,9 +1323,7 @@ impl Shard {
                     ..
                 }) => {
                     // The origin has a new version: the next lookup fetches its info.
-                    self.with_sources(key, |s| {
-                        s.sched.on_failure(src, index, Failure::NotHeld);
-                    });
+                    slot.failed(Failure::NotHeld);
                     file.validated_ms.store(0, Relaxed);
                     return Err(BlockError::Changed);
                 }
@@ -1165,11 +1340,22 @@ impl Shard {
                     }
                 }
             };
-            self.with_sources(key, |s| {
-                s.sched.on_failure(src, index, outcome);
-            });
+            slot.failed(outcome);
         }
         Err(last.unwrap_or_else(|| BlockError::Io("no upstream".into())))
+    }
+
+    /// Tells `to`, soon and batched, that this node now holds block `index` (p2p: the
+    /// node that hands out locations), in the background: a connection to make never
+    /// delays the block, nor eats into its fetch's deadline.
+    fn report_have(self: &Rc<Self>, to: SocketAddr, file: &FileRef, version: u64, index: u64) {
+        let (me, file) = (self.clone(), file.clone());
+        runtime::spawn_detached(async move {
+            let Some(fill) = me.fill() else { return };
+            if let Ok(up) = fill.pool.get(to).await {
+                up.report_have(&file, version, index);
+            }
+        });
     }
 
     /// Tells the node that handed out `peer` (the file's first upstream) that the peer
@@ -1197,51 +1383,40 @@ impl Shard {
         });
     }
 
-    /// Runs `f` on the source state this shard keeps for file version `key`.
-    fn with_sources<T>(&self, key: (u64, u64), f: impl FnOnce(&mut FileSources) -> T) -> Option<T> {
-        let fill = self.fill()?;
-        let mut all = fill.sources.borrow_mut();
-        all.get_mut(&key).map(f)
-    }
-
     /// The source to ask for block `index` of file version `key` among `sources`;
     /// the scheduler is (re)built when the sources changed, or when every source was
-    /// dropped (a source that recovered gets another chance).
-    fn pick_source(
-        &self,
-        key: (u64, u64),
-        sources: &[Located],
-        index: u64,
-    ) -> Option<(SourceId, SocketAddr, SourceClass)> {
-        let fill = self.fill()?;
-        let mut all = fill.sources.borrow_mut();
-        let fresh = |sources: &[Located]| {
-            let mut sched = Scheduler::new(sched_config(fill.cfg.upstream.timeout), 0, 0);
-            for l in sources {
-                sched.add_source_of(l.holds.clone(), l.class);
-            }
-            FileSources {
-                sources: sources.to_vec(),
-                sched,
-                last_pick: None,
-            }
+    /// dropped (a source that recovered gets another chance). Requests outstanding
+    /// past the stall timeout are taken from their sources first, as `p2pd get` does.
+    fn pick_source(&self, key: (u64, u64), sources: &[Located], index: u64) -> Pick {
+        let Some(fill) = self.fill() else {
+            return Pick::NoSource;
         };
+        let mut all = fill.sources.borrow_mut();
+        let cfg = sched_config(fill.cfg.upstream.timeout);
         if all.len() >= MAX_FILES_WITH_SOURCES && !all.contains_key(&key) {
             all.clear();
         }
-        let entry = all.entry(key).or_insert_with(|| fresh(sources));
+        let entry = all
+            .entry(key)
+            .or_insert_with(|| FileSources::new(sources, cfg.clone()));
         if entry.sources != sources && !merge_sources(entry, sources) {
-            *entry = fresh(sources);
+            *entry = FileSources::new(sources, cfg.clone());
         }
         let now = Instant::now();
+        entry.check_stalls(now);
         let src = match entry.sched.pick_block(index, now) {
             Some(s) => s,
             None if entry.sched.stuck_on(index) => {
-                *entry = fresh(sources);
-                entry.sched.pick_block(index, now)?
+                *entry = FileSources::new(sources, cfg);
+                match entry.sched.pick_block(index, now) {
+                    Some(s) => s,
+                    None if entry.sched.stuck_on(index) => return Pick::NoSource,
+                    None => return Pick::Busy,
+                }
             }
-            None => return None,
+            None => return Pick::Busy,
         };
+        let cancelled = entry.started(src, index);
         let chosen = &entry.sources[src];
         let (addr, class) = (chosen.addr, chosen.class);
         if entry.last_pick != Some(src) {
@@ -1250,7 +1425,12 @@ impl Shard {
             }
             entry.last_pick = Some(src);
         }
-        Some((src, addr, class))
+        Pick::Source {
+            src,
+            addr,
+            class,
+            cancelled,
+        }
     }
 
     /// Writes a verified block to the data file and only then marks it held and puts
@@ -1452,5 +1632,89 @@ struct Release<'a>(&'a Cell<u64>, u64);
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get() - self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_server() -> RefCell<HashMap<(u64, u64), FileSources>> {
+        let src = Located::server(SocketAddr::from(([127, 0, 0, 1], 1111)));
+        let entry = FileSources::new(&[src], sched_config(Duration::from_secs(10)));
+        RefCell::new(HashMap::from([((1, 2), entry)]))
+    }
+
+    /// Takes a source for `index` as `Shard::pick_source` does.
+    fn take(
+        all: &RefCell<HashMap<(u64, u64), FileSources>>,
+        index: u64,
+    ) -> Option<(SourceSlot<'_>, oneshot::Receiver<()>)> {
+        let mut map = all.borrow_mut();
+        let e = map.get_mut(&(1, 2)).unwrap();
+        let src = e.sched.pick_block(index, Instant::now())?;
+        let rx = e.started(src, index);
+        let slot = SourceSlot {
+            sources: all,
+            file: (1, 2),
+            src,
+            index,
+            open: true,
+        };
+        Some((slot, rx))
+    }
+
+    fn outstanding(all: &RefCell<HashMap<(u64, u64), FileSources>>) -> usize {
+        all.borrow()[&(1, 2)].sched.source(0).outstanding
+    }
+
+    #[test]
+    fn an_attempt_dropped_before_its_outcome_gives_its_place_back() {
+        let all = one_server();
+        let max = SchedConfig::default().max_outstanding as u64;
+        // Every place at the source taken, as by a player's read-ahead...
+        let taken: Vec<_> = (0..max).map(|i| take(&all, i).unwrap()).collect();
+        assert!(take(&all, max).is_none(), "the source is full");
+        // ...then the attempts dropped mid-way (the fetch's deadline, the task
+        // ending): no place is kept, and the source is not blamed.
+        drop(taken);
+        assert_eq!(outstanding(&all), 0);
+        for i in 0..max {
+            let (slot, _rx) = take(&all, 100 + i).expect("a free place again");
+            slot.verified(1000, Instant::now());
+        }
+        assert_eq!(outstanding(&all), 0);
+        let s = all.borrow()[&(1, 2)].sched.source(0).clone();
+        assert_eq!((s.blocks, s.failures_in_row, s.dropped), (max, 0, false));
+    }
+
+    #[test]
+    fn a_source_that_closes_loses_every_attempt_at_it() {
+        let all = one_server();
+        let (a, _rx_a) = take(&all, 0).unwrap();
+        let (b, mut rx_b) = take(&all, 1).unwrap();
+        a.failed(Failure::Closed);
+        // The other attempt at the closed source is told to move on...
+        assert!(matches!(rx_b.try_recv(), Err(oneshot::Canceled)));
+        assert_eq!(outstanding(&all), 0);
+        // ...and its own outcome, when it comes, no longer counts.
+        b.taken_away();
+        assert_eq!(all.borrow()[&(1, 2)].sched.source(0).failures_in_row, 1);
+    }
+
+    #[test]
+    fn a_stalled_request_is_taken_away_and_counted_once() {
+        let all = one_server();
+        let (slot, mut rx) = take(&all, 7).unwrap();
+        let later = Instant::now() + Duration::from_secs(11);
+        all.borrow_mut()
+            .get_mut(&(1, 2))
+            .unwrap()
+            .check_stalls(later);
+        assert!(matches!(rx.try_recv(), Err(oneshot::Canceled)));
+        assert_eq!(outstanding(&all), 0);
+        // The attempt's late failure (or its drop) is not a second one.
+        slot.failed(Failure::Error);
+        assert_eq!(all.borrow()[&(1, 2)].sched.source(0).failures_in_row, 1);
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use futures::stream::{Stream, StreamExt};
 
+pub mod budget;
 pub mod fill;
 
 use crate::cache::{BlockCache, BlockKey};
@@ -24,13 +25,26 @@ use crate::runtime::{self, BlockFile};
 /// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
 /// a single hot title still spreads over every core.
 pub const STRIPE_BLOCKS: u64 = 4;
-/// Blocks a connection of an origin produces ahead of the one it is writing.
+/// Blocks a connection of an origin produces ahead of the one it is writing, at most;
+/// fewer when they would be over [`READAHEAD_BYTES`].
 pub const READAHEAD_BLOCKS: usize = 4;
 /// The same on a cache: a missing block costs an upstream round trip, not a disk read,
 /// so more are kept in flight to stream at the upstream's rate.
 pub const CACHE_READAHEAD_BLOCKS: usize = 8;
+/// Bytes an origin connection produces ahead at most (a block at least): 4 blocks of
+/// 256 KiB, 1 of 16 MiB.
+pub const READAHEAD_BYTES: u64 = 1 << 20;
+/// The same on a cache.
+pub const CACHE_READAHEAD_BYTES: u64 = 2 << 20;
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
+/// Blocks one shard produces at once at most (disk reads, upstream fetches). Each
+/// runs in its own task to its end or its deadline, whether or not anyone still waits
+/// for it, so requesters that hang up cannot leave work behind without bound: beyond
+/// it a new production is refused ([`BlockError::Busy`]). Far above what viewers need
+/// (a connection reads 8 blocks ahead: 512 streaming connections' worth of misses on
+/// one shard at once).
+pub const MAX_INFLIGHT_BLOCKS_PER_SHARD: usize = 4096;
 
 /// Why a block could not be produced.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +62,9 @@ pub enum BlockError {
     /// A cache could not get the block from its upstream.
     #[error("{0}")]
     Upstream(UpstreamError),
+    /// The shard already produces [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] blocks: try later.
+    #[error("busy: {MAX_INFLIGHT_BLOCKS_PER_SHARD} blocks already in production on this shard")]
+    Busy,
 }
 
 pub use crate::fetch::verify_block;
@@ -75,7 +92,25 @@ pub struct ReadPolicy {
     pub buffered: bool,
 }
 
+/// Most time a connection waits for room in the shard's pinned-bytes budget.
+pub const PIN_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A block (or why it could not be produced) and its pin in the shard's budget.
+pub struct PinnedBlock {
+    pub block: Result<Bytes, BlockError>,
+    _pin: budget::Pin,
+}
+
 type LoadFuture = Shared<LocalBoxFuture<'static, Result<Bytes, BlockError>>>;
+
+/// A block being produced: its shared result, and whether it may fetch from an
+/// upstream (a cache's requester who may not make it fetch gets only what it holds).
+struct Production {
+    future: LoadFuture,
+    may_fetch: bool,
+    /// Tells this production from a later one of the same block in the map.
+    id: u64,
+}
 
 /// What a shard does besides streaming: publish (origin) or cache (SCC, LHC).
 pub enum ShardRole {
@@ -93,11 +128,16 @@ pub struct Shard {
     pub router: Router,
     pub role: ShardRole,
     cache: RefCell<BlockCache>,
-    /// One disk read per missing block, however many requesters wait for it.
-    inflight: RefCell<HashMap<BlockKey, LoadFuture>>,
+    /// One production (disk read, upstream fetch) per missing block, however many
+    /// requesters wait for it; each runs in its own task and removes its entry when it
+    /// ends. At most [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] entries.
+    inflight: RefCell<HashMap<BlockKey, Production>>,
+    next_production: std::cell::Cell<u64>,
     files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
     /// `--upload-rate`, this shard's share: file data sent over SPP and HTTP.
     upload: Option<RefCell<TokenBucket>>,
+    /// Block bytes this shard's connection writers may hold (see `budget`).
+    pub pins: Rc<budget::PinBudget>,
 }
 
 impl Shard {
@@ -111,6 +151,7 @@ impl Shard {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         shards: usize,
@@ -119,8 +160,10 @@ impl Shard {
         router: Router,
         role: ShardRole,
         upload_rate_bytes_per_s: Option<u64>,
+        block_size_bytes: u32,
     ) -> Rc<Shard> {
         Rc::new(Shard {
+            pins: budget::PinBudget::new(block_size_bytes, metrics.clone(), id),
             id,
             shards,
             metrics,
@@ -128,6 +171,7 @@ impl Shard {
             role,
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
+            next_production: std::cell::Cell::new(0),
             files: RefCell::new(HashMap::new()),
             upload: upload_rate_bytes_per_s
                 .map(|rate| RefCell::new(TokenBucket::new(rate, Instant::now()))),
@@ -157,34 +201,69 @@ impl Shard {
         }
     }
 
-    /// Blocks produced ahead of the one a connection writes (see [`READAHEAD_BLOCKS`]).
-    pub fn readahead_blocks(&self) -> usize {
-        match self.role {
-            ShardRole::Origin { .. } => READAHEAD_BLOCKS,
-            ShardRole::Cache(_) => CACHE_READAHEAD_BLOCKS,
-        }
+    /// Blocks of `block_size` bytes produced ahead of the one a connection writes:
+    /// [`READAHEAD_BLOCKS`] (a cache [`CACHE_READAHEAD_BLOCKS`]) or fewer, so that
+    /// they stay within [`READAHEAD_BYTES`] ([`CACHE_READAHEAD_BYTES`]); one at least.
+    pub fn readahead_window(&self, block_size: u32) -> usize {
+        let (blocks, bytes) = match self.role {
+            ShardRole::Origin { .. } => (READAHEAD_BLOCKS, READAHEAD_BYTES),
+            ShardRole::Cache(_) => (CACHE_READAHEAD_BLOCKS, CACHE_READAHEAD_BYTES),
+        };
+        let fit = bytes / u64::from(block_size.max(1));
+        (fit as usize).clamp(1, blocks)
     }
 
-    /// Blocks `range` of a file in order, with up to [`Shard::readahead_blocks`] produced
-    /// ahead of the one being consumed (the shared streaming path of SPP and HTTP).
+    /// Blocks `range` of a file in order for `writer`'s connection, with up to
+    /// [`Shard::readahead_window`] produced ahead of the one being consumed, each
+    /// pinned in the shard's budget until the item is dropped (the shared streaming
+    /// path of HTTP; SPP's writer does the same across Gets). `Err(WriteFail)` ends
+    /// the stream: the connection was shed or found no room in time.
     pub fn blocks_in_order(
         self: &Rc<Self>,
         content: &Content,
         range: std::ops::Range<u64>,
         may_fetch: bool,
-    ) -> impl Stream<Item = (u64, Result<Bytes, BlockError>)> + 'static {
+        writer: Rc<budget::Writer>,
+    ) -> impl Stream<Item = (u64, Result<PinnedBlock, budget::WriteFail>)> + 'static {
         let (shard, content) = (self.clone(), content.clone());
-        let window = self.readahead_blocks();
+        let window = self.readahead_window(content.block_size());
         futures::stream::iter(range)
             .map(move |i| {
-                let (shard, content) = (shard.clone(), content.clone());
-                async move { (i, shard.block(&content, i, may_fetch).await) }
+                let (shard, content, writer) = (shard.clone(), content.clone(), writer.clone());
+                let ticket = writer.ticket();
+                async move {
+                    (
+                        i,
+                        shard
+                            .pinned_block(&writer, ticket, &content, i, may_fetch)
+                            .await,
+                    )
+                }
             })
             .buffered(window)
     }
 
+    /// Block `index` of `content` for `writer`'s connection: a pin for its length
+    /// taken in `ticket` order (see `budget`), then the block.
+    pub async fn pinned_block(
+        self: &Rc<Self>,
+        writer: &budget::Writer,
+        ticket: u64,
+        content: &Content,
+        index: u64,
+        may_fetch: bool,
+    ) -> Result<PinnedBlock, budget::WriteFail> {
+        let len = content.block_len(index) as u64;
+        let pin = writer.pin(ticket, len, PIN_WAIT_TIMEOUT).await?;
+        let block = self.block(content, index, may_fetch).await;
+        Ok(PinnedBlock { block, _pin: pin })
+    }
+
     /// A block this shard owns: memory cache, else one shared read (the origin's disk;
-    /// for a cache, its disk and then its upstream).
+    /// for a cache, its disk and then its upstream). The read runs in its own task:
+    /// requesters that go away (a player hanging up) neither cancel it nor leave it
+    /// half done; it ends, fills the memory cache and leaves the in-flight map by
+    /// itself.
     pub async fn local_block(
         self: &Rc<Self>,
         content: Content,
@@ -196,41 +275,75 @@ impl Shard {
             version: content.version(),
             index,
         };
-        // A requester who may make us fetch does not take the "not cached" answer of a
-        // shared read started by one who may not: it tries once more with its own.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            if let Some(b) = self.cache.borrow_mut().get(&key) {
-                ShardMetrics::add(&self.m().memory_cache_hits, 1);
-                return Ok(b);
-            }
-            let existing = self.inflight.borrow().get(&key).cloned();
-            let fut = match existing {
-                Some(f) => f,
-                None => {
-                    ShardMetrics::add(&self.m().memory_cache_misses, 1);
-                    let produce = self.produce(&content, index, may_fetch);
-                    let me = self.clone();
-                    let f = async move {
-                        let r = produce.await;
-                        me.inflight.borrow_mut().remove(&key);
-                        if let Ok(b) = &r {
-                            me.remember(key, b.clone());
-                        }
-                        r
-                    }
-                    .boxed_local()
-                    .shared();
-                    self.inflight.borrow_mut().insert(key, f.clone());
-                    f
-                }
-            };
-            match fut.await {
-                Err(BlockError::NotCached) if may_fetch && attempts < 2 => continue,
-                r => return r,
+        if let Some(b) = self.cache.borrow_mut().get(&key) {
+            ShardMetrics::add(&self.m().memory_cache_hits, 1);
+            return Ok(b);
+        }
+        // A requester who may make a cache fetch does not join a production started by
+        // one who may not (its answer may be "not cached"): it starts its own, which
+        // takes the block's place in the map.
+        let published = matches!(content, Content::Published(_));
+        let existing = self
+            .inflight
+            .borrow()
+            .get(&key)
+            .filter(|p| p.may_fetch || !may_fetch || published)
+            .map(|p| p.future.clone());
+        let fut = match existing {
+            Some(f) => f,
+            None => self.start_production(key, &content, may_fetch)?,
+        };
+        fut.await
+    }
+
+    /// Starts the one production of block `key` in its own task and files it in the
+    /// in-flight map (in place of one that may not fetch), unless the map is full.
+    fn start_production(
+        self: &Rc<Self>,
+        key: BlockKey,
+        content: &Content,
+        may_fetch: bool,
+    ) -> Result<LoadFuture, BlockError> {
+        {
+            let inflight = self.inflight.borrow();
+            if inflight.len() >= MAX_INFLIGHT_BLOCKS_PER_SHARD && !inflight.contains_key(&key) {
+                ShardMetrics::add(&self.m().productions_refused, 1);
+                return Err(BlockError::Busy);
             }
         }
+        ShardMetrics::add(&self.m().memory_cache_misses, 1);
+        let id = self.next_production.get();
+        self.next_production.set(id.wrapping_add(1));
+        let produce = self.produce(content, key.index, may_fetch);
+        let me = self.clone();
+        let task = runtime::spawn_background(async move {
+            let r = produce.await;
+            {
+                let mut inflight = me.inflight.borrow_mut();
+                if inflight.get(&key).is_some_and(|p| p.id == id) {
+                    inflight.remove(&key);
+                }
+            }
+            if let Ok(b) = &r {
+                me.remember(key, b.clone());
+            }
+            r
+        });
+        let future = async move {
+            // None: the task panicked or the shard is stopping.
+            task.await.unwrap_or(Err(BlockError::ShardGone))
+        }
+        .boxed_local()
+        .shared();
+        self.inflight.borrow_mut().insert(
+            key,
+            Production {
+                future: future.clone(),
+                may_fetch,
+                id,
+            },
+        );
+        Ok(future)
     }
 
     /// Puts a verified block in the memory cache.

@@ -1,0 +1,346 @@
+//! The shard's budget of pinned block bytes: blocks produced for a connection (read
+//! ahead, or being written) and not yet handed to its socket. A connection whose
+//! client stops reading keeps its blocks until its write times out; without a budget
+//! a few such connections with large blocks held hundreds of megabytes.
+//!
+//! Rules (see ARCHITECTURE.md, "Memory is bounded by design"):
+//! - Each connection's writer registers a [`Writer`]; it takes a [`Pin`] for every
+//!   block before the block is produced, in the order the blocks will be written
+//!   (tickets), and the pin is released when the block has been written or dropped.
+//! - A pin is granted while the shard's pinned bytes stay within the budget, or, past
+//!   it, for the one block a *draining* writer writes next (its last socket write
+//!   completed within [`SHED_AFTER_STALL`], so its client reads, and it holds no other
+//!   pin): legitimate viewers keep streaming, without read-ahead, when non-reading
+//!   connections filled the budget.
+//! - A writer that cannot get a pin sheds the writer whose socket write has been
+//!   stalled longest (at least [`SHED_AFTER_STALL`]): that connection is closed, its
+//!   pins released (`p2pd_connections_shed_total`).
+//! - Writes go out in chunks of at most [`WRITE_CHUNK_BYTES`], so "stalled" means no
+//!   progress, not a large block to a slow reader.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::runtime;
+
+/// The least a shard's budget is; it is also at least [`BUDGET_BLOCKS`] blocks of the
+/// node's block size, so large blocks still stream several at a time.
+pub const MIN_PINNED_BYTES_PER_SHARD: u64 = 8 << 20;
+/// Blocks of the node's block size a budget holds at least.
+pub const BUDGET_BLOCKS: u64 = 4;
+/// A writer whose socket write made no progress for this long may be shed when the
+/// budget is short (and its connection is no longer "draining").
+pub const SHED_AFTER_STALL: Duration = Duration::from_millis(1500);
+/// How often a writer waiting for a pin looks again for a writer to shed.
+const PIN_RETRY: Duration = Duration::from_millis(100);
+/// Socket writes are at most this long (progress is measured per chunk).
+pub const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Why a write or a pin failed: the connection is to be closed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteFail {
+    /// The socket failed or made no progress for the write timeout.
+    Socket,
+    /// Shed: it held pinned bytes without reading while the shard was short.
+    Shed,
+}
+
+/// One shard's budget.
+pub struct PinBudget {
+    /// The node's block size (`-b`): what read-ahead windows are sized by.
+    block_size: u32,
+    limit_bytes: u64,
+    used_bytes: Cell<u64>,
+    writers: RefCell<HashMap<u64, Rc<WriterState>>>,
+    next_writer: Cell<u64>,
+    /// Writers waiting for a pin, woken when pins are released.
+    waiting: RefCell<Vec<Waker>>,
+    metrics: Metrics,
+    shard: usize,
+}
+
+struct WriterState {
+    pinned_bytes: Cell<u64>,
+    /// When the socket write in progress started without completing (None: idle).
+    stalled_since: Cell<Option<Instant>>,
+    /// When a socket write last completed.
+    last_progress: Cell<Option<Instant>>,
+    shed: Cell<bool>,
+    /// Wakes the writer's socket write when it is shed.
+    shed_waker: RefCell<Option<Waker>>,
+    /// Pins are granted in ticket order.
+    next_ticket: Cell<u64>,
+    turn: Cell<u64>,
+}
+
+impl PinBudget {
+    /// The budget of a shard of a node whose blocks are `block_size` bytes
+    /// ([`PinBudget::limit_for`]).
+    pub fn new(block_size: u32, metrics: Metrics, shard: usize) -> Rc<PinBudget> {
+        Rc::new(PinBudget {
+            block_size,
+            limit_bytes: Self::limit_for(u64::from(block_size)),
+            used_bytes: Cell::new(0),
+            writers: RefCell::new(HashMap::new()),
+            next_writer: Cell::new(0),
+            waiting: RefCell::new(Vec::new()),
+            metrics,
+            shard,
+        })
+    }
+
+    /// The budget for a node whose blocks are `block_size` bytes.
+    pub fn limit_for(block_size: u64) -> u64 {
+        MIN_PINNED_BYTES_PER_SHARD.max(BUDGET_BLOCKS.saturating_mul(block_size))
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    pub fn limit_bytes(&self) -> u64 {
+        self.limit_bytes
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.get()
+    }
+
+    fn m(&self) -> &ShardMetrics {
+        self.metrics.shard(self.shard)
+    }
+
+    /// Registers a connection's writer.
+    pub fn writer(self: &Rc<Self>) -> Writer {
+        let id = self.next_writer.get();
+        self.next_writer.set(id.wrapping_add(1));
+        let state = Rc::new(WriterState {
+            pinned_bytes: Cell::new(0),
+            stalled_since: Cell::new(None),
+            last_progress: Cell::new(None),
+            shed: Cell::new(false),
+            shed_waker: RefCell::new(None),
+            next_ticket: Cell::new(0),
+            turn: Cell::new(0),
+        });
+        self.writers.borrow_mut().insert(id, state.clone());
+        Writer {
+            budget: self.clone(),
+            id,
+            state,
+        }
+    }
+
+    fn wake_waiting(&self) {
+        let wakers = std::mem::take(&mut *self.waiting.borrow_mut());
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Sheds the writer (other than `me`) stalled longest, if one has been stalled for
+    /// at least [`SHED_AFTER_STALL`] and holds pins. Returns whether one was shed.
+    fn shed_one(&self, me: u64, now: Instant) -> bool {
+        let victim = self
+            .writers
+            .borrow()
+            .iter()
+            .filter(|(id, w)| {
+                **id != me
+                    && !w.shed.get()
+                    && w.pinned_bytes.get() > 0
+                    && w.stalled_since
+                        .get()
+                        .is_some_and(|s| now.duration_since(s) >= SHED_AFTER_STALL)
+            })
+            .min_by_key(|(_, w)| w.stalled_since.get())
+            .map(|(_, w)| w.clone());
+        let Some(w) = victim else { return false };
+        w.shed.set(true);
+        if let Some(waker) = w.shed_waker.borrow_mut().take() {
+            waker.wake();
+        }
+        ShardMetrics::add(&self.m().connections_shed, 1);
+        tracing::debug!(
+            shard = self.shard,
+            pinned = w.pinned_bytes.get(),
+            "shedding a connection that holds pinned blocks without reading"
+        );
+        true
+    }
+}
+
+/// A connection's writer in the budget; deregistered when dropped.
+pub struct Writer {
+    budget: Rc<PinBudget>,
+    id: u64,
+    state: Rc<WriterState>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.budget.writers.borrow_mut().remove(&self.id);
+    }
+}
+
+impl Writer {
+    /// The next ticket: blocks take their pins in the order of their tickets.
+    pub fn ticket(&self) -> u64 {
+        let t = self.state.next_ticket.get();
+        self.state.next_ticket.set(t + 1);
+        t
+    }
+
+    /// Whether this writer's client has been reading: its last socket write
+    /// completed within [`SHED_AFTER_STALL`] and none is stalled since.
+    fn draining(&self, now: Instant) -> bool {
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < SHED_AFTER_STALL);
+        recent(self.state.last_progress.get())
+            && self
+                .state
+                .stalled_since
+                .get()
+                .is_none_or(|s| now.duration_since(s) < SHED_AFTER_STALL)
+    }
+
+    /// Takes a pin of `bytes` for the block of `ticket`, waiting for its turn and for
+    /// room (see the module documentation); `Err` when this writer was shed or no
+    /// room came within `deadline`.
+    pub async fn pin(&self, ticket: u64, bytes: u64, deadline: Duration) -> Result<Pin, WriteFail> {
+        let started = Instant::now();
+        loop {
+            if self.state.shed.get() {
+                return Err(WriteFail::Shed);
+            }
+            let now = Instant::now();
+            if self.state.turn.get() == ticket {
+                let b = &self.budget;
+                let used = b.used_bytes.get();
+                // Past the budget a draining writer still gets the block it writes
+                // next (it holds no other), never read-ahead: each connection holds at
+                // most one block beyond the budget, and only while its client reads.
+                let fits = used.saturating_add(bytes) <= b.limit_bytes
+                    || used == 0
+                    || bytes == 0
+                    || (self.state.pinned_bytes.get() == 0 && self.draining(now));
+                if fits {
+                    self.state.turn.set(ticket + 1);
+                    b.used_bytes.set(used + bytes);
+                    self.state
+                        .pinned_bytes
+                        .set(self.state.pinned_bytes.get() + bytes);
+                    b.m().pinned_bytes.fetch_add(bytes as i64, Relaxed);
+                    // The next ticket of this writer may be waiting for its turn.
+                    b.wake_waiting();
+                    return Ok(Pin {
+                        budget: b.clone(),
+                        state: self.state.clone(),
+                        bytes,
+                    });
+                }
+                if b.shed_one(self.id, now) {
+                    // The shed connection releases its pins as it closes.
+                    futures_lite::future::yield_now().await;
+                    continue;
+                }
+            }
+            if now.duration_since(started) >= deadline {
+                return Err(WriteFail::Socket);
+            }
+            // Woken by a release or a turn change, or look again after a while (a
+            // stalled writer becomes sheddable with time alone).
+            let _ = runtime::timeout(PIN_RETRY, self.released()).await;
+        }
+    }
+
+    /// Waits until pins are released or a turn changes.
+    async fn released(&self) {
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            self.budget.waiting.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes `parts` in order in chunks of at most [`WRITE_CHUNK_BYTES`], each within
+    /// `timeout`; a shed writer stops at once.
+    pub async fn write<S: futures_lite::AsyncWrite + Unpin>(
+        &self,
+        s: &mut S,
+        parts: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<(), WriteFail> {
+        for part in parts {
+            for chunk in part.chunks(WRITE_CHUNK_BYTES) {
+                self.state.stalled_since.set(Some(Instant::now()));
+                let r = runtime::timeout(
+                    timeout,
+                    futures_lite::future::or(
+                        async {
+                            runtime::write_all_parts(s, &[chunk])
+                                .await
+                                .map_err(|_| WriteFail::Socket)
+                        },
+                        async {
+                            self.shed_signal().await;
+                            Err(WriteFail::Shed)
+                        },
+                    ),
+                )
+                .await;
+                self.state.stalled_since.set(None);
+                match r {
+                    Ok(Ok(())) => self.state.last_progress.set(Some(Instant::now())),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(WriteFail::Socket),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes when this writer is shed.
+    async fn shed_signal(&self) {
+        std::future::poll_fn(|cx| {
+            if self.state.shed.get() {
+                return Poll::Ready(());
+            }
+            *self.state.shed_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Bytes of one block held by a writer; released when dropped.
+pub struct Pin {
+    budget: Rc<PinBudget>,
+    state: Rc<WriterState>,
+    bytes: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let b = &self.budget;
+        b.used_bytes
+            .set(b.used_bytes.get().saturating_sub(self.bytes));
+        self.state
+            .pinned_bytes
+            .set(self.state.pinned_bytes.get().saturating_sub(self.bytes));
+        b.m().pinned_bytes.fetch_sub(self.bytes as i64, Relaxed);
+        if self.bytes > 0 {
+            b.wake_waiting();
+        }
+    }
+}
