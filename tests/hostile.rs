@@ -445,13 +445,18 @@ impl Rig {
     }
 
     /// Asserts the attacked viewer got its bytes within a generous deadline compared
-    /// with the unattacked run: at most 5 × its time + 5 s.
+    /// with the unattacked run: at most 10 × its time + 5 s. Generous on purpose: under
+    /// the pipelined floods the node works through about a million queued requests
+    /// (40 MB) and the viewer gets its connection's fair share meanwhile (1-5 s for
+    /// 16 MiB in a debug build, against 50-80 ms unattacked); the limit catches a
+    /// starved viewer (a dead shard, a wedged writer), not a fair share.
+    /// `perf/hostile.sh` measures the ratio in release.
     fn check_viewer(&self, r: Result<Duration, String>, baseline: Duration, what: &str) {
         let took = match r {
             Ok(t) => t,
             Err(e) => panic!("{what}: the viewer failed: {e}{}", self.diagnose()),
         };
-        let limit = baseline * 5 + Duration::from_secs(5);
+        let limit = baseline * 10 + Duration::from_secs(5);
         eprintln!("{what}: viewer took {took:?} attacked, {baseline:?} unattacked");
         if took > limit {
             panic!(
