@@ -61,6 +61,8 @@ impl<V> ByteLru<V> {
 
     /// The value for `key`, which becomes the most recently used.
     pub fn get(&mut self, key: &BlockKey) -> Option<&V> {
+        // The order list and the map must stay in step: a panic here is not contained.
+        let _critical = crate::panics::critical();
         self.tick += 1;
         let tick = self.tick;
         let (value, _, last) = self.map.get_mut(key)?;
@@ -88,6 +90,8 @@ impl<V> ByteLru<V> {
     /// `key` is dropped as well, and the new one is returned as the only element. So
     /// after `insert`, `key` either holds `value` or is absent and returned.
     pub fn insert(&mut self, key: BlockKey, value: V, len_bytes: u64) -> Vec<(BlockKey, V)> {
+        // The order list and the map must stay in step: a panic here is not contained.
+        let _critical = crate::panics::critical();
         self.remove(&key);
         if len_bytes > self.capacity_bytes {
             return vec![(key, value)];
@@ -102,6 +106,8 @@ impl<V> ByteLru<V> {
 
     /// Removes `key` and returns its value.
     pub fn remove(&mut self, key: &BlockKey) -> Option<V> {
+        // The order list and the map must stay in step: a panic here is not contained.
+        let _critical = crate::panics::critical();
         let (value, len, tick) = self.map.remove(key)?;
         self.order.remove(&tick);
         self.used_bytes -= len;

@@ -47,7 +47,7 @@ pub type Background<T> = glommio::task::JoinHandle<T>;
 /// still awaits its handle (dropping the handle does not cancel it, unlike
 /// [`spawn`]'s).
 pub fn spawn_background<T: 'static, F: Future<Output = T> + 'static>(fut: F) -> Background<T> {
-    glommio::spawn_local(fut).detach()
+    glommio::spawn_local(crate::panics::own_task(fut)).detach()
 }
 
 pub async fn sleep(d: Duration) {

@@ -205,6 +205,23 @@ fn data_header_over_limit_is_a_programmer_error() {
 }
 
 #[test]
+fn an_info_head_and_its_digests_are_the_frame_encode_writes() {
+    for (size, count) in [(0u64, 0usize), (1 << 20, 4), (10 << 20, 40)] {
+        let i = info(size, 256 * 1024, 0, count);
+        let whole = enc(&Frame::Info(i.clone())).expect("valid Info");
+        let mut head = BytesMut::new();
+        encode_info_head(&i, &mut head).expect("valid Info");
+        head.extend_from_slice(&i.digests);
+        assert_eq!(head, whole);
+    }
+    // Refused exactly like encode, appending nothing.
+    let bad = info(1 << 20, 256 * 1024, 0, 5);
+    let mut out = BytesMut::from(&b"x"[..]);
+    assert!(encode_info_head(&bad, &mut out).is_err() && enc(&Frame::Info(bad)).is_err());
+    assert_eq!(&out[..], b"x");
+}
+
+#[test]
 fn data_and_info_decode_zero_copy() {
     let frames = [
         Frame::Data(Data {
