@@ -216,6 +216,8 @@ enum Kind {
 /// attack is the cache when there is one.
 struct Rig {
     kind: Kind,
+    /// The origin's `-b` in bytes.
+    block_bytes: u64,
     origin: Node,
     cache: Option<Node>,
     film: Arc<Vec<u8>>,
@@ -280,6 +282,10 @@ impl Rig {
         });
         Rig {
             kind,
+            block_bytes: match block {
+                "16M" => 16 * MIB,
+                _ => 16 * KIB,
+            },
             origin,
             cache,
             film,
@@ -427,11 +433,12 @@ impl Rig {
         let peak = watch.peak();
         if peak > rss_bound(connections) {
             panic!(
-                "{what}: the {:?} node's VmRSS peaked at {} ({} before the attack), above the bound {} (-M {MEM_ARG} + 64 KiB × {connections} connections + 50 MiB){}",
+                "{what}: the {:?} node's VmRSS peaked at {} ({} before the attack), above the bound {} (-M {MEM_ARG} + 64 KiB × {connections} connections + 50 MiB; ARCHITECTURE.md's worst case adds 2 shards × the pinned budget max(8 MiB, 4 × -b) = {} and a block per draining connection){}",
                 self.kind,
                 mib(peak),
                 mib(watch.start),
                 mib(rss_bound(connections)),
+                mib(2 * (8 * MIB).max(4 * self.block_bytes)),
                 self.diagnose()
             );
         }
