@@ -44,7 +44,19 @@ pub struct Node {
 /// Spawns `p2pd ARGS --bind IP -P PORT`, appending its standard error to `log`, and
 /// waits for its startup line; returns the child and the port it listens on.
 fn spawn_node(ip: IpAddr, port: u16, args: &[String], log: &Arc<Mutex<String>>) -> (Child, u16) {
+    spawn_node_env(ip, port, args, log, &[])
+}
+
+/// [`spawn_node`] with extra environment variables.
+fn spawn_node_env(
+    ip: IpAddr,
+    port: u16,
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+    env: &[(&str, &str)],
+) -> (Child, u16) {
     let mut cmd = Command::new(BIN);
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .args(["--bind", &ip.to_string(), "-P", &port.to_string()]);
     cmd.stdin(Stdio::null())
@@ -106,6 +118,20 @@ impl Node {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let log = Arc::new(Mutex::new(String::new()));
         let (child, port) = spawn_node(ip, port, &args, &log);
+        Node {
+            child,
+            addr: SocketAddr::new(ip, port),
+            log,
+            args,
+        }
+    }
+
+    /// [`Node::start`] with extra environment variables (e.g. `P2PD_TEST_HOOKS=1`).
+    /// A `restart` does not keep them.
+    pub fn start_with_env(ip: IpAddr, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, port) = spawn_node_env(ip, 0, &args, &log, env);
         Node {
             child,
             addr: SocketAddr::new(ip, port),
