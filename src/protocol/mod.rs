@@ -14,6 +14,7 @@ mod encode;
 mod frame;
 pub mod limits;
 mod rules;
+pub mod session;
 
 #[cfg(test)]
 mod proptests;

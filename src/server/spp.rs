@@ -2,7 +2,6 @@
 //! writer that sends answers and streams the blocks of pipelined `Get`s in order.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -15,17 +14,13 @@ use futures_lite::io::{ReadHalf, WriteHalf};
 use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::content::Content;
 use crate::metrics::ShardMetrics;
-use crate::pathsafe::normalize_plain_path;
+use crate::protocol::session::{Event, Session, SessionConfig};
 use crate::protocol::{
-    encode, encode_info_head, frame_type, limits, negotiate_version, try_encode_data_header,
-    Decoder, ErrorCode, ErrorFrame, Frame, Get, Hello, Holds, Info, InfoRequest, Locate,
-    LocateRequest, Location, Role, PROTOCOL_VERSION,
+    encode, encode_info_head, frame_type, limits, try_encode_data_header, Decoder, ErrorCode,
+    ErrorFrame, Frame, Hello, Holds, Info, Locate, Location, Role, PROTOCOL_VERSION,
 };
 use crate::runtime::{self, TcpStream};
 use crate::shard::{BlockError, PinnedBlock, Shard, PIN_WAIT_TIMEOUT};
-
-/// File handles one connection may hold.
-pub const MAX_HANDLES_PER_CONNECTION: usize = 1024;
 
 /// What the reader hands the writer, in the order it must go out.
 enum Out {
@@ -47,23 +42,10 @@ enum Out {
     Close,
 }
 
-/// Per-connection state the reader and writer share (same task set, same thread).
-#[derive(Default)]
+/// Per-connection state the reader, the writer and the answer tasks share (same
+/// thread): the protocol's rules (`Session`, pure) and the I/O bookkeeping.
 struct ConnState {
-    handles: Vec<Content>,
-    /// Get requests queued or being streamed.
-    outstanding: HashSet<u32>,
-    cancelled: HashSet<u32>,
-    /// Gets ended early by an error answer: their remaining blocks are skipped.
-    failed: HashSet<u32>,
-    /// p2p mode: the peers this connection was handed in Locate answers (at most
-    /// [`MAX_HANDED_OUT`]): only those may be reported (PeerReport).
-    handed_out: HashSet<SocketAddr>,
-    /// PeerReports that removed a peer, on this connection.
-    reports_accepted: u32,
-    /// Info and Locate requests being answered or whose answers wait to be written:
-    /// they count against the outstanding-request limit with the Gets.
-    answers_pending: usize,
+    session: Session<Content>,
     /// Heap bytes of frames queued for the writer and not yet written; the reader
     /// stops reading while they are over [`MAX_QUEUED_ANSWER_BYTES`].
     queued_bytes: usize,
@@ -74,6 +56,18 @@ struct ConnState {
     writer_gone: bool,
     /// The reader, waiting for the writer to catch up.
     reader_waker: Option<std::task::Waker>,
+}
+
+impl crate::protocol::session::SessionFile for Content {
+    fn version(&self) -> u64 {
+        Content::version(self)
+    }
+    fn block_count(&self) -> u64 {
+        Content::block_count(self)
+    }
+    fn same(&self, other: &Self) -> bool {
+        Content::same(self, other)
+    }
 }
 
 /// Info and Locate answers one connection works out at once; further requests wait
@@ -89,31 +83,7 @@ const QUEUED_FRAME_OVERHEAD_BYTES: usize = 256;
 /// this node's memory.
 pub const MAX_QUEUED_ANSWER_BYTES: usize = 32 * 1024;
 
-/// Peers remembered per connection as handed out to it; past it, new ones are not
-/// remembered (and cannot be reported on this connection).
-const MAX_HANDED_OUT: usize = 1024;
-/// PeerReports that may remove a peer on one connection; later ones are ignored, so a
-/// client cannot empty the registry by itself.
-const MAX_REPORTS_PER_CONNECTION: u32 = 64;
-
 impl ConnState {
-    /// Whether the rest of Get `req_id` is to be skipped.
-    fn is_stopped(&self, req_id: u32) -> bool {
-        self.cancelled.contains(&req_id) || self.failed.contains(&req_id)
-    }
-
-    /// Forgets Get `req_id`: its last block was sent or skipped.
-    fn finish(&mut self, req_id: u32) {
-        self.outstanding.remove(&req_id);
-        self.cancelled.remove(&req_id);
-        self.failed.remove(&req_id);
-    }
-
-    /// Requests of every kind outstanding on this connection.
-    fn requests(&self) -> usize {
-        self.outstanding.len() + self.answers_pending
-    }
-
     /// Counts a frame queued for the writer.
     fn queued(&mut self, bytes: usize) {
         self.queued_bytes += bytes + QUEUED_FRAME_OVERHEAD_BYTES;
@@ -126,7 +96,7 @@ impl ConnState {
             .queued_bytes
             .saturating_sub(bytes + QUEUED_FRAME_OVERHEAD_BYTES);
         if answer {
-            self.answers_pending = self.answers_pending.saturating_sub(1);
+            self.session.answer_done();
         }
         self.wake_reader();
     }
@@ -155,6 +125,13 @@ impl ConnState {
 
 /// An answer being worked out; counted until dropped, however its task ends.
 struct AnswerRunning(Rc<RefCell<ConnState>>);
+
+impl AnswerRunning {
+    fn start(state: &Rc<RefCell<ConnState>>) -> AnswerRunning {
+        state.borrow_mut().answers_running += 1;
+        AnswerRunning(state.clone())
+    }
+}
 
 impl Drop for AnswerRunning {
     fn drop(&mut self) {
@@ -234,51 +211,48 @@ pub async fn serve(
 ) {
     let (mut rd, mut wr) = futures_lite::io::split(stream);
     let mut dec = Decoder::new();
+    let mut session = Session::new(
+        SessionConfig {
+            hello: Hello {
+                version: PROTOCOL_VERSION,
+                role: ctx.spp_role(),
+                listen_port: ctx.port,
+                capabilities: ctx.capabilities(),
+            },
+            allowed_hosts: ctx.config.allowed_hosts.clone(),
+            p2p: ctx.peers.is_some(),
+        },
+        peer.ip(),
+    );
 
     // Handshake: the first frame must be a Hello of a version we speak.
-    let hello = match read_frame(&mut rd, &mut buf, &mut dec, super::FIRST_BYTE_TIMEOUT).await {
-        Ok(Read::Frame(Frame::Hello(h))) => h,
-        Ok(Read::Frame(_)) => {
-            reject(
-                &shard,
-                &mut wr,
-                error_frame(0, ErrorCode::BadRequest, "expected Hello"),
-            )
-            .await;
-            return;
-        }
+    let event = match read_frame(&mut rd, &mut buf, &mut dec, super::FIRST_BYTE_TIMEOUT).await {
+        Ok(Read::Frame(f)) => session.on_frame(f),
         Ok(Read::Closed | Read::Idle) => return,
-        Err(msg) => {
-            reject(&shard, &mut wr, error_frame(0, ErrorCode::BadRequest, msg)).await;
+        Err(msg) => session.on_decode_error(msg),
+    };
+    match event {
+        Event::Send(ours) => {
+            if write(&mut wr, &[&frame_bytes(&ours)]).await.is_err() {
+                return;
+            }
+        }
+        Event::SendAndClose(err) => {
+            ShardMetrics::add(&shard.m().protocol_errors, 1);
+            let _ = write(&mut wr, &[&frame_bytes(&err)]).await;
             return;
         }
-    };
-    // A newer peer is answered with the version we speak; it must fall back to it.
-    let Some(version) = negotiate_version(hello.version) else {
-        let msg = format!(
-            "version {} not supported (this node speaks {PROTOCOL_VERSION})",
-            hello.version
-        );
-        reject(
-            &shard,
-            &mut wr,
-            error_frame(0, ErrorCode::UnsupportedVersion, msg),
-        )
-        .await;
-        return;
-    };
-    tracing::debug!(role = ?hello.role, port = hello.listen_port, "spp hello");
-    let ours = Frame::Hello(Hello {
-        version,
-        role: ctx.spp_role(),
-        listen_port: ctx.port,
-        capabilities: ctx.capabilities(),
-    });
-    if write(&mut wr, &[&frame_bytes(&ours)]).await.is_err() {
-        return;
+        _ => return,
     }
+    tracing::debug!(listen = ?session.listen(), "spp hello");
 
-    let state = Rc::new(RefCell::new(ConnState::default()));
+    let state = Rc::new(RefCell::new(ConnState {
+        session,
+        queued_bytes: 0,
+        answers_running: 0,
+        writer_gone: false,
+        reader_waker: None,
+    }));
     let (tx, rx) = mpsc::channel::<Out>(limits::MAX_OUTSTANDING_REQUESTS + 16);
     let may_fetch = ctx.may_fetch(peer.ip(), local.map(|l| l.ip()));
     let writer = {
@@ -295,17 +269,9 @@ pub async fn serve(
         peer,
         local,
         may_fetch,
-        // Where the requester accepts SPP (its address, the port of its Hello): how it
-        // is handed to others as a peer in p2p mode.
-        listen: (hello.listen_port != 0).then(|| SocketAddr::new(peer.ip(), hello.listen_port)),
     };
     reader_loop(&conn, rd, buf, dec, tx).await;
     writer.await;
-}
-
-async fn reject(shard: &Shard, wr: &mut WriteHalf<TcpStream>, err: Bytes) {
-    ShardMetrics::add(&shard.m().protocol_errors, 1);
-    let _ = write(wr, &[&err]).await;
 }
 
 async fn write(wr: &mut WriteHalf<TcpStream>, parts: &[&[u8]]) -> Result<(), ()> {
@@ -366,9 +332,6 @@ struct Conn<'a> {
     local: Option<SocketAddr>,
     /// The requester may make this node fetch from its upstream (caches).
     may_fetch: bool,
-    /// The requester's SPP address, when it accepts connections (a node, not a
-    /// plain client).
-    listen: Option<SocketAddr>,
 }
 
 async fn reader_loop(
@@ -388,11 +351,19 @@ async fn reader_loop(
         {
             return;
         }
-        let frame = match read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT).await {
-            Ok(Read::Frame(f)) => f,
+        let event = match read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT).await {
+            Ok(Read::Frame(f)) => {
+                if matches!(
+                    f,
+                    Frame::InfoRequest(_) | Frame::LocateRequest(_) | Frame::Get(_)
+                ) {
+                    ShardMetrics::add(&shard.m().requests_spp, 1);
+                }
+                state.borrow_mut().session.on_frame(f)
+            }
             Ok(Read::Idle) => {
                 // Idle with Gets still streaming is not idle: keep the connection.
-                if !state.borrow().outstanding.is_empty() && !tx.is_closed() {
+                if state.borrow().session.outstanding() > 0 && !tx.is_closed() {
                     continue;
                 }
                 return;
@@ -401,30 +372,45 @@ async fn reader_loop(
             // finish what is queued; reading again would return end-of-file at once,
             // a busy loop that starves every other task of this shard.
             Ok(Read::Closed) => return,
-            Err(msg) => {
+            Err(msg) => state.borrow_mut().session.on_decode_error(msg),
+        };
+        let out = match event {
+            Event::Nothing => continue,
+            Event::Send(f) => {
+                if matches!(&f, Frame::Error(e) if e.code == ErrorCode::Busy) {
+                    ShardMetrics::add(&shard.m().requests_busy, 1);
+                }
+                out_frame(state, frame_bytes(&f), false)
+            }
+            Event::SendAndClose(f) => {
                 ShardMetrics::add(&shard.m().protocol_errors, 1);
-                tracing::debug!(%peer, error = %msg, "closing connection after a bad frame");
-                let f = error_frame(0, ErrorCode::BadRequest, msg);
-                let _ = tx.try_send(out_frame(state, f, false));
+                tracing::debug!(%peer, frame = ?f, "closing connection after a bad frame");
+                let _ = tx.try_send(out_frame(state, frame_bytes(&f), false));
                 let _ = tx.try_send(Out::Close);
                 return;
             }
-        };
-        let out = match frame {
-            Frame::InfoRequest(r) => {
-                ShardMetrics::add(&shard.m().requests_spp, 1);
-                let Some(tx) = start_answer(conn, r.req_id, &tx) else {
-                    continue;
-                };
-                let (shard, ctx, state) = (shard.clone(), conn.ctx.clone(), state.clone());
+            Event::Resolve {
+                req_id,
+                host,
+                port,
+                path,
+                digest_start,
+                digest_count,
+            } => {
+                let running = AnswerRunning::start(state);
+                let (shard, ctx, state, tx) =
+                    (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
                 let may_fetch = conn.may_fetch;
                 // Indexing (origin) or asking the upstream (cache) may take a while:
                 // answer on its own so other requests go on.
                 runtime::spawn_detached(async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
-                        let running = AnswerRunning(state.clone());
-                        let out = info(&shard, &ctx, &state, r, may_fetch).await;
+                        let found = ctx
+                            .resolve(&shard, &host, port, &path, may_fetch)
+                            .await
+                            .map_err(|e| error(req_id, e.spp_code(), e.to_string()));
+                        let out = info(&state, req_id, found, digest_start, digest_count);
                         drop(running);
                         send_answer(tx, out).await;
                     })
@@ -432,20 +418,32 @@ async fn reader_loop(
                 });
                 continue;
             }
-            Frame::LocateRequest(r) => {
-                ShardMetrics::add(&shard.m().requests_spp, 1);
-                let Some(tx) = start_answer(conn, r.req_id, &tx) else {
-                    continue;
-                };
-                let (shard, ctx, state) = (shard.clone(), conn.ctx.clone(), state.clone());
+            Event::Locate {
+                req_id,
+                file,
+                first_block,
+                block_count,
+            } => {
+                let running = AnswerRunning::start(state);
+                let (shard, ctx, state, tx) =
+                    (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
                 let (local, may_fetch, requester) = (conn.local, conn.may_fetch, conn.peer.ip());
                 // A cache relays its upstream's answer: that takes a round trip.
                 runtime::spawn_detached(async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
-                        let running = AnswerRunning(state.clone());
-                        let f =
-                            locate(&shard, &ctx, &state, &r, (local, requester), may_fetch).await;
+                        let span = (first_block, block_count);
+                        let f = locate(
+                            &shard,
+                            &ctx,
+                            &state,
+                            req_id,
+                            &file,
+                            span,
+                            (local, requester),
+                            may_fetch,
+                        )
+                        .await;
                         let out = out_frame(&state, f, true);
                         drop(running);
                         send_answer(tx, out).await;
@@ -454,53 +452,33 @@ async fn reader_loop(
                 });
                 continue;
             }
-            Frame::Get(g) => {
-                ShardMetrics::add(&shard.m().requests_spp, 1);
-                match accept_get(state, &g) {
-                    Ok(content) => Out::Get {
-                        req_id: g.req_id,
-                        content,
-                        first: g.first_block,
-                        count: g.block_count,
-                    },
-                    Err((code, msg)) => {
-                        if code == ErrorCode::Busy {
-                            ShardMetrics::add(&shard.m().requests_busy, 1);
-                        }
-                        out_frame(state, error_frame(g.req_id, code, msg), false)
-                    }
-                }
-            }
-            Frame::Cancel { req_id } => {
-                let mut st = state.borrow_mut();
-                if st.outstanding.contains(&req_id) {
-                    st.cancelled.insert(req_id);
-                }
+            Event::Stream {
+                req_id,
+                file,
+                first,
+                count,
+            } => Out::Get {
+                req_id,
+                content: file,
+                first,
+                count,
+            },
+            Event::Have {
+                file,
+                listen,
+                ranges,
+                replace,
+            } => {
+                record_have(conn, &file, listen, &ranges, replace);
                 continue;
             }
-            // p2p mode: the requester holds these blocks now; without -i, or from a
-            // node that accepts no connections, there is nothing to record.
-            Frame::Have(h) => {
-                record_have(conn, &h, false);
+            Event::Report {
+                file,
+                peer: reported,
+                problem,
+            } => {
+                record_peer_report(conn, &file, reported, problem);
                 continue;
-            }
-            Frame::Holdings(h) => {
-                record_have(conn, &h, true);
-                continue;
-            }
-            // p2p mode: a peer we handed out is unreachable or sent a bad block.
-            Frame::PeerReport(r) => {
-                record_peer_report(conn, &r);
-                continue;
-            }
-            Frame::Ping(v) => out_frame(state, frame_bytes(&Frame::Pong(v)), false),
-            Frame::Pong(_) | Frame::Error(_) => continue,
-            Frame::Hello(_) | Frame::Info(_) | Frame::Locate(_) | Frame::Data(_) => {
-                ShardMetrics::add(&shard.m().protocol_errors, 1);
-                let f = error_frame(0, ErrorCode::BadRequest, "unexpected frame from a client");
-                let _ = tx.try_send(out_frame(state, f, false));
-                let _ = tx.try_send(Out::Close);
-                return;
             }
         };
         if futures::SinkExt::send(&mut tx, out).await.is_err() {
@@ -509,32 +487,9 @@ async fn reader_loop(
     }
 }
 
-/// Counts an Info or Locate request as outstanding and returns the sender its answer
-/// goes to; past the connection's limit it is answered Busy at once (`None`).
-fn start_answer(conn: &Conn<'_>, req_id: u32, tx: &mpsc::Sender<Out>) -> Option<mpsc::Sender<Out>> {
-    let mut st = conn.state.borrow_mut();
-    if st.requests() >= limits::MAX_OUTSTANDING_REQUESTS {
-        ShardMetrics::add(&conn.shard.m().requests_busy, 1);
-        let f = error_frame(req_id, ErrorCode::Busy, "too many outstanding requests");
-        st.queued(f.len());
-        drop(st);
-        let out = Out::Frame {
-            head: f,
-            tail: Bytes::new(),
-            answer: false,
-        };
-        // The queue has room for the limit and more; a full one means the writer is
-        // gone or far behind, and the reader stops at the byte budget anyway.
-        if let Err(e) = tx.clone().try_send(out) {
-            if let Out::Frame { head, .. } = e.into_inner() {
-                conn.state.borrow_mut().written(head.len(), false);
-            }
-        }
-        return None;
-    }
-    st.answers_pending += 1;
-    st.answers_running += 1;
-    Some(tx.clone())
+/// An Error frame for an answer task.
+fn error(req_id: u32, code: ErrorCode, message: impl Into<String>) -> Frame {
+    Frame::Error(ErrorFrame::new(req_id, code, message.into()))
 }
 
 /// Hands an answer to the writer (gone when the connection is closing: then the
@@ -557,73 +512,32 @@ impl AsRef<[u8]> for DigestSlice {
     }
 }
 
-async fn info(
-    shard: &Rc<Shard>,
-    ctx: &Ctx,
-    state: &Rc<RefCell<ConnState>>,
-    r: InfoRequest,
-    may_fetch: bool,
+/// The answer to an Info request: the file's info with its digests from
+/// `digest_start` (a slice of the mapped index), or the Error frame that refuses it.
+fn info(
+    state: &RefCell<ConnState>,
+    req_id: u32,
+    found: Result<Content, Frame>,
+    digest_start: u64,
+    digest_count: u32,
 ) -> Out {
-    match info_answer(shard, ctx, state, r, may_fetch).await {
-        Ok(out) => out,
-        Err(refused) => out_frame(state, refused, true),
-    }
-}
-
-/// An Info answer (its digests a slice of the mapped index), or the Error frame
-/// that refuses it.
-async fn info_answer(
-    shard: &Rc<Shard>,
-    ctx: &Ctx,
-    state: &Rc<RefCell<ConnState>>,
-    r: InfoRequest,
-    may_fetch: bool,
-) -> Result<Out, Bytes> {
-    if !ctx.host_allowed(&r.file.host) {
-        return Err(error_frame(
-            r.req_id,
-            ErrorCode::Forbidden,
-            format!("host {} is not served here", r.file.host),
-        ));
-    }
-    let path = match normalize_plain_path(&r.file.path) {
-        Ok(p) => p,
-        Err(e) => return Err(error_frame(r.req_id, ErrorCode::NotFound, e.to_string())),
+    let resolved = state
+        .borrow_mut()
+        .session
+        .info_resolved(req_id, found.clone());
+    let (handle, content) = match (resolved, found) {
+        (Ok(h), Ok(c)) => (h, c),
+        (Err(f), _) | (Ok(_), Err(f)) => return out_frame(state, frame_bytes(&f), true),
     };
-    let content = match ctx
-        .resolve(shard, &r.file.host, r.file.port, &path, may_fetch)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return Err(error_frame(r.req_id, e.spp_code(), e.to_string())),
-    };
-    let handle = {
-        let mut st = state.borrow_mut();
-        match st.handles.iter().position(|h| h.same(&content)) {
-            Some(i) => i,
-            None if st.handles.len() < MAX_HANDLES_PER_CONNECTION => {
-                st.handles.push(content.clone());
-                st.handles.len() - 1
-            }
-            None => {
-                return Err(error_frame(
-                    r.req_id,
-                    ErrorCode::Busy,
-                    "too many files open on this connection",
-                ))
-            }
-        }
-    };
-    let count = u64::from(r.digest_count.min(limits::MAX_DIGESTS_PER_INFO));
-    let digest_start = r.digest_start.min(content.block_count());
+    let digest_start = digest_start.min(content.block_count());
     let digests = Bytes::from_owner(DigestSlice {
         content: content.clone(),
         start: digest_start,
-        count,
+        count: u64::from(digest_count),
     });
     let info = Info {
-        req_id: r.req_id,
-        handle: handle as u32,
+        req_id,
+        handle,
         size: content.size(),
         block_size: content.block_size(),
         algo: content.algo(),
@@ -634,42 +548,39 @@ async fn info_answer(
     };
     let mut head = BytesMut::new();
     if encode_info_head(&info, &mut head).is_err() {
-        return Err(error_frame(
-            r.req_id,
-            ErrorCode::Internal,
-            "internal encode error",
-        ));
+        let f = error(req_id, ErrorCode::Internal, "internal encode error");
+        return out_frame(state, frame_bytes(&f), true);
     }
     let head = head.freeze();
     state.borrow_mut().queued(head.len());
-    Ok(Out::Frame {
+    Out::Frame {
         head,
         tail: info.digests,
         answer: true,
-    })
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn locate(
     shard: &Rc<Shard>,
     ctx: &Ctx,
     state: &Rc<RefCell<ConnState>>,
-    r: &LocateRequest,
+    req_id: u32,
+    content: &Content,
+    (first_block, block_count): (u64, u64),
     (local, requester): (Option<SocketAddr>, std::net::IpAddr),
     may_fetch: bool,
 ) -> Bytes {
-    let Some(content) = state.borrow().handles.get(r.handle as usize).cloned() else {
-        return error_frame(r.req_id, ErrorCode::BadRequest, "unknown file handle");
-    };
     let me = local.map(|l| Location {
         addr: SocketAddr::new(l.ip(), ctx.port),
         role: ctx.spp_role(),
         holds: Holds::All,
     });
-    let mut locations = match &content {
+    let mut locations = match content {
         Content::Published(_) => me.into_iter().collect(),
         Content::Cached(file) => {
             shard
-                .cache_locations(file, me, r.first_block, r.block_count, may_fetch)
+                .cache_locations(file, me, first_block, block_count, may_fetch)
                 .await
         }
     };
@@ -690,20 +601,18 @@ async fn locate(
     if let Some(Ok(g)) = ctx.peers.as_ref().map(|p| p.lock()) {
         let peers = g.locate(
             (content.file_id(), content.version()),
-            r.first_block,
-            r.block_count,
+            first_block,
+            block_count,
             requester,
             &ctx.config.locality,
             std::time::Instant::now(),
         );
         if !peers.is_empty() {
             ShardMetrics::add(&shard.m().locate_answers_with_peers, 1);
-            let mut st = state.borrow_mut();
-            for p in &peers {
-                if st.handed_out.len() < MAX_HANDED_OUT {
-                    st.handed_out.insert(p.addr);
-                }
-            }
+            state
+                .borrow_mut()
+                .session
+                .handed(peers.iter().map(|p| p.addr));
         }
         for p in peers {
             if locations.len() >= limits::MAX_LOCATIONS {
@@ -714,26 +623,20 @@ async fn locate(
             }
         }
     }
-    frame_bytes(&Frame::Locate(Locate {
-        req_id: r.req_id,
-        locations,
-    }))
+    frame_bytes(&Frame::Locate(Locate { req_id, locations }))
 }
 
 /// Records a Have in the registry (`-i`): blocks of a file version the requester
 /// opened on this connection, under its listening address. With `replace` (a Holdings
 /// frame) they replace what it reported of that file before.
-fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have, replace: bool) {
-    let (Some(peers), Some(listen)) = (&conn.ctx.peers, conn.listen) else {
-        return;
-    };
-    let Some(content) = conn.state.borrow().handles.get(h.handle as usize).cloned() else {
-        return;
-    };
-    // A Have for another version is ignored, as the protocol says.
-    if content.version() != h.version {
-        return;
-    }
+fn record_have(
+    conn: &Conn<'_>,
+    content: &Content,
+    listen: SocketAddr,
+    ranges: &[crate::protocol::BlockRange],
+    replace: bool,
+) {
+    let Some(peers) = &conn.ctx.peers else { return };
     ShardMetrics::add(&conn.shard.m().have_reports, 1);
     if let Ok(mut g) = peers.lock() {
         let (file, now) = (
@@ -741,37 +644,28 @@ fn record_have(conn: &Conn<'_>, h: &crate::protocol::Have, replace: bool) {
             std::time::Instant::now(),
         );
         if replace {
-            g.holdings(file, listen, &h.ranges, now);
+            g.holdings(file, listen, ranges, now);
         } else {
-            g.have(file, listen, &h.ranges, now);
+            g.have(file, listen, ranges, now);
         }
     }
 }
 
-/// Acts on a PeerReport (`-i`): the peer is removed from the registry and refused for
-/// a while, if this node handed it to this connection and lists it for the file the
-/// requester opened here (see `peers::Registry::report`), up to
-/// [`MAX_REPORTS_PER_CONNECTION`] removals. A client can thus only report peers it was
-/// given (with `-N`, never another site's), and not empty the registry by itself.
-fn record_peer_report(conn: &Conn<'_>, r: &crate::protocol::PeerReport) {
+/// Acts on a PeerReport the session let through (`-i`; a peer handed to this
+/// connection, listed for a file it opened, within the per-connection cap): the
+/// registry removes the peer and refuses it for a while if it lists it for the file
+/// (see `peers::Registry::report`).
+fn record_peer_report(
+    conn: &Conn<'_>,
+    content: &Content,
+    reported: SocketAddr,
+    problem: crate::protocol::PeerProblem,
+) {
     use crate::protocol::PeerProblem;
     let Some(peers) = &conn.ctx.peers else { return };
-    let content = {
-        let st = conn.state.borrow();
-        if !st.handed_out.contains(&r.peer) || st.reports_accepted >= MAX_REPORTS_PER_CONNECTION {
-            return;
-        }
-        match st.handles.get(r.handle as usize) {
-            Some(c) => c.clone(),
-            None => return,
-        }
-    };
-    if content.version() != r.version {
-        return;
-    }
     let m = conn.shard.m();
     ShardMetrics::add(
-        match r.problem {
+        match problem {
             PeerProblem::Unreachable => &m.peer_reports_unreachable,
             PeerProblem::BadData => &m.peer_reports_bad_data,
         },
@@ -780,51 +674,16 @@ fn record_peer_report(conn: &Conn<'_>, r: &crate::protocol::PeerReport) {
     let removed = peers.lock().is_ok_and(|mut g| {
         g.report(
             (content.file_id(), content.version()),
-            r.peer,
-            r.problem,
+            reported,
+            problem,
             std::time::Instant::now(),
         )
     });
     if removed {
-        conn.state.borrow_mut().reports_accepted += 1;
+        conn.state.borrow_mut().session.report_counted();
         ShardMetrics::add(&m.peers_removed, 1);
-        tracing::info!(peer = %r.peer, problem = r.problem.name(), reporter = %conn.peer, "peer reported; removed from the registry");
+        tracing::info!(peer = %reported, problem = problem.name(), reporter = %conn.peer, "peer reported; removed from the registry");
     }
-}
-
-fn accept_get(state: &Rc<RefCell<ConnState>>, g: &Get) -> Result<Content, (ErrorCode, String)> {
-    let mut st = state.borrow_mut();
-    let content = st
-        .handles
-        .get(g.handle as usize)
-        .cloned()
-        .ok_or((ErrorCode::BadRequest, "unknown file handle".to_string()))?;
-    if content.version() != g.version {
-        return Err((
-            ErrorCode::VersionChanged,
-            "the file changed; ask for its info again".into(),
-        ));
-    }
-    let end = g.first_block.checked_add(u64::from(g.block_count));
-    if end.is_none_or(|e| e > content.block_count()) {
-        return Err((
-            ErrorCode::BadRequest,
-            format!(
-                "blocks past the end of the file ({} blocks)",
-                content.block_count()
-            ),
-        ));
-    }
-    if st.requests() >= limits::MAX_OUTSTANDING_REQUESTS {
-        return Err((ErrorCode::Busy, "too many outstanding requests".into()));
-    }
-    if !st.outstanding.insert(g.req_id) {
-        return Err((
-            ErrorCode::BadRequest,
-            "request id already outstanding".into(),
-        ));
-    }
-    Ok(content)
 }
 
 /// What the writer sends next, in order: a ready frame, one block of a Get (its
@@ -924,7 +783,7 @@ async fn writer_loop(
                     let (shard, state, writer) = (shard.clone(), state.clone(), writer.clone());
                     let ticket = writer.ticket();
                     async move {
-                        let result = if state.borrow().is_stopped(req_id) {
+                        let result = if state.borrow().session.is_stopped(req_id) {
                             // Its turn still has to pass, or the next block would wait.
                             match writer.pin(ticket, 0, PIN_WAIT_TIMEOUT).await {
                                 Ok(_) => None,
@@ -968,7 +827,7 @@ async fn writer_loop(
                 last,
                 result,
             } => {
-                let stopped = state.borrow().is_stopped(req_id);
+                let stopped = state.borrow().session.is_stopped(req_id);
                 let r = match result.as_ref().map(|p| &p.block) {
                     _ if stopped => Ok(()),
                     None => Ok(()),
@@ -984,14 +843,14 @@ async fn writer_loop(
                             r
                         }
                         Err(e) => {
-                            state.borrow_mut().failed.insert(req_id);
+                            state.borrow_mut().session.get_failed(req_id);
                             let f = error_frame(req_id, ErrorCode::Internal, e.to_string());
                             writer.write(&mut wr, &[&f], WRITE_TIMEOUT).await
                         }
                     },
                     Some(Err(e)) => {
                         // The rest of this Get is not produced or sent.
-                        state.borrow_mut().failed.insert(req_id);
+                        state.borrow_mut().session.get_failed(req_id);
                         let (code, msg) = block_error_answer(e.clone(), idx);
                         writer
                             .write(&mut wr, &[&error_frame(req_id, code, msg)], WRITE_TIMEOUT)
@@ -1000,7 +859,7 @@ async fn writer_loop(
                 };
                 drop(result);
                 if last {
-                    state.borrow_mut().finish(req_id);
+                    state.borrow_mut().session.finish_get(req_id);
                 }
                 r.is_ok()
             }
