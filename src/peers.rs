@@ -227,6 +227,37 @@ impl Registry {
         self.files.retain(|_, p| !p.is_empty());
     }
 
+    /// Checks the bounds and shapes the registry promises (see the module docs):
+    /// at most [`MAX_FILES`] files, none without peers, at most [`MAX_PEERS_PER_FILE`]
+    /// peers per file, each with at most [`MAX_RANGES_PER_PEER`] sorted, disjoint,
+    /// non-adjacent, non-empty runs, and at most [`MAX_BANNED`] bans. For the fuzz
+    /// targets and tests: it walks everything.
+    #[doc(hidden)]
+    pub fn check_bounds(&self) -> Result<(), String> {
+        if self.files.len() > MAX_FILES {
+            return Err(format!("{} files, over MAX_FILES", self.files.len()));
+        }
+        if self.banned.len() > MAX_BANNED {
+            return Err(format!("{} bans, over MAX_BANNED", self.banned.len()));
+        }
+        for (file, peers) in &self.files {
+            if peers.is_empty() || peers.len() > MAX_PEERS_PER_FILE {
+                return Err(format!("file {file:?} has {} peers", peers.len()));
+            }
+            for (peer, e) in peers {
+                if e.runs.len() > MAX_RANGES_PER_PEER {
+                    return Err(format!("{peer} has {} runs of {file:?}", e.runs.len()));
+                }
+                if e.runs.iter().any(|&(s, t)| s >= t)
+                    || e.runs.windows(2).any(|w| w[0].1 >= w[1].0)
+                {
+                    return Err(format!("{peer}'s runs of {file:?}: {:?}", e.runs));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn evict_file(&mut self) {
         let oldest = self
             .files
@@ -243,7 +274,10 @@ impl Registry {
     /// requester at `requester`: not the requester itself, nearest first (longest
     /// common address prefix, then the most recently seen), and when `locality` is
     /// not empty and the requester is inside one of its subnets, only peers inside
-    /// that same subnet. Each with the ranges it holds within the span.
+    /// that same subnet. Each with the ranges it holds within the span. An
+    /// IPv4-mapped IPv6 address (how a dual-stack listener, `--bind ::`, sees IPv4
+    /// clients) counts as the IPv4 address it carries, for the sites, nearness and
+    /// telling the requester apart.
     pub fn locate(
         &self,
         file: FileVersion,
@@ -257,14 +291,16 @@ impl Registry {
             return Vec::new();
         };
         let end = first.saturating_add(count);
+        let requester = requester.to_canonical();
         let site = locality.iter().find(|n| n.contains(&requester));
         let mut found: Vec<(u32, Instant, Location)> = peers
             .iter()
             .filter(|(addr, e)| {
-                addr.ip() != requester
+                let ip = addr.ip().to_canonical();
+                ip != requester
                     && now.saturating_duration_since(e.last_seen) < self.expiry
-                    && site.is_none_or(|n| n.contains(&addr.ip()))
-                    && (locality.is_empty() || site.is_some() || !in_any(locality, addr.ip()))
+                    && site.is_none_or(|n| n.contains(&ip))
+                    && (locality.is_empty() || site.is_some() || !in_any(locality, ip))
             })
             .filter_map(|(addr, e)| {
                 let ranges: Vec<BlockRange> = e
@@ -281,7 +317,7 @@ impl Registry {
                     .collect();
                 (!ranges.is_empty()).then(|| {
                     (
-                        common_prefix(requester, addr.ip()),
+                        common_prefix(requester, addr.ip().to_canonical()),
                         e.last_seen,
                         Location {
                             addr: *addr,
@@ -428,6 +464,45 @@ mod tests {
         assert_eq!(
             outside.iter().map(|l| l.addr).collect::<Vec<_>>(),
             vec![a("172.16.0.1:1111")]
+        );
+    }
+
+    /// A dual-stack listener (`--bind ::`) sees IPv4 clients as IPv4-mapped IPv6
+    /// addresses: `-N 10.0.0.0/8` must still hold them to their site (found by the
+    /// registry fuzz target: such a requester was handed peers of every site).
+    #[test]
+    fn ipv4_mapped_addresses_count_as_their_ipv4_address() {
+        let t = Instant::now();
+        let site: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut g = Registry::new();
+        g.have(F, a("[::ffff:10.1.2.3]:1111"), &[r(0, 10)], t);
+        g.have(F, a("[::ffff:192.168.0.1]:1111"), &[r(0, 10)], t);
+        g.have(F, a("[fd00::4]:1111"), &[r(0, 10)], t);
+        g.have(F, a("10.9.9.9:1111"), &[r(0, 10)], t);
+        let requester = "::ffff:10.1.2.200".parse().unwrap();
+        let got: Vec<SocketAddr> = g
+            .locate(F, 0, 10, requester, &site, t)
+            .iter()
+            .map(|l| l.addr)
+            .collect();
+        // Only its site, nearest first, whichever form the addresses came in.
+        assert_eq!(got, vec![a("[::ffff:10.1.2.3]:1111"), a("10.9.9.9:1111")]);
+        // And never the requester itself, in either form.
+        g.have(F, a("10.1.2.200:2222"), &[r(0, 10)], t);
+        let got = g.locate(F, 0, 10, requester, &site, t);
+        assert!(got
+            .iter()
+            .all(|l| l.addr.ip().to_canonical() != requester.to_canonical()));
+        // Outside every site: no site's peers.
+        let outside = "::ffff:172.16.0.1".parse().unwrap();
+        let got: Vec<SocketAddr> = g
+            .locate(F, 0, 10, outside, &site, t)
+            .iter()
+            .map(|l| l.addr)
+            .collect();
+        assert_eq!(
+            got,
+            vec![a("[::ffff:192.168.0.1]:1111"), a("[fd00::4]:1111")]
         );
     }
 
