@@ -22,7 +22,7 @@ use crate::http::response::{
 };
 use crate::http::MAX_HEAD_BYTES;
 use crate::pathsafe::{normalize_plain_path, normalize_request_path, MAX_REQUEST_PATH_BYTES};
-use crate::peers::{self, Registry};
+use crate::peers::{self, Bounds, Registry};
 use crate::protocol::limits::{
     MAX_BLOCKS_PER_FILE, MAX_BLOCK_BYTES, MAX_FILE_BYTES, MAX_FRAME_BYTES, MAX_LOCATIONS,
     MAX_RANGES,
@@ -648,10 +648,9 @@ const SUBNETS: [&str; 5] = [
 
 /// The p2p registry driven by a sequence of operations read from the input: Have,
 /// Holdings, Locate, PeerReport, expiry, removals and time passing (forwards only),
-/// with peers of both families and IPv4-mapped IPv6 addresses. Some inputs (byte 2
-/// below 12, about one in twenty: they cost a millisecond) start by pushing it past one
-/// of its bounds (peers per file, files or bans). After every operation its bounds
-/// must hold; every Locate answer is bounded, nearest first, within
+/// with peers of both families and IPv4-mapped IPv6 addresses. Most inputs make the
+/// registry's bounds (files, peers per file, bans) small, so the code that makes room
+/// runs often; the rest keep the real ones. After every operation its bounds must hold; every Locate answer is bounded, nearest first, within
 /// the asked span, free of the requester, of removed and banned peers and of silent
 /// ones, keeps `-N` sites apart (an IPv4-mapped address counts as its IPv4 address) and
 /// encodes as a Locate frame.
@@ -674,17 +673,22 @@ pub fn registry(data: &[u8]) {
     };
     let start = Instant::now();
     let mut now = start;
-    let mut reg = Registry::with_expiry(expiry);
+    let (small, banned) = (input.u8(), input.u8());
+    let bounds = if small >= 0xc0 {
+        Bounds::default()
+    } else {
+        Bounds {
+            files: usize::from(small & 7) + 1,
+            peers_per_file: usize::from(small >> 3 & 7) + 1,
+            banned: usize::from(banned & 15) + 1,
+        }
+    };
+    let mut reg = Registry::with_bounds(expiry, bounds);
     let mut model = Model {
         expiry,
+        bounds,
         ..Model::default()
     };
-    let bulk_pick = input.u8();
-    if bulk_pick < 12 {
-        model.overflowed = true;
-        let (which, extra) = (usize::from(bulk_pick % 3), u64::from(bulk_pick / 3) * 5);
-        bulk(&mut reg, &mut model, which, extra, now);
-    }
     // Ops are at least one byte each; the cap bounds the work of long inputs.
     for _ in 0..512 {
         if input.is_empty() {
@@ -767,47 +771,6 @@ pub fn registry(data: &[u8]) {
     }
 }
 
-/// Fills one bound and goes `extra` past it: 0 the peers of one file, 1 the files,
-/// 2 the ban list.
-fn bulk(reg: &mut Registry, model: &mut Model, which: usize, extra: u64, now: Instant) {
-    let range = [BlockRange { start: 0, count: 1 }];
-    let synthetic = |i: u64| {
-        SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::from(0x2001_0db8_ffff_u128 << 80 | u128::from(i))),
-            4000,
-        )
-    };
-    match which {
-        0 => {
-            let file = file_of(0);
-            for i in 0..peers::MAX_PEERS_PER_FILE as u64 + extra {
-                let peer = synthetic(i);
-                let ok = reg.have(file, peer, &range, now);
-                model.recorded(file, peer, &range, ok, now, false);
-            }
-        }
-        1 => {
-            let peer = synthetic(1 << 20);
-            for i in 0..peers::MAX_FILES as u64 + extra {
-                let file = (1000 + i, 1);
-                let ok = reg.have(file, peer, &range, now);
-                model.recorded(file, peer, &range, ok, now, false);
-            }
-        }
-        _ => {
-            let file = (2000, 1);
-            for i in 0..peers::MAX_BANNED as u64 + extra {
-                let peer = synthetic((2 << 20) + i);
-                let ok = reg.have(file, peer, &range, now);
-                model.recorded(file, peer, &range, ok, now, false);
-                if reg.report(file, peer, PeerProblem::Unreachable, now) {
-                    model.reported(peer, PeerProblem::Unreachable, now);
-                }
-            }
-        }
-    }
-}
-
 /// A small set of file versions, so operations meet.
 fn file_of(b: u8) -> peers::FileVersion {
     (u64::from(b % 6), u64::from(b / 6 % 2))
@@ -849,8 +812,9 @@ struct Model {
     bans: HashMap<SocketAddr, Instant>,
     /// Every address used, so later operations can name them again.
     addrs: Vec<SocketAddr>,
-    /// A bound was reached (a bulk operation ran): the registry may have dropped
-    /// entries or bans the model still has.
+    bounds: Bounds,
+    /// A bound was passed: the registry may have dropped entries or bans the model
+    /// still has.
     overflowed: bool,
 }
 
@@ -935,9 +899,12 @@ impl Model {
             files.insert(file, now);
             self.removed.remove(&peer);
         }
-        // Past this many peers some file may have lost its oldest: conservatively
-        // stop expecting every recorded peer to be listed.
-        self.overflowed |= self.seen.len() > peers::MAX_PEERS_PER_FILE;
+        // Past a bound the registry made room (dropped a file or a file's oldest
+        // peer): from then on the model no longer knows exactly what it lists.
+        let files: HashSet<_> = self.seen.values().flat_map(HashMap::keys).collect();
+        let peers_of_file = self.seen.values().filter(|f| f.contains_key(&file)).count();
+        self.overflowed |=
+            files.len() > self.bounds.files || peers_of_file > self.bounds.peers_per_file;
         if self.seen.get(&peer).is_some_and(HashMap::is_empty) {
             self.seen.remove(&peer);
         }
@@ -958,7 +925,7 @@ impl Model {
         let until = now + self.expiry * periods;
         let e = self.bans.entry(peer).or_insert(until);
         *e = (*e).max(until);
-        self.overflowed |= self.bans.len() > peers::MAX_BANNED;
+        self.overflowed |= self.bans.len() > self.bounds.banned;
         self.removed.insert(peer);
         self.seen.remove(&peer);
     }

@@ -39,6 +39,26 @@ pub const BAD_DATA_BAN_EXPIRIES: u32 = 10;
 /// A file version as the registry names it: the node's own file id and version.
 pub type FileVersion = (u64, u64);
 
+/// The bounds a registry keeps: [`MAX_FILES`], [`MAX_PEERS_PER_FILE`] and
+/// [`MAX_BANNED`] unless a test or fuzz target makes them small, so that the code that
+/// makes room runs often and cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub files: usize,
+    pub peers_per_file: usize,
+    pub banned: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            files: MAX_FILES,
+            peers_per_file: MAX_PEERS_PER_FILE,
+            banned: MAX_BANNED,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct PeerEntry {
     /// Held blocks as sorted, disjoint, non-adjacent `(start, end)` runs.
@@ -53,6 +73,7 @@ pub struct Registry {
     /// Removed peers whose Haves are ignored until the instant given.
     banned: HashMap<SocketAddr, Instant>,
     expiry: Duration,
+    bounds: Bounds,
 }
 
 impl Default for Registry {
@@ -68,10 +89,22 @@ impl Registry {
 
     /// A registry that forgets peers silent for `expiry`.
     pub fn with_expiry(expiry: Duration) -> Registry {
+        Registry::with_bounds(expiry, Bounds::default())
+    }
+
+    /// A registry with other bounds than the default ones (tests and fuzzing; each
+    /// bound at least 1).
+    #[doc(hidden)]
+    pub fn with_bounds(expiry: Duration, bounds: Bounds) -> Registry {
         Registry {
             files: HashMap::new(),
             banned: HashMap::new(),
             expiry,
+            bounds: Bounds {
+                files: bounds.files.max(1),
+                peers_per_file: bounds.peers_per_file.max(1),
+                banned: bounds.banned.max(1),
+            },
         }
     }
 
@@ -143,11 +176,11 @@ impl Registry {
         if ranges.is_empty() {
             return true;
         }
-        if !self.files.contains_key(&file) && self.files.len() >= MAX_FILES {
+        if !self.files.contains_key(&file) && self.files.len() >= self.bounds.files {
             self.evict_file();
         }
         let peers = self.files.entry(file).or_default();
-        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS_PER_FILE {
+        if !peers.contains_key(&peer) && peers.len() >= self.bounds.peers_per_file {
             if let Some(oldest) = peers
                 .iter()
                 .min_by_key(|(_, e)| e.last_seen)
@@ -193,7 +226,7 @@ impl Registry {
             PeerProblem::Unreachable => 1,
             PeerProblem::BadData => BAD_DATA_BAN_EXPIRIES,
         };
-        if !self.banned.contains_key(&peer) && self.banned.len() >= MAX_BANNED {
+        if !self.banned.contains_key(&peer) && self.banned.len() >= self.bounds.banned {
             if let Some(first) = self
                 .banned
                 .iter()
@@ -230,18 +263,20 @@ impl Registry {
     /// Checks the bounds and shapes the registry promises (see the module docs):
     /// at most [`MAX_FILES`] files, none without peers, at most [`MAX_PEERS_PER_FILE`]
     /// peers per file, each with at most [`MAX_RANGES_PER_PEER`] sorted, disjoint,
-    /// non-adjacent, non-empty runs, and at most [`MAX_BANNED`] bans. For the fuzz
-    /// targets and tests: it walks everything.
+    /// non-adjacent, non-empty runs, and at most [`MAX_BANNED`] bans (or the smaller
+    /// [`Bounds`] it was made with). For the fuzz targets and tests: it walks
+    /// everything.
     #[doc(hidden)]
     pub fn check_bounds(&self) -> Result<(), String> {
-        if self.files.len() > MAX_FILES {
-            return Err(format!("{} files, over MAX_FILES", self.files.len()));
+        let b = self.bounds;
+        if self.files.len() > b.files {
+            return Err(format!("{} files, over {b:?}", self.files.len()));
         }
-        if self.banned.len() > MAX_BANNED {
-            return Err(format!("{} bans, over MAX_BANNED", self.banned.len()));
+        if self.banned.len() > b.banned {
+            return Err(format!("{} bans, over {b:?}", self.banned.len()));
         }
         for (file, peers) in &self.files {
-            if peers.is_empty() || peers.len() > MAX_PEERS_PER_FILE {
+            if peers.is_empty() || peers.len() > b.peers_per_file {
                 return Err(format!("file {file:?} has {} peers", peers.len()));
             }
             for (peer, e) in peers {

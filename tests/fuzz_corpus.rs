@@ -245,8 +245,7 @@ fn registry_seeds() -> Vec<(String, Vec<u8>)> {
     let have_v6 = [0, 0, 200, 3, 4, 2, 1, 0, 7, 2];
     let locate = [2, 0, 0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40];
     let report = [4, 0, 0, 1];
-    // Expiry 120 s, locality 10.0.0.0/8, no bulk start.
-    let mut ops: Vec<u8> = vec![0, 0b0001, 0xff];
+    let mut ops: Vec<u8> = Vec::new();
     ops.extend(have_v4);
     ops.extend(have_mapped);
     ops.extend(have_v6);
@@ -255,15 +254,17 @@ fn registry_seeds() -> Vec<(String, Vec<u8>)> {
     ops.extend(locate);
     ops.extend([6, 2, 5]); // an expiry passes, expire
     ops.extend(locate);
-    let mut seeds = vec![("seed-ops".to_string(), ops)];
-    // Expiry 1 s, locality fd00::/8, a bulk start (peers per file, files, bans) first.
-    for (bulk, name) in [(3, "peers"), (4, "files"), (5, "bans")] {
-        let mut input = vec![1, 0b1000, bulk];
-        input.extend(have_v4);
-        input.extend(locate);
-        input.extend(report);
-        input.extend([6, 2, 5]);
-        seeds.push((format!("seed-bulk-{name}"), input));
+    // Header: expiry (0: 120 s, 1: 1 s), locality bits, bounds (>= 0xc0: the real
+    // ones; else files and peers per file 1..=8 in the low 6 bits), bans 1..=16.
+    let mut seeds = Vec::new();
+    for (name, header) in [
+        ("seed-ops", [0u8, 0b0001, 0xff, 0]),
+        ("seed-small-bounds", [1, 0b1001, 0b001_001, 1]),
+        ("seed-tiny-bounds", [0, 0b1000, 0, 0]),
+    ] {
+        let mut input = header.to_vec();
+        input.extend(&ops);
+        seeds.push((name.to_string(), input));
     }
     seeds
 }
@@ -283,5 +284,55 @@ fn write_seed_corpus() {
         for (name, bytes) in seeds {
             std::fs::write(dir.join(name), bytes).expect("seed written");
         }
+    }
+}
+
+/// A poor man's fuzzer for when libFuzzer is not at hand: random byte mutations of
+/// the corpus inputs through every target. `P2PD_SMOKE_RUNS` per target (default
+/// 20000); run by hand.
+#[test]
+#[ignore = "random mutations of the corpus; run by hand"]
+fn smoke_random_mutations() {
+    let runs: u64 = std::env::var("P2PD_SMOKE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (name, target) in TARGETS {
+        let corpus: Vec<Vec<u8>> = inputs(&fuzz_dir().join("corpus").join(name))
+            .iter()
+            .map(|p| std::fs::read(p).expect("readable corpus file"))
+            .collect();
+        for _ in 0..runs {
+            let mut data = corpus[next() as usize % corpus.len()].clone();
+            for _ in 0..1 + next() % 8 {
+                let r = next();
+                match r % 4 {
+                    0 if !data.is_empty() => {
+                        let i = (r >> 8) as usize % data.len();
+                        data[i] = (r >> 32) as u8;
+                    }
+                    1 => data.insert((r >> 8) as usize % (data.len() + 1), (r >> 32) as u8),
+                    2 if !data.is_empty() => {
+                        data.remove((r >> 8) as usize % data.len());
+                    }
+                    _ => {
+                        let i = (r >> 8) as usize % (data.len() + 1);
+                        data.truncate(i);
+                    }
+                }
+            }
+            let input = data.clone();
+            if std::panic::catch_unwind(|| target(&input)).is_err() {
+                panic!("{name} failed on {data:02x?}");
+            }
+        }
+        println!("{name}: {runs} mutated inputs");
     }
 }
