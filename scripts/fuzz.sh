@@ -71,10 +71,12 @@ for t in "${targets[@]}"; do
     [ "$t" = http_request ] && extra+=(-max_len=17000)
     echo "== $t: ${secs}s (log $log)"
     rc=0
+    began=$(date +%s)
     # New inputs go to the first directory (scratch); the committed corpus seeds it.
     nice -n 10 "$bin" -max_total_time="$secs" -print_final_stats=1 -timeout=10 \
         -rss_limit_mb=2048 -artifact_prefix="fuzz/artifacts/$t/" "${extra[@]}" \
         "$grown" "$corpus" >"$log" 2>&1 || rc=$?
+    took=$(($(date +%s) - began))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     execs=${execs:-0}
     crashed=no
@@ -82,7 +84,7 @@ for t in "${targets[@]}"; do
         crashed=yes
         failed+=("$t")
         echo "   CRASH (exit $rc): $(grep -m1 -E 'panicked|ERROR: libFuzzer|deadly signal' "$log" || true)"
-        ls -1 "fuzz/artifacts/$t" | sed 's/^/   artifact: /'
+        ls -1t "fuzz/artifacts/$t" | head -1 | sed "s|^|   artifact: fuzz/artifacts/$t/|"
     else
         # Minimize: the seeds first, then whatever of the old corpus and the new
         # inputs adds coverage to them.
@@ -98,9 +100,7 @@ for t in "${targets[@]}"; do
     fi
     files=$(find "$corpus" -type f | wc -l)
     bytes=$(du -sb "$corpus" | cut -f1)
-    # Seconds actually fuzzed (a -runs cap or a crash ends a target early).
-    took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
-    took=${took:-$secs}
+    # Per second actually fuzzed (a -runs cap or a crash ends a target early).
     rate=$((execs / (took > 0 ? took : 1)))
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$took" "$execs" "$rate" "$files" "$bytes" \
         "$crashed" >>"$summary"
