@@ -4,7 +4,8 @@
 set -euo pipefail
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# cc and c++: build scripts, and libFuzzer (C++) for scripts/fuzz.sh.
+{ command -v cc && command -v c++; } >/dev/null 2>&1 || need+=(build-essential)
 # ffmpeg and ffprobe (one package): the cache tests play real media through the proxy.
 { command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need+=(ffmpeg)
 if [ ${#need[@]} -gt 0 ]; then

@@ -10,6 +10,8 @@ pub mod config;
 pub mod content;
 pub mod digest;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod get;
 pub mod http;
 pub mod index;

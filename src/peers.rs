@@ -39,6 +39,26 @@ pub const BAD_DATA_BAN_EXPIRIES: u32 = 10;
 /// A file version as the registry names it: the node's own file id and version.
 pub type FileVersion = (u64, u64);
 
+/// The bounds a registry keeps: [`MAX_FILES`], [`MAX_PEERS_PER_FILE`] and
+/// [`MAX_BANNED`] unless a test or fuzz target makes them small, so that the code that
+/// makes room runs often and cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub files: usize,
+    pub peers_per_file: usize,
+    pub banned: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            files: MAX_FILES,
+            peers_per_file: MAX_PEERS_PER_FILE,
+            banned: MAX_BANNED,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct PeerEntry {
     /// Held blocks as sorted, disjoint, non-adjacent `(start, end)` runs.
@@ -53,6 +73,7 @@ pub struct Registry {
     /// Removed peers whose Haves are ignored until the instant given.
     banned: HashMap<SocketAddr, Instant>,
     expiry: Duration,
+    bounds: Bounds,
 }
 
 impl Default for Registry {
@@ -68,10 +89,22 @@ impl Registry {
 
     /// A registry that forgets peers silent for `expiry`.
     pub fn with_expiry(expiry: Duration) -> Registry {
+        Registry::with_bounds(expiry, Bounds::default())
+    }
+
+    /// A registry with other bounds than the default ones (tests and fuzzing; each
+    /// bound at least 1).
+    #[doc(hidden)]
+    pub fn with_bounds(expiry: Duration, bounds: Bounds) -> Registry {
         Registry {
             files: HashMap::new(),
             banned: HashMap::new(),
             expiry,
+            bounds: Bounds {
+                files: bounds.files.max(1),
+                peers_per_file: bounds.peers_per_file.max(1),
+                banned: bounds.banned.max(1),
+            },
         }
     }
 
@@ -143,11 +176,11 @@ impl Registry {
         if ranges.is_empty() {
             return true;
         }
-        if !self.files.contains_key(&file) && self.files.len() >= MAX_FILES {
+        if !self.files.contains_key(&file) && self.files.len() >= self.bounds.files {
             self.evict_file();
         }
         let peers = self.files.entry(file).or_default();
-        if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS_PER_FILE {
+        if !peers.contains_key(&peer) && peers.len() >= self.bounds.peers_per_file {
             if let Some(oldest) = peers
                 .iter()
                 .min_by_key(|(_, e)| e.last_seen)
@@ -193,7 +226,7 @@ impl Registry {
             PeerProblem::Unreachable => 1,
             PeerProblem::BadData => BAD_DATA_BAN_EXPIRIES,
         };
-        if !self.banned.contains_key(&peer) && self.banned.len() >= MAX_BANNED {
+        if !self.banned.contains_key(&peer) && self.banned.len() >= self.bounds.banned {
             if let Some(first) = self
                 .banned
                 .iter()
@@ -227,6 +260,39 @@ impl Registry {
         self.files.retain(|_, p| !p.is_empty());
     }
 
+    /// Checks the bounds and shapes the registry promises (see the module docs):
+    /// at most [`MAX_FILES`] files, none without peers, at most [`MAX_PEERS_PER_FILE`]
+    /// peers per file, each with at most [`MAX_RANGES_PER_PEER`] sorted, disjoint,
+    /// non-adjacent, non-empty runs, and at most [`MAX_BANNED`] bans (or the smaller
+    /// [`Bounds`] it was made with). For the fuzz targets and tests: it walks
+    /// everything.
+    #[doc(hidden)]
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let b = self.bounds;
+        if self.files.len() > b.files {
+            return Err(format!("{} files, over {b:?}", self.files.len()));
+        }
+        if self.banned.len() > b.banned {
+            return Err(format!("{} bans, over {b:?}", self.banned.len()));
+        }
+        for (file, peers) in &self.files {
+            if peers.is_empty() || peers.len() > b.peers_per_file {
+                return Err(format!("file {file:?} has {} peers", peers.len()));
+            }
+            for (peer, e) in peers {
+                if e.runs.len() > MAX_RANGES_PER_PEER {
+                    return Err(format!("{peer} has {} runs of {file:?}", e.runs.len()));
+                }
+                if e.runs.iter().any(|&(s, t)| s >= t)
+                    || e.runs.windows(2).any(|w| w[0].1 >= w[1].0)
+                {
+                    return Err(format!("{peer}'s runs of {file:?}: {:?}", e.runs));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn evict_file(&mut self) {
         let oldest = self
             .files
@@ -243,7 +309,10 @@ impl Registry {
     /// requester at `requester`: not the requester itself, nearest first (longest
     /// common address prefix, then the most recently seen), and when `locality` is
     /// not empty and the requester is inside one of its subnets, only peers inside
-    /// that same subnet. Each with the ranges it holds within the span.
+    /// that same subnet. Each with the ranges it holds within the span. An
+    /// IPv4-mapped IPv6 address (how a dual-stack listener, `--bind ::`, sees IPv4
+    /// clients) counts as the IPv4 address it carries, for the sites, nearness and
+    /// telling the requester apart.
     pub fn locate(
         &self,
         file: FileVersion,
@@ -257,14 +326,16 @@ impl Registry {
             return Vec::new();
         };
         let end = first.saturating_add(count);
+        let requester = requester.to_canonical();
         let site = locality.iter().find(|n| n.contains(&requester));
         let mut found: Vec<(u32, Instant, Location)> = peers
             .iter()
             .filter(|(addr, e)| {
-                addr.ip() != requester
+                let ip = addr.ip().to_canonical();
+                ip != requester
                     && now.saturating_duration_since(e.last_seen) < self.expiry
-                    && site.is_none_or(|n| n.contains(&addr.ip()))
-                    && (locality.is_empty() || site.is_some() || !in_any(locality, addr.ip()))
+                    && site.is_none_or(|n| n.contains(&ip))
+                    && (locality.is_empty() || site.is_some() || !in_any(locality, ip))
             })
             .filter_map(|(addr, e)| {
                 let ranges: Vec<BlockRange> = e
@@ -281,7 +352,7 @@ impl Registry {
                     .collect();
                 (!ranges.is_empty()).then(|| {
                     (
-                        common_prefix(requester, addr.ip()),
+                        common_prefix(requester, addr.ip().to_canonical()),
                         e.last_seen,
                         Location {
                             addr: *addr,
@@ -428,6 +499,45 @@ mod tests {
         assert_eq!(
             outside.iter().map(|l| l.addr).collect::<Vec<_>>(),
             vec![a("172.16.0.1:1111")]
+        );
+    }
+
+    /// A dual-stack listener (`--bind ::`) sees IPv4 clients as IPv4-mapped IPv6
+    /// addresses: `-N 10.0.0.0/8` must still hold them to their site (found by the
+    /// registry fuzz target: such a requester was handed peers of every site).
+    #[test]
+    fn ipv4_mapped_addresses_count_as_their_ipv4_address() {
+        let t = Instant::now();
+        let site: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut g = Registry::new();
+        g.have(F, a("[::ffff:10.1.2.3]:1111"), &[r(0, 10)], t);
+        g.have(F, a("[::ffff:192.168.0.1]:1111"), &[r(0, 10)], t);
+        g.have(F, a("[fd00::4]:1111"), &[r(0, 10)], t);
+        g.have(F, a("10.9.9.9:1111"), &[r(0, 10)], t);
+        let requester = "::ffff:10.1.2.200".parse().unwrap();
+        let got: Vec<SocketAddr> = g
+            .locate(F, 0, 10, requester, &site, t)
+            .iter()
+            .map(|l| l.addr)
+            .collect();
+        // Only its site, nearest first, whichever form the addresses came in.
+        assert_eq!(got, vec![a("[::ffff:10.1.2.3]:1111"), a("10.9.9.9:1111")]);
+        // And never the requester itself, in either form.
+        g.have(F, a("10.1.2.200:2222"), &[r(0, 10)], t);
+        let got = g.locate(F, 0, 10, requester, &site, t);
+        assert!(got
+            .iter()
+            .all(|l| l.addr.ip().to_canonical() != requester.to_canonical()));
+        // Outside every site: no site's peers.
+        let outside = "::ffff:172.16.0.1".parse().unwrap();
+        let got: Vec<SocketAddr> = g
+            .locate(F, 0, 10, outside, &site, t)
+            .iter()
+            .map(|l| l.addr)
+            .collect();
+        assert_eq!(
+            got,
+            vec![a("[::ffff:192.168.0.1]:1111"), a("[fd00::4]:1111")]
         );
     }
 
