@@ -23,7 +23,7 @@ case "$secs" in
     exit 2
     ;;
 esac
-read -r -a targets <<<"${FUZZ_TARGETS:-spp_decode http_request http_connection registry}"
+read -r -a targets <<<"${FUZZ_TARGETS:-spp_decode spp_session http_request http_connection registry}"
 
 if ! command -v c++ >/dev/null 2>&1; then
     echo "libfuzzer-sys compiles libFuzzer (C++): run scripts/install-deps.sh first" >&2

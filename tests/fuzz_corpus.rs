@@ -15,8 +15,9 @@ use p2pd::protocol::*;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("spp_decode", p2pd::fuzzing::spp_decode),
+    ("spp_session", p2pd::fuzzing::spp_session),
     ("http_request", p2pd::fuzzing::http_request),
     ("http_connection", p2pd::fuzzing::http_connection),
     ("registry", p2pd::fuzzing::registry),
@@ -269,11 +270,43 @@ fn registry_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
+/// Seeds for `spp_session` (see `p2pd::fuzzing::spp_session` for the encoding): per
+/// mode (origin, cache fetching, cache refusing; with -A and -i), a Hello, an Info for
+/// "a" (a 16-block file), a Get, a Locate, a Have, a report, a Ping; and an Info whose
+/// path is 4,000 bytes of "é" (its refusal quotes it).
+fn spp_session_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for mode in [0u8, 1, 2, 4, 8, 9, 14] {
+        let mut b = vec![mode];
+        // Driver no-op, Hello v1 listening on port 2222.
+        b.extend([3, 0, 1, 0x08, 0xae, 0, 0, 0, 0]);
+        // Info for host "h" (1 × 'a'... "a"), path "a": req 5.
+        b.extend([3, 1, 5, 0, 1, 0, 0, 80, 0, 1, 0, 0, 0, 0, 0, 0, 64]);
+        // Get req 6, handle 0, version 1, blocks 2..6.
+        b.extend([3, 5, 6, 0, 1, 0, 2, 4]);
+        // Locate req 7, handle 0, blocks 0..4.
+        b.extend([3, 4, 7, 0, 0, 0, 3]);
+        // Driver hands out 192.0.2.0-2, then a Have of blocks 0..2 and a report.
+        b.extend([2, 3, 8, 0, 1, 1, 0, 0, 1, 0]);
+        b.extend([3, 9, 0, 1, 1, 1]);
+        // Driver finishes the Get and an answer; Ping.
+        b.extend([1, 0, 10, 1, 2, 3, 4, 5, 6, 7, 8]);
+        b.extend([0, 10, 0, 0, 0, 0, 0, 0, 0, 9]);
+        out.push((format!("seed-mode{mode}"), b));
+    }
+    // An Info whose path is 4,000 bytes of "é" and whose host is 254 bytes of "€".
+    let mut b = vec![4u8, 3, 0, 1, 0, 0, 0, 0, 0, 0];
+    b.extend([3, 1, 9, 0, 254, 2, 0, 80, 0x0f, 0xa0, 1, 0, 0, 0, 0, 0, 1]);
+    out.push(("seed-long-multibyte".into(), b));
+    out
+}
+
 #[test]
 #[ignore = "writes the seed corpus into fuzz/corpus; run by hand"]
 fn write_seed_corpus() {
     let all = [
         ("spp_decode", spp_seeds()),
+        ("spp_session", spp_session_seeds()),
         ("http_request", http_request_seeds()),
         ("http_connection", http_connection_seeds()),
         ("registry", registry_seeds()),
