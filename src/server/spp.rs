@@ -162,6 +162,20 @@ fn out_frame(state: &RefCell<ConnState>, f: Bytes, answer: bool) -> Out {
     }
 }
 
+/// Completes when the connection's writer has ended.
+async fn writer_ended(state: &RefCell<ConnState>) {
+    std::future::poll_fn(|cx| {
+        let mut st = state.borrow_mut();
+        if st.writer_gone {
+            std::task::Poll::Ready(())
+        } else {
+            st.reader_waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 /// Waits until the connection's queued answers are within [`MAX_QUEUED_ANSWER_BYTES`]
 /// and fewer than [`MAX_ANSWER_TASKS`] answers are being worked out.
 async fn queue_has_room(state: &RefCell<ConnState>) {
@@ -351,7 +365,17 @@ async fn reader_loop(
         {
             return;
         }
-        let event = match read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT).await {
+        // A connection whose writer ended (shed, or its client stopped reading) ends
+        // now, even while its client sends nothing.
+        let read = futures_lite::future::or(
+            read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT),
+            async {
+                writer_ended(state).await;
+                Ok(Read::Closed)
+            },
+        )
+        .await;
+        let event = match read {
             Ok(Read::Frame(f)) => {
                 if matches!(
                     f,
