@@ -17,8 +17,7 @@ use bytes::BytesMut;
 use crate::http::range::{if_range_allows, resolve_range, RangeSpec};
 use crate::http::request::{parse_request, HttpError, Method, Request, Target};
 use crate::http::response::{
-    content_range, content_range_unsatisfied, content_type_for, etag_for, etag_matches, http_date,
-    not_modified_since, write_error, write_head,
+    content_type_for, etag_for, etag_matches, http_date, not_modified_since, write_error,
 };
 use crate::http::MAX_HEAD_BYTES;
 use crate::pathsafe::{normalize_plain_path, normalize_request_path, MAX_REQUEST_PATH_BYTES};
@@ -408,6 +407,8 @@ pub fn http_connection(data: &[u8]) {
         size,
         version: u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         mtime: i64::from(seed) * 86_400 * 97,
+        is_cache: seed & 1 == 1,
+        allowed_hosts: seed & 2 == 2,
     };
     let chunked = serve_connection(stream, chunk, &file);
     let whole = serve_connection(stream, stream.len().max(1), &file);
@@ -418,6 +419,10 @@ struct SyntheticFile {
     size: u64,
     version: u64,
     mtime: i64,
+    /// Served by a cache (a file's identity is its URL).
+    is_cache: bool,
+    /// `-A cdn.example.com`.
+    allowed_hosts: bool,
 }
 
 /// How a simulated connection went: each request's response (status, body length),
@@ -487,106 +492,99 @@ fn check_error_response(e: &HttpError, status: u16) {
     assert!(out[head_len..].starts_with(status.to_string().as_bytes()));
 }
 
-/// The answer `server::http::respond` gives a request for `file` (an origin that
-/// publishes it under every path), down to the head: method, Host rule, path
-/// normalization, conditionals, If-Range and Range. Returns (status, body bytes).
+/// The answer `server::http::respond` gives a request for `file` (published under
+/// every path; on a cache, `is_cache`, under every URL): the node's own pure rules,
+/// `http::plan::route` and `http::plan::file_answer`, with every head checked as a
+/// client would read it. Returns (status, body bytes).
 fn respond(req: &Request, keep_alive: bool, file: &SyntheticFile) -> (u16, u64) {
+    use crate::http::plan::{file_answer, method_not_allowed, route, FileFacts, Route};
     check_request(req, file.size);
-    let head_only = match &req.method {
-        Method::Get => false,
-        Method::Head => true,
-        Method::Other(_) => return error_response(405, "only GET and HEAD", keep_alive, false),
-    };
-    if req.minor_version >= 1 && req.host.is_none() && matches!(req.target, Target::Origin { .. }) {
-        return error_response(
-            400,
-            "HTTP/1.1 requests need a Host header",
-            keep_alive,
-            head_only,
-        );
-    }
-    match normalize_request_path(req.path()) {
-        Ok(_) => {}
-        Err(crate::pathsafe::PathError::Escape) | Err(crate::pathsafe::PathError::Nul) => {
-            return error_response(400, "bad path", keep_alive, head_only)
-        }
-        Err(_) => return error_response(404, "not found", keep_alive, head_only),
-    }
-    let size = file.size;
-    let etag = etag_for(file.version);
-    let mtime = u64::try_from(file.mtime).unwrap_or(0);
-    let last_modified = http_date(UNIX_EPOCH + Duration::from_secs(mtime));
-    let common = [
-        ("ETag", etag.as_str()),
-        ("Last-Modified", last_modified.as_str()),
-        ("Accept-Ranges", "bytes"),
-    ];
-    let not_modified = match (&req.if_none_match, &req.if_modified_since) {
-        (Some(inm), _) => etag_matches(inm, &etag),
-        (None, Some(ims)) => not_modified_since(ims, file.mtime),
-        _ => false,
-    };
-    let mut out = BytesMut::new();
-    if not_modified {
-        write_head(&mut out, 304, &common, keep_alive);
-        let (status, _, _) = parse_response(&out);
-        assert_eq!(status, 304);
-        return (304, 0);
-    }
-    let range = if if_range_allows(req.if_range.as_deref(), &etag, &last_modified) {
-        check_range(req.range.as_deref(), size)
+    let head_only = matches!(req.method, Method::Head);
+    let allowed = if file.allowed_hosts {
+        vec!["cdn.example.com".to_string()]
     } else {
-        RangeSpec::Full
+        vec![]
     };
-    let (status, start, end_excl, crange) = match range {
-        RangeSpec::Full => (200, 0, size, None),
-        RangeSpec::Partial {
-            start,
-            end_inclusive,
-        } => (
-            206,
-            start,
-            end_inclusive + 1,
-            Some(content_range(start, end_inclusive, size)),
-        ),
-        RangeSpec::Unsatisfiable => {
-            let cr = content_range_unsatisfied(size);
-            let mut h = common.to_vec();
-            h.push(("Content-Range", cr.as_str()));
-            write_head(&mut out, 416, &h, keep_alive);
-            let (got, _, content_range) = parse_response(&out);
-            assert_eq!(got, 416);
-            assert_eq!(content_range, Some(format!("bytes */{size}")));
-            return (416, 0);
+    let (host, path) = match route(req, file.is_cache, &allowed) {
+        Route::MethodNotAllowed => {
+            let out = method_not_allowed(keep_alive);
+            let (status, len, _) = parse_response(&out);
+            assert_eq!(status, 405);
+            return (405, len);
+        }
+        Route::Error { status, message } => {
+            return error_response(status, message, keep_alive, head_only)
+        }
+        // Operator endpoints are answered by the node itself (no file).
+        Route::Operator(op) => {
+            assert!(req.path().ends_with(op));
+            return (200, 0);
+        }
+        Route::File {
+            host,
+            path,
+            head_only: h,
+            ..
+        } => {
+            assert_eq!(h, head_only);
+            (host, path)
         }
     };
-    let len = (end_excl - start).to_string();
-    let mut h = common.to_vec();
-    h.extend([
-        ("Content-Type", content_type_for(req.path())),
-        ("Content-Length", len.as_str()),
-    ]);
-    if let Some(cr) = &crange {
-        h.push(("Content-Range", cr.as_str()));
+    check_safe_path(&path);
+    assert!(
+        !file.is_cache || !host.is_empty(),
+        "a cache file without a host"
+    );
+    if file.allowed_hosts {
+        assert!(host.eq_ignore_ascii_case("cdn.example.com"));
     }
-    write_head(&mut out, status, &h, keep_alive);
-    let (got, length, content_range) = parse_response(&out);
-    assert_eq!(got, status);
-    assert_eq!(length, end_excl - start);
-    assert!(end_excl <= size && start <= end_excl);
-    if let Some(cr) = content_range {
-        let (span, total) = cr
-            .strip_prefix("bytes ")
-            .and_then(|r| r.split_once('/'))
-            .expect("Content-Range is bytes a-b/size");
-        let (a, b) = span.split_once('-').expect("a-b");
-        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-        assert_eq!(
-            (a, b + 1, total),
-            (start, end_excl, size.to_string().as_str())
-        );
+    let facts = FileFacts {
+        size: file.size,
+        version: file.version,
+        mtime_unix_secs: file.mtime,
+        content_type: content_type_for(&path),
+    };
+    let answer = file_answer(req, &facts, keep_alive, head_only);
+    let (status, length, content_range) = parse_response(&answer.head);
+    assert_eq!(status, answer.status);
+    match status {
+        304 => assert!(answer.body.is_none()),
+        416 => {
+            assert!(answer.body.is_none());
+            assert_eq!(content_range, Some(format!("bytes */{}", file.size)));
+        }
+        200 | 206 => {
+            // The stated length is the body's, also for HEAD (which sends none).
+            let (start, end_excl) = match &answer.body {
+                Some(r) => (r.start, r.end),
+                None => {
+                    assert!(head_only || length == 0);
+                    return (status, 0);
+                }
+            };
+            assert!(start < end_excl && end_excl <= file.size);
+            assert_eq!(length, end_excl - start);
+            match (status, content_range) {
+                (200, None) => assert_eq!((start, end_excl), (0, file.size)),
+                (206, Some(cr)) => {
+                    let (span, total) = cr
+                        .strip_prefix("bytes ")
+                        .and_then(|r| r.split_once('/'))
+                        .expect("Content-Range is bytes a-b/size");
+                    let (a, b) = span.split_once('-').expect("a-b");
+                    let (a, b): (u64, u64) =
+                        (a.parse().expect("a number"), b.parse().expect("a number"));
+                    assert_eq!(
+                        (a, b + 1, total),
+                        (start, end_excl, file.size.to_string().as_str())
+                    );
+                }
+                other => panic!("status and Content-Range disagree: {other:?}"),
+            }
+        }
+        other => panic!("a file answered {other}"),
     }
-    (status, if head_only { 0 } else { end_excl - start })
+    (status, answer.body.map_or(0, |r| r.end - r.start))
 }
 
 /// A complete error response's head must parse; returns (status, body bytes).

@@ -4,6 +4,7 @@
 //! The server loop lives elsewhere; it feeds bytes to [`parse_request`], decides what
 //! to send, and uses the writers here to produce the bytes.
 
+pub mod plan;
 pub mod range;
 pub mod request;
 pub mod response;

@@ -3,27 +3,23 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures::stream::StreamExt;
 
 use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::content::Content;
-use crate::http::range::{if_range_allows, resolve_range, RangeSpec};
+use crate::http::plan::{file_answer, method_not_allowed, route, FileFacts, Route};
 use crate::http::request::{parse_request, Method, Request, Target};
 use crate::http::response::{
-    content_range, content_range_unsatisfied, content_type_for, etag_for, etag_matches, http_date,
-    not_modified_since, playlist_body, write_error, write_head, PLAYLIST_CONTENT_TYPE,
+    content_type_for, playlist_body, write_error, write_head, PLAYLIST_CONTENT_TYPE,
 };
 use crate::metrics::ShardMetrics;
-use crate::pathsafe::{normalize_request_path, PathError};
 use crate::publish::FileEntry;
 use crate::runtime::{self, TcpStream};
 use crate::shard::Shard;
 
-/// The port an http:// URL or Host header without one names.
-const HTTP_DEFAULT_PORT: u16 = 80;
 /// Time allowed for the rest of a request head once its first byte arrived.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -106,83 +102,21 @@ async fn respond(
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<(), ()> {
-    let head_only = match &req.method {
-        Method::Get => false,
-        Method::Head => true,
-        Method::Other(_) => {
-            let mut out = BytesMut::new();
-            let body = "405 Method Not Allowed: only GET and HEAD\n";
-            let len = body.len().to_string();
-            write_head(
-                &mut out,
-                405,
-                &[
-                    ("Allow", "GET, HEAD"),
-                    ("Content-Type", "text/plain"),
-                    ("Content-Length", &len),
-                ],
-                keep_alive,
-            );
-            out.extend_from_slice(body.as_bytes());
-            return send(stream, &[&out]).await;
+    let head_only = matches!(req.method, Method::Head);
+    let (host, port, path) = match route(req, ctx.is_cache(), &ctx.config.allowed_hosts) {
+        Route::MethodNotAllowed => return send(stream, &[&method_not_allowed(keep_alive)]).await,
+        Route::Error { status, message } => {
+            return error(stream, status, message, keep_alive, head_only).await
         }
-    };
-    let raw_path = req.path();
-    // RFC 9112 section 3.2: an HTTP/1.1 request in origin form without Host is a 400.
-    if req.minor_version >= 1 && req.host.is_none() && matches!(req.target, Target::Origin { .. }) {
-        return error(
-            stream,
-            400,
-            "HTTP/1.1 requests need a Host header",
-            keep_alive,
-            head_only,
-        )
-        .await;
-    }
-    // Operator endpoints are the node's own: on a cache only in origin form, so a
-    // proxy request for another node's /_p2pd/ path is proxied like any file.
-    let own_target = matches!(req.target, Target::Origin { .. }) || !ctx.is_cache();
-    if let Some(op) = raw_path.strip_prefix("/_p2pd/").filter(|_| own_target) {
-        return operator(shard, ctx, stream, req, op, (keep_alive, head_only)).await;
-    }
-    let authority = req.authority();
-    if !ctx.config.allowed_hosts.is_empty()
-        && !authority.as_ref().is_some_and(|(h, _)| ctx.host_allowed(h))
-    {
-        return error(
-            stream,
-            403,
-            "this host is not served here",
-            keep_alive,
-            head_only,
-        )
-        .await;
-    }
-    let path = match normalize_request_path(raw_path) {
-        Ok(p) => p,
-        Err(PathError::Escape) | Err(PathError::Nul) => {
-            return error(stream, 400, "bad path", keep_alive, head_only).await
+        Route::Operator(op) => {
+            return operator(shard, ctx, stream, req, op, (keep_alive, head_only)).await
         }
-        Err(_) => return error(stream, 404, "not found", keep_alive, head_only).await,
+        Route::File {
+            host, port, path, ..
+        } => (host, port, path),
     };
     let may_fetch = ctx.may_fetch(peer.ip(), local.map(|l| l.ip()));
-    // The file's identity is the URL's: the proxy request's absolute target, else the
-    // Host header (a missing port is HTTP's default, 80). An origin ignores the host.
-    let (host, port) = match &authority {
-        Some((h, p)) => (h.as_str(), p.unwrap_or(HTTP_DEFAULT_PORT)),
-        None if ctx.is_cache() => {
-            return error(
-                stream,
-                400,
-                "a cache needs the file's host: send a Host header or an absolute URL",
-                keep_alive,
-                head_only,
-            )
-            .await
-        }
-        None => ("", HTTP_DEFAULT_PORT),
-    };
-    let content = match ctx.resolve(shard, host, port, &path, may_fetch).await {
+    let content = match ctx.resolve(shard, &host, port, &path, may_fetch).await {
         Ok(c) => c,
         Err(e) => {
             let status = e.http_status();
@@ -191,6 +125,7 @@ async fn respond(
     };
     if let Content::Published(entry) = &content {
         if ctx.config.playlist && !req.has_query_flag("direct") {
+            let raw_path = req.path();
             return playlist(
                 ctx, stream, req, raw_path, entry, keep_alive, head_only, local,
             )
@@ -368,86 +303,28 @@ async fn serve_file(
         head_only,
         may_fetch,
     } = opts;
-    let size = content.size();
-    let etag = etag_for(content.version());
-    let mtime = u64::try_from(content.mtime_unix_secs()).unwrap_or(0);
-    let last_modified = http_date(UNIX_EPOCH + Duration::from_secs(mtime));
-    let ctype = content_type_for(content.name());
-    let common = [
-        ("ETag", etag.as_str()),
-        ("Last-Modified", last_modified.as_str()),
-        ("Accept-Ranges", "bytes"),
-    ];
-
-    let not_modified = match (&req.if_none_match, &req.if_modified_since) {
-        (Some(inm), _) => etag_matches(inm, &etag),
-        (None, Some(ims)) => not_modified_since(ims, content.mtime_unix_secs()),
-        _ => false,
+    let facts = FileFacts {
+        size: content.size(),
+        version: content.version(),
+        mtime_unix_secs: content.mtime_unix_secs(),
+        content_type: content_type_for(content.name()),
     };
-    let mut out = BytesMut::with_capacity(512);
-    if not_modified {
-        write_head(&mut out, 304, &common, keep_alive);
-        return send(stream, &[&out]).await;
-    }
-    let range = if if_range_allows(req.if_range.as_deref(), &etag, &last_modified) {
-        resolve_range(req.range.as_deref(), size)
-    } else {
-        RangeSpec::Full
-    };
-    let (status, start, end_excl, crange) = match range {
-        RangeSpec::Full => (200, 0, size, None),
-        RangeSpec::Partial {
-            start,
-            end_inclusive,
-        } => (
-            206,
-            start,
-            end_inclusive + 1,
-            Some(content_range(start, end_inclusive, size)),
-        ),
-        RangeSpec::Unsatisfiable => {
-            let cr = content_range_unsatisfied(size);
-            let body = "416 Range Not Satisfiable\n";
-            let len = body.len().to_string();
-            let mut h = common.to_vec();
-            h.extend([
-                ("Content-Range", cr.as_str()),
-                ("Content-Type", "text/plain"),
-                ("Content-Length", len.as_str()),
-            ]);
-            write_head(&mut out, 416, &h, keep_alive);
-            if !head_only {
-                out.extend_from_slice(body.as_bytes());
-            }
-            return send(stream, &[&out]).await;
-        }
-    };
+    let answer = file_answer(req, &facts, keep_alive, head_only);
     // A requester who may not make a cache fetch gets only what it holds: known before
     // the head is sent, so the answer is a clear 403 rather than a cut-off body.
-    if let Content::Cached(file) = content {
+    if let (Content::Cached(file), Some(body)) = (content, &answer.body) {
         let bs = u64::from(content.block_size());
-        if !may_fetch
-            && !head_only
-            && start < end_excl
-            && !file.holds_all(start / bs, (end_excl - 1) / bs + 1)
-        {
+        if !may_fetch && !file.holds_all(body.start / bs, (body.end - 1) / bs + 1) {
             ShardMetrics::add(&shard.m().recursive_refused, 1);
             let msg = "not cached here, and this node fetches only for its own clients";
             return error(stream, 403, msg, keep_alive, head_only).await;
         }
     }
-    let len = (end_excl - start).to_string();
-    let mut h = common.to_vec();
-    h.extend([("Content-Type", ctype), ("Content-Length", len.as_str())]);
-    if let Some(cr) = &crange {
-        h.push(("Content-Range", cr.as_str()));
+    send(stream, &[&answer.head]).await?;
+    match answer.body {
+        Some(body) => stream_body(shard, stream, content, body, may_fetch).await,
+        None => Ok(()),
     }
-    write_head(&mut out, status, &h, keep_alive);
-    send(stream, &[&out]).await?;
-    if head_only || start == end_excl {
-        return Ok(());
-    }
-    stream_body(shard, stream, content, start..end_excl, may_fetch).await
 }
 
 /// Writes bytes `start..end` of the file, block by block, reading a few blocks ahead
