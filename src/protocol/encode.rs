@@ -41,12 +41,13 @@ pub fn encode_info_head(info: &Info, out: &mut BytesMut) -> Result<(), EncodeErr
     encode_with(&frame, out, false)
 }
 
-fn encode_with(frame: &Frame, out: &mut BytesMut, info_digests: bool) -> Result<(), EncodeError> {
+/// The payload length `frame` encodes to, or why the encoder refuses it: the checks of
+/// [`encode`] without writing anything.
+pub fn encoded_payload_len(frame: &Frame) -> Result<usize, EncodeError> {
     let len = payload_len(frame)?;
-    let ty = frame.frame_type();
     // payload_len is exact for fixed-size types; this catches variable ones (Locate can
     // hold more locations * ranges than fit the control limit).
-    let Some((_, min, max)) = payload_bounds(ty) else {
+    let Some((_, min, max)) = payload_bounds(frame.frame_type()) else {
         return Err(Invalid("frame type has no v1 encoding"));
     };
     if len > max {
@@ -55,6 +56,12 @@ fn encode_with(frame: &Frame, out: &mut BytesMut, info_digests: bool) -> Result<
         ));
     }
     debug_assert!(len >= min, "payload_len below the type minimum");
+    Ok(len)
+}
+
+fn encode_with(frame: &Frame, out: &mut BytesMut, info_digests: bool) -> Result<(), EncodeError> {
+    let len = encoded_payload_len(frame)?;
+    let ty = frame.frame_type();
     let len32 = u32::try_from(len).map_err(|_| LimitExceeded("payload length over u32"))?;
 
     let tail = match frame {

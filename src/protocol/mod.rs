@@ -23,7 +23,8 @@ mod tests;
 
 pub use decode::{DecodeError, Decoder};
 pub use encode::{
-    encode, encode_data_header, encode_info_head, try_encode_data_header, EncodeError,
+    encode, encode_data_header, encode_info_head, encoded_payload_len, try_encode_data_header,
+    EncodeError,
 };
 pub use frame::*;
 pub use rules::{payload_bounds, type_name};
