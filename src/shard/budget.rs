@@ -19,7 +19,7 @@
 //!   progress, not a large block to a slow reader.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Poll, Waker};
@@ -36,8 +36,9 @@ pub const BUDGET_BLOCKS: u64 = 4;
 /// A writer whose socket write made no progress for this long may be shed when the
 /// budget is short (and its connection is no longer "draining").
 pub const SHED_AFTER_STALL: Duration = Duration::from_millis(1500);
-/// How often a writer waiting for a pin looks again for a writer to shed.
-const PIN_RETRY: Duration = Duration::from_millis(100);
+/// How often a writer waiting for a pin looks again for a writer to shed (it is also
+/// woken, one at a time in arrival order, as pins are released).
+const PIN_RETRY: Duration = Duration::from_millis(250);
 /// Socket writes are at most this long (progress is measured per chunk).
 pub const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 
@@ -58,8 +59,11 @@ pub struct PinBudget {
     used_bytes: Cell<u64>,
     writers: RefCell<HashMap<u64, Rc<WriterState>>>,
     next_writer: Cell<u64>,
-    /// Writers waiting for a pin, woken when pins are released.
-    waiting: RefCell<Vec<Waker>>,
+    /// Writers waiting for room, in arrival order; a release wakes the first one only
+    /// (waking them all made every release cost a poll of every waiting connection).
+    waiting: RefCell<VecDeque<Waker>>,
+    /// Writers whose socket write is in progress, oldest first: whom to shed.
+    stalled: RefCell<BTreeSet<(Instant, u64)>>,
     metrics: Metrics,
     shard: usize,
 }
@@ -73,6 +77,8 @@ struct WriterState {
     shed: Cell<bool>,
     /// Wakes the writer's socket write when it is shed.
     shed_waker: RefCell<Option<Waker>>,
+    /// Wakes the writer's pin waiting for its turn.
+    turn_waker: RefCell<Option<Waker>>,
     /// Pins are granted in ticket order.
     next_ticket: Cell<u64>,
     turn: Cell<u64>,
@@ -88,7 +94,8 @@ impl PinBudget {
             used_bytes: Cell::new(0),
             writers: RefCell::new(HashMap::new()),
             next_writer: Cell::new(0),
-            waiting: RefCell::new(Vec::new()),
+            waiting: RefCell::new(VecDeque::new()),
+            stalled: RefCell::new(BTreeSet::new()),
             metrics,
             shard,
         })
@@ -125,6 +132,7 @@ impl PinBudget {
             last_progress: Cell::new(None),
             shed: Cell::new(false),
             shed_waker: RefCell::new(None),
+            turn_waker: RefCell::new(None),
             next_ticket: Cell::new(0),
             turn: Cell::new(0),
         });
@@ -136,30 +144,28 @@ impl PinBudget {
         }
     }
 
-    fn wake_waiting(&self) {
-        let wakers = std::mem::take(&mut *self.waiting.borrow_mut());
-        for w in wakers {
+    /// Wakes the writer that has waited for room longest.
+    fn wake_one(&self) {
+        let first = self.waiting.borrow_mut().pop_front();
+        if let Some(w) = first {
             w.wake();
         }
     }
 
-    /// Sheds the writer (other than `me`) stalled longest, if one has been stalled for
-    /// at least [`SHED_AFTER_STALL`] and holds pins. Returns whether one was shed.
+    /// Sheds the writer (other than `me`) whose socket write has been stalled longest,
+    /// if for at least [`SHED_AFTER_STALL`] and it holds pins. Returns whether one was
+    /// shed.
     fn shed_one(&self, me: u64, now: Instant) -> bool {
+        let writers = self.writers.borrow();
         let victim = self
-            .writers
+            .stalled
             .borrow()
             .iter()
-            .filter(|(id, w)| {
-                **id != me
-                    && !w.shed.get()
-                    && w.pinned_bytes.get() > 0
-                    && w.stalled_since
-                        .get()
-                        .is_some_and(|s| now.duration_since(s) >= SHED_AFTER_STALL)
-            })
-            .min_by_key(|(_, w)| w.stalled_since.get())
-            .map(|(_, w)| w.clone());
+            .take_while(|(since, _)| now.duration_since(*since) >= SHED_AFTER_STALL)
+            .filter(|(_, id)| *id != me)
+            .filter_map(|(_, id)| writers.get(id))
+            .find(|w| !w.shed.get() && w.pinned_bytes.get() > 0)
+            .cloned();
         let Some(w) = victim else { return false };
         w.shed.set(true);
         if let Some(waker) = w.shed_waker.borrow_mut().take() {
@@ -185,6 +191,9 @@ pub struct Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.budget.writers.borrow_mut().remove(&self.id);
+        if let Some(since) = self.state.stalled_since.get() {
+            self.budget.stalled.borrow_mut().remove(&(since, self.id));
+        }
     }
 }
 
@@ -219,55 +228,78 @@ impl Writer {
                 return Err(WriteFail::Shed);
             }
             let now = Instant::now();
-            if self.state.turn.get() == ticket {
-                let b = &self.budget;
-                let used = b.used_bytes.get();
-                // Past the budget a draining writer still gets the block it writes
-                // next (it holds no other), never read-ahead: each connection holds at
-                // most one block beyond the budget, and only while its client reads.
-                let fits = used.saturating_add(bytes) <= b.limit_bytes
-                    || used == 0
-                    || bytes == 0
-                    || (self.state.pinned_bytes.get() == 0 && self.draining(now));
-                if fits {
-                    self.state.turn.set(ticket + 1);
-                    b.used_bytes.set(used + bytes);
-                    self.state
-                        .pinned_bytes
-                        .set(self.state.pinned_bytes.get() + bytes);
-                    b.m().pinned_bytes.fetch_add(bytes as i64, Relaxed);
-                    // The next ticket of this writer may be waiting for its turn.
-                    b.wake_waiting();
-                    return Ok(Pin {
-                        budget: b.clone(),
-                        state: self.state.clone(),
-                        bytes,
-                    });
-                }
-                if b.shed_one(self.id, now) {
-                    // The shed connection releases its pins as it closes.
-                    futures_lite::future::yield_now().await;
-                    continue;
-                }
-            }
             if now.duration_since(started) >= deadline {
                 return Err(WriteFail::Socket);
             }
-            // Woken by a release or a turn change, or look again after a while (a
+            if self.state.turn.get() != ticket {
+                // The writer's earlier blocks take their pins first; the one before
+                // this wakes it when it has.
+                let _ = runtime::timeout(PIN_RETRY, self.woken(&self.state.turn_waker)).await;
+                continue;
+            }
+            let b = &self.budget;
+            let used = b.used_bytes.get();
+            // Past the budget a draining writer still gets the block it writes
+            // next (it holds no other), never read-ahead: each connection holds at
+            // most one block beyond the budget, and only while its client reads.
+            let fits = used.saturating_add(bytes) <= b.limit_bytes
+                || used == 0
+                || bytes == 0
+                || (self.state.pinned_bytes.get() == 0 && self.draining(now));
+            if fits {
+                self.state.turn.set(ticket + 1);
+                b.used_bytes.set(used + bytes);
+                self.state
+                    .pinned_bytes
+                    .set(self.state.pinned_bytes.get() + bytes);
+                b.m().pinned_bytes.fetch_add(bytes as i64, Relaxed);
+                // This writer's next ticket may be waiting for its turn.
+                if let Some(w) = self.state.turn_waker.borrow_mut().take() {
+                    w.wake();
+                }
+                return Ok(Pin {
+                    budget: b.clone(),
+                    state: self.state.clone(),
+                    bytes,
+                });
+            }
+            if b.shed_one(self.id, now) {
+                // The shed connection releases its pins as it closes.
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            // Woken in turn as pins are released, or look again after a while (a
             // stalled writer becomes sheddable with time alone).
-            let _ = runtime::timeout(PIN_RETRY, self.released()).await;
+            let _ = runtime::timeout(PIN_RETRY, self.queued_for_room()).await;
         }
     }
 
-    /// Waits until pins are released or a turn changes.
-    async fn released(&self) {
+    /// Waits to be woken through `slot`.
+    async fn woken(&self, slot: &RefCell<Option<Waker>>) {
         let mut registered = false;
         std::future::poll_fn(|cx| {
             if registered {
                 return Poll::Ready(());
             }
             registered = true;
-            self.budget.waiting.borrow_mut().push(cx.waker().clone());
+            *slot.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits in the budget's queue until a release wakes this writer.
+    async fn queued_for_room(&self) {
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            self.budget
+                .waiting
+                .borrow_mut()
+                .push_back(cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -283,7 +315,9 @@ impl Writer {
     ) -> Result<(), WriteFail> {
         for part in parts {
             for chunk in part.chunks(WRITE_CHUNK_BYTES) {
-                self.state.stalled_since.set(Some(Instant::now()));
+                let since = Instant::now();
+                self.state.stalled_since.set(Some(since));
+                self.budget.stalled.borrow_mut().insert((since, self.id));
                 let r = runtime::timeout(
                     timeout,
                     futures_lite::future::or(
@@ -300,6 +334,7 @@ impl Writer {
                 )
                 .await;
                 self.state.stalled_since.set(None);
+                self.budget.stalled.borrow_mut().remove(&(since, self.id));
                 match r {
                     Ok(Ok(())) => self.state.last_progress.set(Some(Instant::now())),
                     Ok(Err(e)) => return Err(e),
@@ -340,7 +375,7 @@ impl Drop for Pin {
             .set(self.state.pinned_bytes.get().saturating_sub(self.bytes));
         b.m().pinned_bytes.fetch_sub(self.bytes as i64, Relaxed);
         if self.bytes > 0 {
-            b.wake_waiting();
+            b.wake_one();
         }
     }
 }
