@@ -379,3 +379,94 @@ impl Drop for Pin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    const MIB: u64 = 1 << 20;
+
+    fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        let io_memory = runtime::preflight(1).expect("io_uring");
+        runtime::run_single(io_memory, f).expect("executor")
+    }
+
+    #[test]
+    fn pins_within_the_budget_are_granted_and_past_it_wait_for_a_release() {
+        run(async {
+            // 2 MiB blocks: a budget of max(8 MiB, 4 blocks) = 8 MiB.
+            let budget = PinBudget::new(2 << 20, Metrics::new(1), 0);
+            assert_eq!(budget.limit_bytes(), 8 * MIB);
+            let a = budget.writer();
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                let t = a.ticket();
+                held.push(a.pin(t, 2 * MIB, Duration::from_secs(1)).await.unwrap());
+            }
+            assert_eq!(budget.used_bytes(), 8 * MIB);
+            // A new writer (not draining: it never wrote) waits for room.
+            let b = Rc::new(budget.writer());
+            let got = Rc::new(Cell::new(false));
+            let (b2, got2) = (b.clone(), got.clone());
+            let waiter = runtime::spawn(async move {
+                let t = b2.ticket();
+                let pin = b2.pin(t, 2 * MIB, Duration::from_secs(5)).await;
+                got2.set(pin.is_ok());
+                pin
+            });
+            runtime::sleep(Duration::from_millis(50)).await;
+            assert!(
+                !got.get(),
+                "granted past the budget to a writer that never wrote"
+            );
+            drop(held.pop());
+            let pin = waiter.await;
+            assert!(got.get() && pin.is_ok());
+            assert_eq!(budget.used_bytes(), 8 * MIB);
+            drop(pin);
+            drop(held);
+            assert_eq!(budget.used_bytes(), 0);
+        });
+    }
+
+    #[test]
+    fn a_writers_blocks_take_their_pins_in_ticket_order() {
+        run(async {
+            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
+            let w = Rc::new(budget.writer());
+            let (first, second) = (w.ticket(), w.ticket());
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let (w2, o2) = (w.clone(), order.clone());
+            let later = runtime::spawn(async move {
+                let p = w2.pin(second, MIB, Duration::from_secs(1)).await;
+                o2.borrow_mut().push(second);
+                p
+            });
+            runtime::sleep(Duration::from_millis(20)).await;
+            assert!(
+                order.borrow().is_empty(),
+                "the second block went before the first"
+            );
+            let p1 = w.pin(first, MIB, Duration::from_secs(1)).await.unwrap();
+            order.borrow_mut().push(first);
+            let p2 = later.await.unwrap();
+            assert_eq!(*order.borrow(), vec![first, second]);
+            drop((p1, p2));
+        });
+    }
+
+    #[test]
+    fn a_pin_that_finds_no_room_in_time_fails() {
+        run(async {
+            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
+            let a = budget.writer();
+            let t = a.ticket();
+            let _full = a.pin(t, 8 * MIB, Duration::from_secs(1)).await.unwrap();
+            let b = budget.writer();
+            let t = b.ticket();
+            let r = b.pin(t, MIB, Duration::from_millis(300)).await;
+            assert_eq!(r.err(), Some(WriteFail::Socket));
+        });
+    }
+}
