@@ -79,6 +79,10 @@ struct WriterState {
     shed_waker: RefCell<Option<Waker>>,
     /// Wakes the writer's pin waiting for its turn.
     turn_waker: RefCell<Option<Waker>>,
+    /// Wakes the writer's pin waiting for room when one of its own pins is released:
+    /// holding none, a draining writer may go past the budget, so it must not wait
+    /// behind the queue for that.
+    room_waker: RefCell<Option<Waker>>,
     /// Pins are granted in ticket order.
     next_ticket: Cell<u64>,
     turn: Cell<u64>,
@@ -133,6 +137,7 @@ impl PinBudget {
             shed: Cell::new(false),
             shed_waker: RefCell::new(None),
             turn_waker: RefCell::new(None),
+            room_waker: RefCell::new(None),
             next_ticket: Cell::new(0),
             turn: Cell::new(0),
         });
@@ -300,6 +305,7 @@ impl Writer {
                 .waiting
                 .borrow_mut()
                 .push_back(cx.waker().clone());
+            *self.state.room_waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -376,6 +382,9 @@ impl Drop for Pin {
         b.m().pinned_bytes.fetch_sub(self.bytes as i64, Relaxed);
         if self.bytes > 0 {
             b.wake_one();
+            if let Some(w) = self.state.room_waker.borrow_mut().take() {
+                w.wake();
+            }
         }
     }
 }
