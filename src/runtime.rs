@@ -360,6 +360,34 @@ pub fn run_single<T: 'static, Fut: Future<Output = T> + 'static>(
     Ok(ex.run(fut))
 }
 
+/// Makes this executor's first direct-I/O file on `dir`'s device one that holds data.
+///
+/// glommio decides once per executor and device whether direct reads go through its
+/// poll ring, by reading the start of the first file it opens with direct I/O. An
+/// empty file (a cache's new data file) reads "successfully" without touching the
+/// device, so the poll ring was turned on for a device that cannot poll, and about
+/// half of a cache's disk reads failed with EOPNOTSUPP: every block it had stored was
+/// fetched again. A probe file with data gives glommio a real read to decide on.
+pub async fn settle_direct_io(dir: &Path) -> io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".p2pd-direct-io-probe-{}-{n}", std::process::id()));
+    let p = path.clone();
+    blocking(move || -> io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&p)?;
+        f.write_all(&[0x5a; 2 * DIRECT_IO_ALIGN_BYTES as usize])?;
+        f.sync_all()
+    })
+    .await?;
+    let opened = glommio::io::DmaFile::open(&path).await;
+    if let Ok(f) = opened {
+        let _ = f.close().await;
+    }
+    let p = path.clone();
+    blocking(move || std::fs::remove_file(p)).await
+}
+
 /// Alignment of direct-I/O offsets and lengths in cache data files.
 pub const DIRECT_IO_ALIGN_BYTES: u64 = 4096;
 

@@ -2220,3 +2220,41 @@ fn a_player_hanging_up_mid_stream_leaves_every_other_range_streaming_whole() {
         );
     }
 }
+
+/// A cache reads back with direct I/O the blocks it stored in the same run. glommio
+/// decides per executor and device whether direct reads use its poll ring from a read
+/// of the first direct-I/O file it opens; a cache's first such file was a new, empty
+/// data file, the probe "succeeded" without touching the device, and on a device that
+/// cannot poll (a virtual disk) about half of the stored blocks then failed to read
+/// (EOPNOTSUPP), were taken for damaged and fetched again.
+#[test]
+fn blocks_stored_in_this_run_are_read_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = tempfile::tempdir().unwrap();
+    let cdir = tempfile::tempdir().unwrap();
+    // 512 blocks of 16 KiB against 1 MiB of memory cache: most come from disk the
+    // second time.
+    let data = content(512 * BS, 1407);
+    write_file(dir.path(), "film.bin", &data);
+    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
+    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &["-M", "1M"]);
+    let url = format!("http://{}/film.bin", origin.addr);
+    let first = proxy_get(cache.addr, &url, "");
+    check_bytes!(first.body, data, [origin, cache], "first viewing");
+    let sent = origin.metric(SPP_SENT);
+    let second = proxy_get(cache.addr, &url, "");
+    check_bytes!(second.body, data, [origin, cache], "second viewing");
+    let corrupt = cache.metric("p2pd_disk_cache_corrupt_total");
+    let hits = cache.metric("p2pd_disk_cache_hits_total");
+    check!(
+        corrupt == 0 && hits >= 400,
+        [origin, cache],
+        "second viewing: {hits} blocks read from disk, {corrupt} taken for damaged"
+    );
+    check!(
+        origin.metric(SPP_SENT) == sent,
+        [origin, cache],
+        "the origin sent {} more bytes for the second viewing",
+        origin.metric(SPP_SENT) - sent
+    );
+}

@@ -483,7 +483,10 @@ async fn shard_main(
             .map(|r| (r / ctx.config.threads as u64).max(1)),
         ctx.config.block_size_bytes,
     );
-    if let RoleContext::Cache { stored, .. } = &ctx.role {
+    if let RoleContext::Cache { stored, fill, .. } = &ctx.role {
+        if let Err(e) = runtime::settle_direct_io(&fill.dir).await {
+            tracing::warn!(dir = %fill.dir.display(), error = %e, "cannot probe direct I/O in the cache directory");
+        }
         shard.adopt_stored(stored).await;
         runtime::spawn_detached(shard.clone().housekeeping());
     }
