@@ -78,6 +78,10 @@ pub const MAX_ANSWER_TASKS: usize = 8;
 /// [`MAX_QUEUED_ANSWER_BYTES`] so that many tiny frames cannot hide their cost.
 const QUEUED_FRAME_OVERHEAD_BYTES: usize = 256;
 
+/// Frames one connection's reader works through before it lets the shard's other
+/// tasks run.
+const FRAMES_PER_TURN: usize = 8;
+
 /// Bytes of answers a connection may have queued before it stops reading requests:
 /// a client that pipelines requests and reads nothing fills its socket buffers, not
 /// this node's memory.
@@ -356,7 +360,17 @@ async fn reader_loop(
     mut tx: mpsc::Sender<Out>,
 ) {
     let (shard, state, peer) = (conn.shard, conn.state, conn.peer);
+    let mut frames_this_turn = 0usize;
     loop {
+        // One connection's pipelined frames are worked through a few at a time: the
+        // other connections of the shard get their turn in between, so a flood of
+        // requests on one connection delays the others by a few frames, not a
+        // buffer's worth.
+        frames_this_turn += 1;
+        if frames_this_turn > FRAMES_PER_TURN {
+            frames_this_turn = 0;
+            futures_lite::future::yield_now().await;
+        }
         // A client that does not read its answers is not read either.
         if runtime::timeout(IDLE_TIMEOUT, queue_has_room(state))
             .await
