@@ -77,8 +77,9 @@ struct WriterState {
     shed: Cell<bool>,
     /// Wakes the writer's socket write when it is shed.
     shed_waker: RefCell<Option<Waker>>,
-    /// Wakes the writer's pin waiting for its turn.
-    turn_waker: RefCell<Option<Waker>>,
+    /// Wake the writer's pins waiting for their turn (as many as its read-ahead
+    /// window: one slot lost all but the last, which then slept out the retry).
+    turn_wakers: RefCell<Vec<Waker>>,
     /// Wakes the writer's pin waiting for room when one of its own pins is released:
     /// holding none, a draining writer may go past the budget, so it must not wait
     /// behind the queue for that.
@@ -136,7 +137,7 @@ impl PinBudget {
             last_progress: Cell::new(None),
             shed: Cell::new(false),
             shed_waker: RefCell::new(None),
-            turn_waker: RefCell::new(None),
+            turn_wakers: RefCell::new(Vec::new()),
             room_waker: RefCell::new(None),
             next_ticket: Cell::new(0),
             turn: Cell::new(0),
@@ -239,7 +240,7 @@ impl Writer {
             if self.state.turn.get() != ticket {
                 // The writer's earlier blocks take their pins first; the one before
                 // this wakes it when it has.
-                let _ = runtime::timeout(PIN_RETRY, self.woken(&self.state.turn_waker)).await;
+                let _ = runtime::timeout(PIN_RETRY, self.turn_passed()).await;
                 continue;
             }
             let b = &self.budget;
@@ -258,8 +259,9 @@ impl Writer {
                     .pinned_bytes
                     .set(self.state.pinned_bytes.get() + bytes);
                 b.m().pinned_bytes.fetch_add(bytes as i64, Relaxed);
-                // This writer's next ticket may be waiting for its turn.
-                if let Some(w) = self.state.turn_waker.borrow_mut().take() {
+                // This writer's next tickets may be waiting for their turn.
+                let waiting = std::mem::take(&mut *self.state.turn_wakers.borrow_mut());
+                for w in waiting {
                     w.wake();
                 }
                 return Ok(Pin {
@@ -279,15 +281,15 @@ impl Writer {
         }
     }
 
-    /// Waits to be woken through `slot`.
-    async fn woken(&self, slot: &RefCell<Option<Waker>>) {
+    /// Waits until this writer's turn moves on.
+    async fn turn_passed(&self) {
         let mut registered = false;
         std::future::poll_fn(|cx| {
             if registered {
                 return Poll::Ready(());
             }
             registered = true;
-            *slot.borrow_mut() = Some(cx.waker().clone());
+            self.state.turn_wakers.borrow_mut().push(cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -462,6 +464,38 @@ mod tests {
             let p2 = later.await.unwrap();
             assert_eq!(*order.borrow(), vec![first, second]);
             drop((p1, p2));
+        });
+    }
+
+    #[test]
+    fn a_window_of_tickets_goes_through_without_sleeping_out_the_retry() {
+        run(async {
+            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
+            let w = Rc::new(budget.writer());
+            let tickets: Vec<u64> = (0..8).map(|_| w.ticket()).collect();
+            let started = Instant::now();
+            // The later tickets wait for their turn first, as a read-ahead window does.
+            let mut waiting = Vec::new();
+            for &t in tickets.iter().skip(1).rev() {
+                let w = w.clone();
+                waiting.push(runtime::spawn(async move {
+                    w.pin(t, 64 << 10, Duration::from_secs(5)).await.map(drop)
+                }));
+            }
+            runtime::sleep(Duration::from_millis(10)).await;
+            drop(
+                w.pin(tickets[0], 64 << 10, Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            );
+            for t in waiting {
+                assert!(t.await.is_ok());
+            }
+            assert!(
+                started.elapsed() < PIN_RETRY,
+                "the window took {:?}: a ticket slept out the retry",
+                started.elapsed()
+            );
         });
     }
 
