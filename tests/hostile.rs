@@ -182,19 +182,6 @@ fn frame_bytes(f: &Frame) -> Vec<u8> {
     b.to_vec()
 }
 
-fn info_request(req_id: u32, host: &str, path: &str, digests: u32) -> Frame {
-    Frame::InfoRequest(InfoRequest {
-        req_id,
-        file: FileRef {
-            host: host.into(),
-            port: 1111,
-            path: path.into(),
-        },
-        digest_start: 0,
-        digest_count: digests,
-    })
-}
-
 fn health(addr: SocketAddr) -> Result<Response, String> {
     try_http(
         addr,

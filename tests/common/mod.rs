@@ -842,16 +842,12 @@ impl Spp {
         }
     }
     pub fn info(&mut self, req_id: u32, host: &str, path: &str) -> Result<Frame, String> {
-        self.send(&Frame::InfoRequest(InfoRequest {
+        self.send(&info_request(
             req_id,
-            file: FileRef {
-                host: host.into(),
-                port: 1111,
-                path: path.into(),
-            },
-            digest_start: 0,
-            digest_count: limits::MAX_DIGESTS_PER_INFO,
-        }))?;
+            host,
+            path,
+            limits::MAX_DIGESTS_PER_INFO,
+        ))?;
         self.recv()
     }
     /// Every block of `info`, each checked against its digest.
@@ -946,4 +942,18 @@ pub fn expect_locations(f: Frame) -> Result<Vec<Location>, String> {
         Frame::Locate(l) => Ok(l.locations),
         other => Err(format!("expected Locate, got {other:?}")),
     }
+}
+
+/// An InfoRequest for `host:1111/path` asking for `digests` digests from the first.
+pub fn info_request(req_id: u32, host: &str, path: &str, digests: u32) -> Frame {
+    Frame::InfoRequest(InfoRequest {
+        req_id,
+        file: FileRef {
+            host: host.into(),
+            port: 1111,
+            path: path.into(),
+        },
+        digest_start: 0,
+        digest_count: digests,
+    })
 }
