@@ -4,9 +4,9 @@
 # Builds p2pd in release, writes one random file of 4096 blocks (PERF_BLOCK, default
 # 256k: 1 GiB) under $PERF_WORK, and for each role (origin, site cache, client cache)
 # starts the node on loopback (-M PERF_MEM, -i, --max-connections 4000), runs the
-# viewer twice unattacked (the first run fills a cache; the second is the baseline),
-# then again while perf/hostile_attack.py holds PERF_ATTACK connections (default
-# 1000) doing the worst they can at once (pipelined Info/Locate/Get requests never
+# viewer once to fill a cache, then PERF_ROUNDS rounds (default 3) of: the viewer
+# unattacked (the baseline), then again while perf/hostile_attack.py holds a fresh
+# set of PERF_ATTACK connections (default 1000) doing the worst they can at once (pipelined Info/Locate/Get requests never
 # read, slow readers, Have/Holdings floods, random bytes, crash frames quoting long
 # multi-byte paths, half frames, single bytes, silence). The node's VmRSS is sampled
 # every 100 ms, its health every second. The viewer: origin `p2pd get` over SPP,
@@ -30,6 +30,7 @@ ATTACK=${PERF_ATTACK:-1000}
 FLOOD=${PERF_FLOOD_BYTES:-262144}
 PORT=${PERF_PORT:-18411}
 ROLES=${PERF_ROLES:-origin scc lhc}
+ROUNDS=${PERF_ROUNDS:-3}
 RESULT=${PERF_RESULT:-perf/results/$(date +%Y-%m-%d)-hostile.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 P2PD=${PERF_P2PD_BIN:-$TARGET_DIR/release/p2pd}
@@ -128,45 +129,47 @@ run_role() {
     fi
     local target=$ORIGIN
     [ "$role" != origin ] && target=$NODE
-    sample_rss "$target_pid" "$WORK/raw/$role-rss-unattacked" &
-    local sampler=$!
-    local t_fill t_base
+    local t_fill same=yes alive=yes health_end=000 after=000 r sampler prober attacker
     t_fill=$(view "$role" "$WORK/out-$role")
-    t_base=$(view "$role" "$WORK/out-$role")
-    local same_base=no
-    cmp -s "$WORK/out-$role" "$WORK/media/big.bin" && same_base=yes
-    kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
-    log "$role: unattacked viewer ${t_base}s (first run ${t_fill}s), bytes identical: $same_base"
+    cmp -s "$WORK/out-$role" "$WORK/media/big.bin" || same=no
+    : > "$WORK/raw/$role-rounds"
+    # Rounds of (unattacked, attacked) side by side: the machine's noise hits both.
+    for r in $(seq "$ROUNDS"); do
+        sample_rss "$target_pid" "$WORK/raw/$role-rss-unattacked" &
+        sampler=$!
+        local t_base t_att
+        t_base=$(view "$role" "$WORK/out-$role")
+        cmp -s "$WORK/out-$role" "$WORK/media/big.bin" || same=no
+        kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
 
-    sample_rss "$target_pid" "$WORK/raw/$role-rss-attacked" &
-    sampler=$!
-    probe_health "$target" "$WORK/raw/$role-health" &
-    local prober=$!
-    python3 "$REPO/perf/hostile_attack.py" --target "$target" --host 127.33.0.1 --port "$PORT" \
-        --path big.bin --connections "$ATTACK" --flood-bytes "$FLOOD" \
-        --fetch-src "$fetch_src" --other-src "$other_src" \
-        > "$WORK/raw/$role-attack.json" 2> "$WORK/logs/attack-$role.log" &
-    local attacker=$!
-    for _ in $(seq 600); do
-        grep -q mounted "$WORK/logs/attack-$role.log" && break
-        kill -0 "$attacker" 2>/dev/null || break
-        sleep 0.1
+        sample_rss "$target_pid" "$WORK/raw/$role-rss-attacked" &
+        sampler=$!
+        probe_health "$target" "$WORK/raw/$role-health" &
+        prober=$!
+        python3 "$REPO/perf/hostile_attack.py" --target "$target" --host 127.33.0.1 --port "$PORT" \
+            --path big.bin --connections "$ATTACK" --flood-bytes "$FLOOD" \
+            --fetch-src "$fetch_src" --other-src "$other_src" \
+            > "$WORK/raw/$role-attack.json" 2> "$WORK/logs/attack-$role.log" &
+        attacker=$!
+        for _ in $(seq 600); do
+            grep -q mounted "$WORK/logs/attack-$role.log" && break
+            kill -0 "$attacker" 2>/dev/null || break
+            sleep 0.1
+        done
+        log "$role round $r: unattacked viewer ${t_base}s; $(tail -1 "$WORK/logs/attack-$role.log")"
+        t_att=$(view "$role" "$WORK/out-$role")
+        cmp -s "$WORK/out-$role" "$WORK/media/big.bin" || same=no
+        kill -0 "$target_pid" 2>/dev/null || alive=no
+        health_end=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$target/_p2pd/health" || true)
+        kill -TERM "$attacker" 2>/dev/null || true; wait "$attacker" 2>/dev/null || true
+        kill "$prober" "$sampler" 2>/dev/null || true
+        wait "$prober" "$sampler" 2>/dev/null || true
+        after=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$target/_p2pd/health" || true)
+        log "$role round $r: attacked viewer ${t_att}s, bytes identical so far: $same, node running: $alive, health $health_end (after the attack $after)"
+        printf '%s\t%s\n' "$t_base" "$t_att" >> "$WORK/raw/$role-rounds"
     done
-    log "$role: $(tail -1 "$WORK/logs/attack-$role.log")"
-    local t_att same_att=no
-    t_att=$(view "$role" "$WORK/out-$role")
-    cmp -s "$WORK/out-$role" "$WORK/media/big.bin" && same_att=yes
-    local alive=no health_end=000
-    kill -0 "$target_pid" 2>/dev/null && alive=yes
-    health_end=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$target/_p2pd/health" || true)
-    kill -TERM "$attacker" 2>/dev/null || true; wait "$attacker" 2>/dev/null || true
-    kill "$prober" "$sampler" 2>/dev/null || true
-    wait "$prober" "$sampler" 2>/dev/null || true
-    local after
-    after=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$target/_p2pd/health" || true)
-    log "$role: attacked viewer ${t_att}s, bytes identical: $same_att, node running: $alive, health $health_end (after the attack $after)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$role" "$t_fill" "$t_base" "$t_att" "$same_base" \
-        "$same_att" "$alive" "$health_end" "$after" > "$WORK/raw/$role.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$role" "$t_fill" "$same" "$alive" "$health_end" "$after" \
+        > "$WORK/raw/$role.tsv"
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     rm -f "$WORK/out-$role"
 }
@@ -194,23 +197,32 @@ print()
 print(f"Machine: {machine}. Command: \`perf/hostile.sh\` (PERF_BLOCK=$BLOCK PERF_MEM=$MEM PERF_THREADS=$THREADS PERF_ATTACK=$ATTACK PERF_FLOOD_BYTES=$FLOOD).")
 print()
 print(f"Each node: $THREADS shards, -M $MEM, -i, --max-connections 4000, block size $BLOCK; the file: {size} bytes")
-print("(4096 blocks). The viewer streams it twice unattacked (the first run fills a cache;")
-print(f"the second is the baseline), then while perf/hostile_attack.py holds {attack} connections")
+print("(4096 blocks). The viewer streams it once to fill a cache, then $ROUNDS rounds of: unattacked (the")
+print(f"baseline), then while perf/hostile_attack.py holds a fresh set of {attack} connections")
 print("(300 pipelined InfoRequests for the 4096-digest file, 100 LocateRequests, 100 one-block Gets,")
 print("all never read; 100 slow readers; 100 Have/Holdings floods; 100 random bytes after Hello;")
 print("100 crash frames; 100 half frames, single bytes or silence). VmRSS sampled every 100 ms;")
 print(f"the bound is -M + 64 KiB x {attack} + 50 MiB = {bound / MiB:.1f} MiB; a node past $RSS_CAP is killed (PERF_RSS_CAP).")
 print()
+print("Viewer figures are medians over the rounds; each round's pair is listed below the table.")
+print()
 print("| role | peak VmRSS unattacked (MiB) | peak VmRSS attacked (MiB) | bound (MiB) | within | viewer unattacked (MB/s) | viewer attacked (MB/s) | attacked / unattacked | within 20% | bytes identical | node up, health during / after |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 details = []
+pairs = []
+def median(xs):
+    if not xs:
+        return 0.0
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 for role in roles:
     try:
         f = open(f"{raw}/{role}.tsv").read().split()
     except OSError:
         print(f"| {names[role]} | run failed | | | | | | | | | |")
         continue
-    _, t_fill, t_base, t_att, same_base, same_att, alive, health_end, after = f
+    _, t_fill, same, alive, health_end, after = f
+    rounds = [l.split() for l in open(f"{raw}/{role}-rounds") if l.strip()]
     pu, pa = peak(f"{raw}/{role}-rss-unattacked"), peak(f"{raw}/{role}-rss-attacked")
     import os
     killed = os.path.exists(f"{raw}/{role}-rss-attacked.killed") or os.path.exists(f"{raw}/{role}-rss-unattacked.killed")
@@ -219,20 +231,28 @@ for role in roles:
             return size / float(t) / 1e6
         except ValueError:
             return 0.0
-    rb, ra = rate(t_base), rate(t_att)
+    base = sorted(rate(b) for b, _ in rounds)
+    att = sorted(rate(a) for _, a in rounds)
+    rb, ra = median(base), median(att)
     ratio = ra / rb if rb else 0.0
+    pairs.append((role, [(rate(b), rate(a)) for b, a in rounds]))
     try:
         hs = [l.strip() for l in open(f"{raw}/{role}-health") if l.strip()]
     except OSError:
         hs = []
     bad = sum(1 for h in hs if h != "200")
-    print(f"| {names[role]} | {pu / MiB:.1f} | {pa / MiB:.1f}{' (killed at the $RSS_CAP cap)' if killed else ''} | {bound / MiB:.1f} | {'yes' if pa <= bound else 'NO'} | {rb:.0f} | {ra:.0f} | {ratio:.2f} | {'yes' if ratio >= 0.8 else 'NO'} | {'yes' if same_base == same_att == 'yes' else 'NO'} | {alive}, {len(hs) - bad}/{len(hs)} probes 200 / {after} |")
+    print(f"| {names[role]} | {pu / MiB:.1f} | {pa / MiB:.1f}{' (killed at the $RSS_CAP cap)' if killed else ''} | {bound / MiB:.1f} | {'yes' if pa <= bound else 'NO'} | {rb:.0f} | {ra:.0f} | {ratio:.2f} | {'yes' if ratio >= 0.8 else 'NO'} | {'yes' if same == 'yes' else 'NO'} | {alive}, {len(hs) - bad}/{len(hs)} probes 200 / {after} |")
     try:
         details.append((role, json.load(open(f"{raw}/{role}-attack.json"))))
     except (OSError, ValueError):
         details.append((role, None))
 print()
-print("What the attackers saw (per kind: connections opened, bytes of requests sent before the node stopped")
+print("Per round, viewer MB/s unattacked → attacked:")
+print()
+for role, ps in pairs:
+    print(f"- {role}: " + "; ".join(f"{b:.0f} → {a:.0f}" for b, a in ps))
+print()
+print("What the attackers saw in the last round (per kind: connections opened, bytes of requests sent before the node stopped")
 print("reading, crash frames answered, random-bytes connections closed by the node):")
 print()
 for role, d in details:

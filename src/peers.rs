@@ -328,53 +328,60 @@ impl Registry {
         let end = first.saturating_add(count);
         let requester = requester.to_canonical();
         let site = locality.iter().find(|n| n.contains(&requester));
-        let mut found: Vec<(u32, Instant, Location)> = peers
+        // First the peers holding part of the span, with what ranks them; the ranges
+        // are built for the few handed out only.
+        let mut found: Vec<Candidate> = peers
             .iter()
-            .filter(|(addr, e)| {
+            .filter_map(|(addr, e)| {
                 let ip = addr.ip().to_canonical();
-                ip != requester
+                let eligible = ip != requester
                     && now.saturating_duration_since(e.last_seen) < self.expiry
                     && site.is_none_or(|n| n.contains(&ip))
-                    && (locality.is_empty() || site.is_some() || !in_any(locality, ip))
-            })
-            .filter_map(|(addr, e)| {
-                let ranges: Vec<BlockRange> = e
-                    .runs
-                    .iter()
-                    .filter(|(s, t)| *s < end && *t > first)
-                    .map(|&(s, t)| {
-                        let (s, t) = (s.max(first), t.min(end));
-                        BlockRange {
-                            start: s,
-                            count: t - s,
-                        }
-                    })
-                    .collect();
-                (!ranges.is_empty()).then(|| {
-                    (
-                        common_prefix(requester, addr.ip().to_canonical()),
-                        e.last_seen,
-                        Location {
-                            addr: *addr,
-                            role: Role::Lhc,
-                            holds: Holds::Ranges(ranges),
-                        },
-                    )
-                })
+                    && (locality.is_empty() || site.is_some() || !in_any(locality, ip));
+                if !eligible {
+                    return None;
+                }
+                // The runs are sorted and disjoint: the ones inside the span follow the
+                // first that ends after its start.
+                let inside = &e.runs[e.runs.partition_point(|&(_, t)| t <= first)..];
+                let inside = &inside[..inside.partition_point(|&(s, _)| s < end)];
+                (!inside.is_empty())
+                    .then(|| (common_prefix(requester, ip), e.last_seen, addr, inside))
             })
             .collect();
-        found.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then(b.1.cmp(&a.1))
-                .then(a.2.addr.cmp(&b.2.addr))
-        });
+        let order =
+            |a: &Candidate, b: &Candidate| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2));
+        // Only the nearest few are handed out: no need to sort the others.
+        if found.len() > MAX_PEERS_PER_ANSWER {
+            found.select_nth_unstable_by(MAX_PEERS_PER_ANSWER - 1, order);
+            found.truncate(MAX_PEERS_PER_ANSWER);
+        }
+        found.sort_by(order);
         found
             .into_iter()
-            .take(MAX_PEERS_PER_ANSWER)
-            .map(|(_, _, l)| l)
+            .map(|(_, _, addr, inside)| Location {
+                addr: *addr,
+                role: Role::Lhc,
+                holds: Holds::Ranges(
+                    inside
+                        .iter()
+                        .map(|&(s, t)| {
+                            let (s, t) = (s.max(first), t.min(end));
+                            BlockRange {
+                                start: s,
+                                count: t - s,
+                            }
+                        })
+                        .collect(),
+                ),
+            })
             .collect()
     }
 }
+
+/// A peer holding part of a located span: nearness to the requester, when it last
+/// reported, its address and its runs inside the span.
+type Candidate<'a> = (u32, Instant, &'a SocketAddr, &'a [(u64, u64)]);
 
 fn in_any(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
@@ -480,6 +487,38 @@ mod tests {
         assert!(g
             .locate((7, 10), 0, 20, "10.1.2.200".parse().unwrap(), &[], t)
             .is_empty());
+    }
+
+    #[test]
+    fn locate_hands_out_the_nearest_sixteen_of_many_with_their_runs_inside_the_span() {
+        let t = Instant::now();
+        let mut g = Registry::new();
+        // 60 holders at every distance from the requester, each holding runs on
+        // both sides of the span and one across its start.
+        let mut all = Vec::new();
+        for i in 0..60u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | (i.wrapping_mul(2_654_435_761) >> 8));
+            let addr = SocketAddr::new(ip.into(), 1000 + i as u16);
+            g.have(F, addr, &[r(0, 2), r(98, 4 + u64::from(i % 3)), r(200, 5)], t);
+            all.push(addr);
+        }
+        let requester: IpAddr = "10.0.0.1".parse().unwrap();
+        let got = g.locate(F, 100, 50, requester, &[], t);
+        let mut want = all.clone();
+        want.sort_by(|x, y| {
+            common_prefix(requester, y.ip())
+                .cmp(&common_prefix(requester, x.ip()))
+                .then(x.cmp(y))
+        });
+        want.truncate(MAX_PEERS_PER_ANSWER);
+        assert_eq!(got.iter().map(|l| l.addr).collect::<Vec<_>>(), want);
+        for l in &got {
+            let i = u64::from(l.addr.port() - 1000);
+            // Only the part of 98..102+ inside 100..150.
+            assert_eq!(l.holds, Holds::Ranges(vec![r(100, 2 + i % 3)]), "{}", l.addr);
+        }
+        // A span no one holds a block of.
+        assert!(g.locate(F, 10, 50, requester, &[], t).is_empty());
     }
 
     #[test]

@@ -1408,3 +1408,56 @@ fn origin_answers_every_pipelined_request_once_or_busy() {
 fn site_cache_answers_every_pipelined_request_once_or_busy() {
     pipelined_answers_test(Kind::Scc);
 }
+
+/// A site cache relays a downstream's Locate to its upstream (p2p peers live in the
+/// origin's registry); a flood of Locates must not become a flood at the origin: the
+/// upstream is asked once per file and second, and every Locate is still answered.
+#[test]
+fn a_locate_flood_through_a_site_cache_asks_its_upstream_once_per_file_and_second() {
+    let _serial = serial();
+    let rig = Rig::new(Kind::Scc, "16k", film(), true, &[]);
+    let big_info = rig.warm_big();
+    let origin_spp = || rig.origin.metric("p2pd_requests_total{proto=\"spp\"}");
+    // An insider: the cache may fetch (and relay) for it.
+    let (mut c, _) = Spp::connect_from(insider(0), rig.target().addr).unwrap();
+    c.send(&info_request(1, HOST, "big.bin", 0)).unwrap();
+    let handle = match c.recv() {
+        Ok(Frame::Info(i)) => i.handle,
+        other => panic!("info of big.bin: {other:?}{}", rig.diagnose()),
+    };
+    let before = origin_spp();
+    let began = Instant::now();
+    const LOCATES: u32 = 2000;
+    const WINDOW: u32 = 4;
+    let mut answered = 0;
+    for batch in 0..LOCATES / WINDOW {
+        for k in 0..WINDOW {
+            let id = 10 + batch * WINDOW + k;
+            c.send(&Frame::LocateRequest(LocateRequest {
+                req_id: id,
+                handle,
+                first_block: u64::from(id) % big_info.block_count(),
+                block_count: 1,
+            }))
+            .unwrap();
+        }
+        for _ in 0..WINDOW {
+            match c.recv() {
+                Ok(Frame::Locate(_)) => answered += 1,
+                other => panic!("locate {answered}: {other:?}{}", rig.diagnose()),
+            }
+        }
+    }
+    let secs = began.elapsed().as_secs_f64();
+    let asked = origin_spp() - before;
+    eprintln!("{LOCATES} Locates through the site cache in {secs:.1} s: the origin was asked {asked} times");
+    assert_eq!(answered, LOCATES);
+    // One relay per second at most (the connection is on one shard), and the cache's
+    // own revalidations.
+    let allowed = secs.ceil() as u64 + 4;
+    assert!(
+        asked <= allowed,
+        "{LOCATES} Locates through the cache asked the origin {asked} times in {secs:.1} s (at most {allowed} expected){}",
+        rig.diagnose()
+    );
+}

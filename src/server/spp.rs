@@ -288,7 +288,9 @@ pub async fn serve(
         local,
         may_fetch,
     };
-    reader_loop(&conn, rd, buf, dec, tx).await;
+    // The frames are the client's choice: their handling counts against the shard's
+    // request budget, and a flood of them pauses with the other requests.
+    runtime::metered(reader_loop(&conn, rd, buf, dec, tx)).await;
     writer.await;
 }
 
@@ -369,7 +371,7 @@ async fn reader_loop(
         frames_this_turn += 1;
         if frames_this_turn > FRAMES_PER_TURN {
             frames_this_turn = 0;
-            futures_lite::future::yield_now().await;
+            runtime::request_turn().await;
         }
         // A client that does not read its answers is not read either.
         if runtime::timeout(IDLE_TIMEOUT, queue_has_room(state))
@@ -441,7 +443,7 @@ async fn reader_loop(
                 let may_fetch = conn.may_fetch;
                 // Indexing (origin) or asking the upstream (cache) may take a while:
                 // answer on its own so other requests go on.
-                runtime::spawn_detached(async move {
+                runtime::spawn_request(async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
                         let found = ctx
@@ -467,7 +469,7 @@ async fn reader_loop(
                     (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
                 let (local, may_fetch, requester) = (conn.local, conn.may_fetch, conn.peer.ip());
                 // A cache relays its upstream's answer: that takes a round trip.
-                runtime::spawn_detached(async move {
+                runtime::spawn_request(async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
                         let span = (first_block, block_count);

@@ -416,6 +416,22 @@ type Resolved = (Vec<SocketAddr>, Instant);
 
 type LookupFuture = Shared<LocalBoxFuture<'static, Result<Arc<CachedFile>, Refusal>>>;
 
+/// The upstream's Locate answer for a whole file version, shared by every downstream
+/// Locate relayed within [`RELAY_FRESH`] (the ones that arrive while it is asked wait
+/// for it).
+struct Relayed {
+    asked: Instant,
+    answer: Shared<LocalBoxFuture<'static, Rc<Vec<Location>>>>,
+}
+
+/// How long an upstream's Locate answer is relayed again rather than asked anew: a
+/// flood of downstream Locates costs the upstream one round trip per file and second,
+/// not one each (a cache relaying each was a free amplifier against its upstream).
+/// Peers report blocks in batches a few seconds apart, so the answer is as fresh.
+const RELAY_FRESH: Duration = Duration::from_secs(1);
+/// Whole-file answers a shard keeps at most (older ones are dropped first).
+const MAX_RELAYED_FILES: usize = 256;
+
 /// A shard's cache-role state.
 pub struct Fill {
     pub cfg: Arc<FillConfig>,
@@ -447,6 +463,8 @@ pub struct Fill {
     dns: RefCell<HashMap<(String, u16), Resolved>>,
     /// An announce round is running (see [`Shard::announce_held`]).
     announcing: Cell<bool>,
+    /// Upstream Locate answers being relayed, per file version.
+    relayed: RefCell<HashMap<(u64, u64), Relayed>>,
 }
 
 impl Fill {
@@ -467,6 +485,7 @@ impl Fill {
             sources: RefCell::new(HashMap::new()),
             dns: RefCell::new(HashMap::new()),
             announcing: Cell::new(false),
+            relayed: RefCell::new(HashMap::new()),
         }
     }
 
@@ -1568,6 +1587,66 @@ impl Shard {
         Ok(df)
     }
 
+    /// The upstream's Locate answer for all of `file`, asked at most once per
+    /// [`RELAY_FRESH`] per shard (empty when the upstream could not answer in time).
+    async fn relayed_locations(self: &Rc<Self>, file: &Arc<CachedFile>) -> Rc<Vec<Location>> {
+        let Some(fill) = self.fill() else {
+            return Rc::default();
+        };
+        let key = (file.file_id, file.meta().version);
+        let now = Instant::now();
+        let cached = fill
+            .relayed
+            .borrow()
+            .get(&key)
+            .filter(|r| now.saturating_duration_since(r.asked) < RELAY_FRESH)
+            .map(|r| r.answer.clone());
+        let answer = match cached {
+            Some(a) => a,
+            None => {
+                let (me, file) = (self.clone(), file.clone());
+                let answer = async move {
+                    let fref = file.file_ref();
+                    let (version, blocks) = (file.meta().version, file.index.block_count().max(1));
+                    let r = runtime::timeout(
+                        LOCATE_WAIT,
+                        me.with_upstream(&file.key, |up| {
+                            let fref = fref.clone();
+                            async move { up.locate(&fref, version, 0, blocks).await }
+                        }),
+                    )
+                    .await;
+                    Rc::new(match r {
+                        Ok(Ok(l)) => l,
+                        _ => Vec::new(),
+                    })
+                }
+                .boxed_local()
+                .shared();
+                let mut relayed = fill.relayed.borrow_mut();
+                if relayed.len() >= MAX_RELAYED_FILES {
+                    relayed.retain(|_, r| now.saturating_duration_since(r.asked) < RELAY_FRESH);
+                }
+                if relayed.len() >= MAX_RELAYED_FILES {
+                    if let Some(oldest) =
+                        relayed.iter().min_by_key(|(_, r)| r.asked).map(|(k, _)| *k)
+                    {
+                        relayed.remove(&oldest);
+                    }
+                }
+                relayed.insert(
+                    key,
+                    Relayed {
+                        asked: now,
+                        answer: answer.clone(),
+                    },
+                );
+                answer
+            }
+        };
+        answer.await
+    }
+
     /// The Locate answer of a cache: itself first (everything, for a requester it
     /// fetches for; else the ranges it holds), then, for such a requester, the
     /// locations its upstream knows.
@@ -1595,20 +1674,33 @@ impl Shard {
         if !may_fetch {
             return out;
         }
-        let fref = file.file_ref();
-        let version = file.meta().version;
-        let relayed = self
-            .with_upstream(&file.key, |up| {
-                let fref = fref.clone();
-                async move { up.locate(&fref, version, first, count).await }
-            })
-            .await
-            .unwrap_or_default();
+        let relayed = self.relayed_locations(file).await;
+        let end = first.saturating_add(count);
+        let relayed = relayed.iter().filter_map(|l| match &l.holds {
+            Holds::All => Some(l.clone()),
+            Holds::Ranges(r) => {
+                let inside: Vec<BlockRange> = r
+                    .iter()
+                    .filter_map(|b| {
+                        let (s, t) = (b.start.max(first), b.start.saturating_add(b.count).min(end));
+                        (s < t).then_some(BlockRange {
+                            start: s,
+                            count: t - s,
+                        })
+                    })
+                    .collect();
+                (!inside.is_empty()).then_some(Location {
+                    addr: l.addr,
+                    role: l.role,
+                    holds: Holds::Ranges(inside),
+                })
+            }
+        });
         let own = self
             .fill()
             .map(|f| f.cfg.own_addrs.clone())
             .unwrap_or_default();
-        for l in relayed.into_iter().take(MAX_RELAYED_LOCATIONS) {
+        for l in relayed.take(MAX_RELAYED_LOCATIONS) {
             if out.len() >= limits::MAX_LOCATIONS {
                 break;
             }
