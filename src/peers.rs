@@ -499,7 +499,12 @@ mod tests {
         for i in 0..60u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 | (i.wrapping_mul(2_654_435_761) >> 8));
             let addr = SocketAddr::new(ip.into(), 1000 + i as u16);
-            g.have(F, addr, &[r(0, 2), r(98, 4 + u64::from(i % 3)), r(200, 5)], t);
+            g.have(
+                F,
+                addr,
+                &[r(0, 2), r(98, 4 + u64::from(i % 3)), r(200, 5)],
+                t,
+            );
             all.push(addr);
         }
         let requester: IpAddr = "10.0.0.1".parse().unwrap();
@@ -515,7 +520,12 @@ mod tests {
         for l in &got {
             let i = u64::from(l.addr.port() - 1000);
             // Only the part of 98..102+ inside 100..150.
-            assert_eq!(l.holds, Holds::Ranges(vec![r(100, 2 + i % 3)]), "{}", l.addr);
+            assert_eq!(
+                l.holds,
+                Holds::Ranges(vec![r(100, 2 + i % 3)]),
+                "{}",
+                l.addr
+            );
         }
         // A span no one holds a block of.
         assert!(g.locate(F, 10, 50, requester, &[], t).is_empty());

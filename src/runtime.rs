@@ -62,34 +62,18 @@ fn request_pause() -> Option<glommio::timer::Timer> {
     })
 }
 
+/// Counts `spent` against the shard's request budget (see [`REQUEST_BUDGET`]).
+pub fn charge_request(spent: Duration) {
+    let (began, used) = request_window(std::time::Instant::now());
+    REQUEST_TIME.set((began, used + spent));
+}
+
 /// Counts the time spent polling a future against the shard's request budget.
 fn charge_request_time<T>(poll: impl FnOnce() -> std::task::Poll<T>) -> std::task::Poll<T> {
     let now = std::time::Instant::now();
     let out = poll();
-    let (began, used) = request_window(now);
-    REQUEST_TIME.set((began, used + now.elapsed()));
+    charge_request(now.elapsed());
     out
-}
-
-/// A future whose polls count against the shard's request budget (see
-/// [`REQUEST_BUDGET`]); it pauses only where it calls [`request_turn`].
-pub struct Metered<F>(std::pin::Pin<Box<F>>);
-
-impl<F: Future> Future for Metered<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        charge_request_time(|| self.0.as_mut().poll(cx))
-    }
-}
-
-/// Runs `fut` with its polls counted against the shard's request budget: an SPP
-/// connection's reader, whose frames a hostile client chooses.
-pub fn metered<F: Future>(fut: F) -> Metered<F> {
-    Metered(Box::pin(fut))
 }
 
 /// Lets the shard's other tasks run: yields, or when request work used up this
@@ -683,18 +667,19 @@ mod tests {
     }
 
     #[test]
-    fn a_metered_reader_pauses_at_its_turns_once_the_budget_is_spent() {
+    fn a_reader_charging_its_frames_pauses_at_its_turns_once_the_budget_is_spent() {
         let io_memory = preflight(1).expect("io_uring");
         let (reader_time, total) = run_single(io_memory, async {
             let used = Rc::new(Cell::new(Duration::ZERO));
             let u = used.clone();
-            drop(spawn_background(metered(async move {
+            drop(spawn_background(async move {
                 loop {
                     spin(Duration::from_micros(100));
                     u.set(u.get() + Duration::from_micros(100));
+                    charge_request(Duration::from_micros(100));
                     request_turn().await;
                 }
-            })));
+            }));
             let began = std::time::Instant::now();
             sleep(Duration::from_millis(300)).await;
             (used.get(), began.elapsed())

@@ -288,9 +288,7 @@ pub async fn serve(
         local,
         may_fetch,
     };
-    // The frames are the client's choice: their handling counts against the shard's
-    // request budget, and a flood of them pauses with the other requests.
-    runtime::metered(reader_loop(&conn, rd, buf, dec, tx)).await;
+    reader_loop(&conn, rd, buf, dec, tx).await;
     writer.await;
 }
 
@@ -363,6 +361,10 @@ async fn reader_loop(
 ) {
     let (shard, state, peer) = (conn.shard, conn.state, conn.peer);
     let mut frames_this_turn = 0usize;
+    // Whether a frame of this turn asked for something other than blocks: the time
+    // such frames take counts against the shard's request budget, and a turn of them
+    // pauses with the other requests once it is spent (a stream of Gets never does).
+    let mut requests_this_turn = false;
     loop {
         // One connection's pipelined frames are worked through a few at a time: the
         // other connections of the shard get their turn in between, so a flood of
@@ -371,7 +373,11 @@ async fn reader_loop(
         frames_this_turn += 1;
         if frames_this_turn > FRAMES_PER_TURN {
             frames_this_turn = 0;
-            runtime::request_turn().await;
+            if std::mem::take(&mut requests_this_turn) {
+                runtime::request_turn().await;
+            } else {
+                futures_lite::future::yield_now().await;
+            }
         }
         // A client that does not read its answers is not read either.
         if runtime::timeout(IDLE_TIMEOUT, queue_has_room(state))
@@ -391,8 +397,11 @@ async fn reader_loop(
             },
         )
         .await;
+        let began = std::time::Instant::now();
+        let mut request = false;
         let event = match read {
             Ok(Read::Frame(f)) => {
+                request = !matches!(f, Frame::Get(_) | Frame::Cancel { .. });
                 if matches!(
                     f,
                     Frame::InfoRequest(_) | Frame::LocateRequest(_) | Frame::Get(_)
@@ -414,12 +423,24 @@ async fn reader_loop(
             Ok(Read::Closed) => return,
             Err(msg) => state.borrow_mut().session.on_decode_error(msg),
         };
+        requests_this_turn |= request;
+        // What this frame cost the shard, up to here and in the arms below that do
+        // more than queue an answer; never time spent waiting.
+        let charge = |request: bool| {
+            if request {
+                runtime::charge_request(began.elapsed());
+            }
+        };
         let out = match event {
-            Event::Nothing => continue,
+            Event::Nothing => {
+                charge(request);
+                continue;
+            }
             Event::Send(f) => {
                 if matches!(&f, Frame::Error(e) if e.code == ErrorCode::Busy) {
                     ShardMetrics::add(&shard.m().requests_busy, 1);
                 }
+                charge(request);
                 out_frame(state, frame_bytes(&f), false)
             }
             Event::SendAndClose(f) => {
@@ -456,6 +477,7 @@ async fn reader_loop(
                     })
                     .await;
                 });
+                charge(request);
                 continue;
             }
             Event::Locate {
@@ -490,6 +512,7 @@ async fn reader_loop(
                     })
                     .await;
                 });
+                charge(request);
                 continue;
             }
             Event::Stream {
@@ -510,6 +533,7 @@ async fn reader_loop(
                 replace,
             } => {
                 record_have(conn, &file, listen, &ranges, replace);
+                charge(request);
                 continue;
             }
             Event::Report {
@@ -518,6 +542,7 @@ async fn reader_loop(
                 problem,
             } => {
                 record_peer_report(conn, &file, reported, problem);
+                charge(request);
                 continue;
             }
         };
