@@ -248,11 +248,16 @@ impl Writer {
             // Past the budget a draining writer still gets the block it writes
             // next (it holds no other), never read-ahead: each connection holds at
             // most one block beyond the budget, and only while its client reads.
-            let fits = used.saturating_add(bytes) <= b.limit_bytes
-                || used == 0
-                || bytes == 0
-                || (self.state.pinned_bytes.get() == 0 && self.draining(now));
+            let over = used.saturating_add(bytes) > b.limit_bytes && used != 0 && bytes != 0;
+            let fits = !over || (self.state.pinned_bytes.get() == 0 && self.draining(now));
             if fits {
+                if over {
+                    // Granted past the budget to a draining writer, which then waits
+                    // for no one: it sheds the longest-stalled holder itself, or
+                    // connections that never read would keep the budget full while
+                    // the viewers stream without read-ahead.
+                    b.shed_one(self.id, now);
+                }
                 self.state.turn.set(ticket + 1);
                 b.used_bytes.set(used + bytes);
                 self.state
@@ -496,6 +501,67 @@ mod tests {
                 "the window took {:?}: a ticket slept out the retry",
                 started.elapsed()
             );
+        });
+    }
+
+    /// A socket whose client never reads.
+    struct Stuck;
+
+    impl futures_lite::AsyncWrite for Stuck {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_draining_writer_granted_past_the_budget_sheds_a_stalled_holder() {
+        run(async {
+            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
+            // A fills the budget and its client stops reading.
+            let a = Rc::new(budget.writer());
+            let t = a.ticket();
+            let held = a.pin(t, 8 * MIB, Duration::from_secs(1)).await.unwrap();
+            let a2 = a.clone();
+            let stalled = runtime::spawn(async move {
+                let r = a2
+                    .write(&mut Stuck, &[&[0u8; 1024]], Duration::from_secs(30))
+                    .await;
+                drop(held);
+                r
+            });
+            runtime::sleep(SHED_AFTER_STALL + Duration::from_millis(100)).await;
+            // B's client reads: it gets its next block past the budget at once, and
+            // A, stalled for longer than SHED_AFTER_STALL, is shed for it.
+            let b = budget.writer();
+            b.write(
+                &mut futures::io::sink(),
+                &[&[0u8; 1024]],
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+            let t = b.ticket();
+            let pin = b.pin(t, MIB, Duration::from_millis(100)).await;
+            assert!(pin.is_ok(), "a draining writer waited");
+            assert_eq!(stalled.await.err(), Some(WriteFail::Shed));
+            drop(pin);
+            assert_eq!(budget.used_bytes(), 0);
         });
     }
 
