@@ -31,6 +31,8 @@ FLOOD=${PERF_FLOOD_BYTES:-262144}
 PORT=${PERF_PORT:-18411}
 ROLES=${PERF_ROLES:-origin scc lhc}
 ROUNDS=${PERF_ROUNDS:-3}
+# Seconds between the attack being mounted and the attacked viewer starting.
+SETTLE=${PERF_SETTLE:-0}
 RESULT=${PERF_RESULT:-perf/results/$(date +%Y-%m-%d)-hostile.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 P2PD=${PERF_P2PD_BIN:-$TARGET_DIR/release/p2pd}
@@ -157,6 +159,7 @@ run_role() {
             sleep 0.1
         done
         log "$role round $r: unattacked viewer ${t_base}s; $(tail -1 "$WORK/logs/attack-$role.log")"
+        sleep "$SETTLE"
         t_att=$(view "$role" "$WORK/out-$role")
         cmp -s "$WORK/out-$role" "$WORK/media/big.bin" || same=no
         kill -0 "$target_pid" 2>/dev/null || alive=no
