@@ -877,21 +877,7 @@ impl Shard {
         let (me, file) = (self.clone(), file.clone());
         Some(
             async move {
-                let fref = file.file_ref();
-                let (version, blocks) = (file.meta().version, file.index.block_count().max(1));
-                let r = runtime::timeout(
-                    LOCATE_WAIT,
-                    me.with_upstream(&file.key, |up| {
-                        let fref = fref.clone();
-                        async move {
-                            let answered = up.addr;
-                            up.locate(&fref, version, 0, blocks)
-                                .await
-                                .map(|l| (answered, l))
-                        }
-                    }),
-                )
-                .await;
+                let r = me.locate_whole_file(&file).await;
                 let own = me.fill().map(|f| f.cfg.own_addrs.clone()).unwrap_or_default();
                 if let Ok(Ok((answered, locations))) = r {
                     let found: Vec<Located> = locations
@@ -1587,6 +1573,29 @@ impl Shard {
         Ok(df)
     }
 
+    /// The upstream's Locate answer for all of `file` within [`LOCATE_WAIT`], with
+    /// the address of the upstream that gave it.
+    async fn locate_whole_file(
+        self: &Rc<Self>,
+        file: &Arc<CachedFile>,
+    ) -> Result<Result<(SocketAddr, Vec<Location>), Refusal>, runtime::Elapsed> {
+        let fref = file.file_ref();
+        let (version, blocks) = (file.meta().version, file.index.block_count().max(1));
+        runtime::timeout(
+            LOCATE_WAIT,
+            self.with_upstream(&file.key, |up| {
+                let fref = fref.clone();
+                async move {
+                    let answered = up.addr;
+                    up.locate(&fref, version, 0, blocks)
+                        .await
+                        .map(|l| (answered, l))
+                }
+            }),
+        )
+        .await
+    }
+
     /// The upstream's Locate answer for all of `file`, asked at most once per
     /// [`RELAY_FRESH`] per shard (empty when the upstream could not answer in time).
     async fn relayed_locations(self: &Rc<Self>, file: &Arc<CachedFile>) -> Rc<Vec<Location>> {
@@ -1606,18 +1615,8 @@ impl Shard {
             None => {
                 let (me, file) = (self.clone(), file.clone());
                 let answer = async move {
-                    let fref = file.file_ref();
-                    let (version, blocks) = (file.meta().version, file.index.block_count().max(1));
-                    let r = runtime::timeout(
-                        LOCATE_WAIT,
-                        me.with_upstream(&file.key, |up| {
-                            let fref = fref.clone();
-                            async move { up.locate(&fref, version, 0, blocks).await }
-                        }),
-                    )
-                    .await;
-                    Rc::new(match r {
-                        Ok(Ok(l)) => l,
+                    Rc::new(match me.locate_whole_file(&file).await {
+                        Ok(Ok((_, l))) => l,
                         _ => Vec::new(),
                     })
                 }
