@@ -31,6 +31,9 @@ FLOOD=${PERF_FLOOD_BYTES:-262144}
 PORT=${PERF_PORT:-18411}
 ROLES=${PERF_ROLES:-origin scc lhc}
 ROUNDS=${PERF_ROUNDS:-3}
+# Comma-separated attack kinds (info,locate,get,slow,have,random,crash,half,onebyte,
+# silent): only these, as many connections of each as in the full mix (diagnosis).
+KINDS=${PERF_ATTACK_KINDS:-}
 # Seconds between the attack being mounted and the attacked viewer starting.
 SETTLE=${PERF_SETTLE:-0}
 RESULT=${PERF_RESULT:-perf/results/$(date +%Y-%m-%d)-hostile.md}
@@ -150,7 +153,7 @@ run_role() {
         prober=$!
         python3 "$REPO/perf/hostile_attack.py" --target "$target" --host 127.33.0.1 --port "$PORT" \
             --path big.bin --connections "$ATTACK" --flood-bytes "$FLOOD" \
-            --fetch-src "$fetch_src" --other-src "$other_src" \
+            --fetch-src "$fetch_src" --other-src "$other_src" --only "$KINDS" \
             > "$WORK/raw/$role-attack.json" 2> "$WORK/logs/attack-$role.log" &
         attacker=$!
         for _ in $(seq 600); do
@@ -197,7 +200,7 @@ def peak(path):
 names = {"origin": "origin (SPP, p2pd get)", "scc": "site cache (HTTP, curl from inside -n)", "lhc": "client cache (HTTP proxy, curl)"}
 print(f"# Hostile input: a viewer against {attack} hostile connections, $(date +%Y-%m-%d), commit {commit}")
 print()
-print(f"Machine: {machine}. Command: \`perf/hostile.sh\` (PERF_BLOCK=$BLOCK PERF_MEM=$MEM PERF_THREADS=$THREADS PERF_ATTACK=$ATTACK PERF_FLOOD_BYTES=$FLOOD).")
+print(f"Machine: {machine}. Command: \`perf/hostile.sh\` (PERF_BLOCK=$BLOCK PERF_MEM=$MEM PERF_THREADS=$THREADS PERF_ATTACK=$ATTACK PERF_FLOOD_BYTES=$FLOOD${KINDS:+ PERF_ATTACK_KINDS=$KINDS}).")
 print()
 print(f"Each node: $THREADS shards, -M $MEM, -i, --max-connections 4000, block size $BLOCK; the file: {size} bytes")
 print("(4096 blocks). The viewer streams it once to fill a cache, then $ROUNDS rounds of: unattacked (the")

@@ -83,10 +83,16 @@ class Stats:
         d[key] = d.get(key, 0) + n
 
 
-def mix(n):
+def mix(n, only=None):
     shares = [("info", 300), ("locate", 100), ("get", 100), ("slow", 100), ("have", 100),
               ("random", 100), ("crash", 100), ("half", 34), ("onebyte", 33), ("silent", 33)]
     kinds = []
+    if only:
+        # Only these kinds, as many connections of each as in the full mix.
+        for kind, share in shares:
+            if kind in only:
+                kinds += [kind] * max(1, share * n // 1000)
+        return [kinds[(i * 7919) % len(kinds)] for i in range(len(kinds))] if len(kinds) % 7919 else kinds
     for kind, share in shares:
         kinds += [kind] * max(1, share * n // 1000)
     kinds = kinds[:n]
@@ -116,6 +122,7 @@ async def main():
     ap.add_argument("--flood-bytes", type=int, default=256 * 1024)
     ap.add_argument("--fetch-src", required=True, help="comma-separated source addresses")
     ap.add_argument("--other-src", required=True, help="comma-separated source addresses")
+    ap.add_argument("--only", default="", help="comma-separated kinds: only these (as many of each as in the full mix)")
     ap.add_argument("--have-src-prefix", default="127.33.202.", help="Have flooders' addresses: PREFIX1..PREFIX250")
     a = ap.parse_args()
     thost, tport = a.target.rsplit(":", 1)
@@ -139,7 +146,8 @@ async def main():
     state = {}
     writers = []
     mounted = [0]
-    total = len(mix(a.connections))
+    only = set(filter(None, a.only.split(",")))
+    total = len(mix(a.connections, only))
     crash = crash_paths()
 
     async def opening(kind, k):
@@ -225,7 +233,7 @@ async def main():
                 state.setdefault("random", []).append(r)
 
     t0 = time.monotonic()
-    kinds = mix(a.connections)
+    kinds = mix(a.connections, only)
     sem = asyncio.Semaphore(200)
 
     async def one(kind, k):

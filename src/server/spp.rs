@@ -273,14 +273,17 @@ pub async fn serve(
     }));
     let (tx, rx) = mpsc::channel::<Out>(limits::MAX_OUTSTANDING_REQUESTS + 16);
     let may_fetch = ctx.may_fetch(peer.ip(), local.map(|l| l.ip()));
+    // This connection's place in the shard's turns of paused request work.
+    let owner = runtime::request_owner();
     let writer = {
         let (s, st) = (shard.clone(), state.clone());
         // The writer is a task of its own: run it under the panic policy as well.
         runtime::spawn(async move {
-            super::contained(&s.clone(), writer_loop(s, wr, rx, st, may_fetch)).await;
+            super::contained(&s.clone(), writer_loop(s, wr, rx, st, may_fetch, owner)).await;
         })
     };
     let conn = Conn {
+        owner,
         shard: &shard,
         ctx: &ctx,
         state: &state,
@@ -350,6 +353,8 @@ struct Conn<'a> {
     local: Option<SocketAddr>,
     /// The requester may make this node fetch from its upstream (caches).
     may_fetch: bool,
+    /// The connection's place in the shard's turns of paused request work.
+    owner: runtime::RequestOwner,
 }
 
 async fn reader_loop(
@@ -365,6 +370,7 @@ async fn reader_loop(
     // such frames take counts against the shard's request budget, and a turn of them
     // pauses with the other requests once it is spent (a stream of Gets never does).
     let mut requests_this_turn = false;
+    let owner = conn.owner;
     loop {
         // One connection's pipelined frames are worked through a few at a time: the
         // other connections of the shard get their turn in between, so a flood of
@@ -374,7 +380,7 @@ async fn reader_loop(
         if frames_this_turn > FRAMES_PER_TURN {
             frames_this_turn = 0;
             if std::mem::take(&mut requests_this_turn) {
-                runtime::request_turn().await;
+                runtime::request_turn(owner).await;
             } else {
                 futures_lite::future::yield_now().await;
             }
@@ -464,7 +470,7 @@ async fn reader_loop(
                 let may_fetch = conn.may_fetch;
                 // Indexing (origin) or asking the upstream (cache) may take a while:
                 // answer on its own so other requests go on.
-                runtime::spawn_request(async move {
+                runtime::spawn_request(owner, async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
                         let found = ctx
@@ -491,7 +497,7 @@ async fn reader_loop(
                     (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
                 let (local, may_fetch, requester) = (conn.local, conn.may_fetch, conn.peer.ip());
                 // A cache relays its upstream's answer: that takes a round trip.
-                runtime::spawn_request(async move {
+                runtime::spawn_request(owner, async move {
                     let s = shard.clone();
                     super::contained(&s, async move {
                         let span = (first_block, block_count);
@@ -797,12 +803,18 @@ enum Job {
 /// Each block is pinned in the shard's budget from before it is produced until it is
 /// written (see `shard::budget`); a connection that holds pins without reading while
 /// the shard is short is shed.
+/// Frames up to this long are gathered with the ready ones after them into one send.
+const GATHER_FRAME_BYTES: usize = 4 * 1024;
+/// Most bytes of frames gathered into one send.
+const GATHER_BYTES: usize = 64 * 1024;
+
 async fn writer_loop(
     shard: Rc<Shard>,
     mut wr: WriteHalf<TcpStream>,
     rx: mpsc::Receiver<Out>,
     state: Rc<RefCell<ConnState>>,
     may_fetch: bool,
+    owner: runtime::RequestOwner,
 ) {
     let jobs = rx.flat_map(|out| {
         let jobs: Vec<Job> = match out {
@@ -877,11 +889,71 @@ async fn writer_loop(
         .buffered(window)
     };
     futures::pin_mut!(work);
-    while let Some(w) = work.next().await {
+    // An item taken while gathering frames, to be written next.
+    let mut held: Option<Work> = None;
+    let mut ended = false;
+    while !ended {
+        let w = match held.take() {
+            Some(w) => w,
+            None => match work.next().await {
+                Some(w) => w,
+                None => break,
+            },
+        };
         let ok = match w {
             Work::Frame { head, tail, answer } => {
-                let r = writer.write(&mut wr, &[&head, &tail], WRITE_TIMEOUT).await;
-                state.borrow_mut().written(head.len(), answer);
+                // Small frames that are ready go out together, in one send: a burst
+                // of answers (a Locate flood's) was one system call and one TCP
+                // segment each, and kept the shard from polling for I/O.
+                let mut frames = vec![(head.len(), answer)];
+                let mut batch: Option<BytesMut> = None;
+                let small = |h: &Bytes, t: &Bytes| h.len() + t.len() <= GATHER_FRAME_BYTES;
+                if small(&head, &tail) {
+                    while batch.as_ref().map_or(0, |b| b.len()) < GATHER_BYTES {
+                        match work.next().now_or_never() {
+                            Some(Some(Work::Frame {
+                                head: h,
+                                tail: t,
+                                answer: a,
+                            })) if small(&h, &t) => {
+                                let b = batch.get_or_insert_with(|| {
+                                    let mut b = BytesMut::with_capacity(GATHER_BYTES + GATHER_FRAME_BYTES);
+                                    b.extend_from_slice(&head);
+                                    b.extend_from_slice(&tail);
+                                    b
+                                });
+                                b.extend_from_slice(&h);
+                                b.extend_from_slice(&t);
+                                frames.push((h.len(), a));
+                            }
+                            Some(Some(other)) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                // Writing answers is request work too: counted against the shard's
+                // request budget, and past it the next waits for this connection's
+                // turn (a Locate flood's answers cost more to send than to work out).
+                let r = runtime::charged(async {
+                    match &batch {
+                        Some(b) => writer.write(&mut wr, &[b], WRITE_TIMEOUT).await,
+                        None => writer.write(&mut wr, &[&head, &tail], WRITE_TIMEOUT).await,
+                    }
+                })
+                .await;
+                for (len, answer) in frames {
+                    state.borrow_mut().written(len, answer);
+                }
+                if r.is_ok() {
+                    runtime::request_wait(owner).await;
+                }
                 r.is_ok()
             }
             Work::Close => false,
