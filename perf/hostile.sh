@@ -69,6 +69,8 @@ INSIDERS=$(seq -s, -f '127.33.200.%g' 10 29)
 OUTSIDERS=$(seq -s, -f '127.33.201.%g' 1 20)
 
 now() { date +%s.%N; }
+# CPU seconds the process used so far (all its threads, those gone included).
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # A node past this much memory is SIGKILLed (and the run says so): an unbounded node
 # would otherwise take the whole machine.
@@ -98,17 +100,27 @@ probe_health() {   # probe_health ADDR FILE: one line per second, the HTTP statu
     done
 }
 
-view() {   # view ROLE OUT: streams the file as the role's viewer; prints seconds
-    local role=$1 out=$2 t0 t1
-    rm -f "$out"
+view() {   # view ROLE: streams the file as the role's viewer into cmp against the file
+           # (nothing written to disk: a gigabyte of writeback per view took the disk
+           # from the next view); prints "SECONDS SAME" (yes/no), or "fail no"
+    local role=$1 t0 t1 st=()
+    local file=$WORK/media/big.bin
     t0=$(now)
-    case $role in
-        origin) "$P2PD" get "spp://$ORIGIN/big.bin" -o "$out" -q --timeout 60000 ;;
-        scc) curl -sf -m 600 --interface "$VIEWER_IP" -H "Host: $ORIGIN" -o "$out" "http://$NODE/big.bin" ;;
-        lhc) http_proxy="http://$NODE" curl -sf -m 600 -o "$out" "http://$ORIGIN/big.bin" ;;
-    esac || { echo fail; return 0; }
+    {
+        case $role in
+            origin) "$P2PD" get "spp://$ORIGIN/big.bin" -o - -q --timeout 60000 | cmp -s - "$file" ;;
+            scc) curl -sf -m 600 --interface "$VIEWER_IP" -H "Host: $ORIGIN" "http://$NODE/big.bin" | cmp -s - "$file" ;;
+            lhc) http_proxy="http://$NODE" curl -sf -m 600 "http://$ORIGIN/big.bin" | cmp -s - "$file" ;;
+        esac
+        st=("${PIPESTATUS[@]}")
+    } || true
     t1=$(now)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+    # A viewer killed by cmp's early exit (a difference) fails too: the bytes differ.
+    if [ "${st[1]:-1}" != 0 ]; then
+        echo "fail no"
+        return 0
+    fi
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f yes\n", b - a }'
 }
 
 run_role() {
@@ -134,17 +146,19 @@ run_role() {
     fi
     local target=$ORIGIN
     [ "$role" != origin ] && target=$NODE
-    local t_fill same=yes alive=yes health_end=000 after=000 r sampler prober attacker
-    t_fill=$(view "$role" "$WORK/out-$role")
-    cmp -s "$WORK/out-$role" "$WORK/media/big.bin" || same=no
+    local t_fill ok c0 a0 c_base c_att a_att same=yes alive=yes health_end=000 after=000 r sampler prober attacker
+    read -r t_fill ok <<<"$(view "$role")"
+    [ "$ok" = yes ] || same=no
     : > "$WORK/raw/$role-rounds"
     # Rounds of (unattacked, attacked) side by side: the machine's noise hits both.
     for r in $(seq "$ROUNDS"); do
         sample_rss "$target_pid" "$WORK/raw/$role-rss-unattacked" &
         sampler=$!
         local t_base t_att
-        t_base=$(view "$role" "$WORK/out-$role")
-        cmp -s "$WORK/out-$role" "$WORK/media/big.bin" || same=no
+        c0=$(cpu_secs "$target_pid")
+        read -r t_base ok <<<"$(view "$role")"
+        c_base=$(awk -v a="$c0" -v b="$(cpu_secs "$target_pid")" 'BEGIN { printf "%.2f", b - a }')
+        [ "$ok" = yes ] || same=no
         kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
 
         sample_rss "$target_pid" "$WORK/raw/$role-rss-attacked" &
@@ -161,23 +175,32 @@ run_role() {
             kill -0 "$attacker" 2>/dev/null || break
             sleep 0.1
         done
-        log "$role round $r: unattacked viewer ${t_base}s; $(tail -1 "$WORK/logs/attack-$role.log")"
+        log "$role round $r: unattacked viewer ${t_base}s (node CPU ${c_base}s); $(tail -1 "$WORK/logs/attack-$role.log")"
         sleep "$SETTLE"
-        t_att=$(view "$role" "$WORK/out-$role")
-        cmp -s "$WORK/out-$role" "$WORK/media/big.bin" || same=no
+        c0=$(cpu_secs "$target_pid")
+        a0=$(cpu_secs "$attacker")
+        read -r t_att ok <<<"$(view "$role")"
+        c_att=$(awk -v a="$c0" -v b="$(cpu_secs "$target_pid")" 'BEGIN { printf "%.2f", b - a }')
+        a_att=$(awk -v a="$a0" -v b="$(cpu_secs "$attacker")" 'BEGIN { printf "%.2f", b - a }')
+        [ "$ok" = yes ] || same=no
         kill -0 "$target_pid" 2>/dev/null || alive=no
         health_end=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$target/_p2pd/health" || true)
         kill -TERM "$attacker" 2>/dev/null || true; wait "$attacker" 2>/dev/null || true
         kill "$prober" "$sampler" 2>/dev/null || true
         wait "$prober" "$sampler" 2>/dev/null || true
         after=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$target/_p2pd/health" || true)
-        log "$role round $r: attacked viewer ${t_att}s, bytes identical so far: $same, node running: $alive, health $health_end (after the attack $after)"
+        log "$role round $r: attacked viewer ${t_att}s (node CPU ${c_att}s, attack driver CPU ${a_att}s), bytes identical so far: $same, node running: $alive, health $health_end (after the attack $after)"
         printf '%s\t%s\n' "$t_base" "$t_att" >> "$WORK/raw/$role-rounds"
     done
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$role" "$t_fill" "$same" "$alive" "$health_end" "$after" \
         > "$WORK/raw/$role.tsv"
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -f "$WORK/out-$role"
+    # The kernel tears a process's io_uring down after it exits, and an accept still
+    # pending there keeps the listening socket (and the port) for a moment longer.
+    for _ in $(seq 100); do
+        ss -Hltn "sport = :$PORT" | grep -q . || break
+        sleep 0.1
+    done
 }
 
 for role in $ROLES; do run_role "$role"; done

@@ -279,7 +279,7 @@ pub async fn serve(
         let (s, st) = (shard.clone(), state.clone());
         // The writer is a task of its own: run it under the panic policy as well.
         runtime::spawn(async move {
-            super::contained(&s.clone(), writer_loop(s, wr, rx, st, may_fetch, owner)).await;
+            super::contained(&s.clone(), writer_loop(s, wr, rx, st, may_fetch)).await;
         })
     };
     let conn = Conn {
@@ -814,7 +814,6 @@ async fn writer_loop(
     rx: mpsc::Receiver<Out>,
     state: Rc<RefCell<ConnState>>,
     may_fetch: bool,
-    owner: runtime::RequestOwner,
 ) {
     let jobs = rx.flat_map(|out| {
         let jobs: Vec<Job> = match out {
@@ -939,8 +938,9 @@ async fn writer_loop(
                     }
                 }
                 // Writing answers is request work too: counted against the shard's
-                // request budget, and past it the next waits for this connection's
-                // turn (a Locate flood's answers cost more to send than to work out).
+                // request budget (a Locate flood's answers cost more to send than to
+                // work out). The writer does not wait for a turn: blocks of a Get
+                // may follow; the reader's pauses hold back a flood's next requests.
                 let r = runtime::charged(async {
                     match &batch {
                         Some(b) => writer.write(&mut wr, &[b], WRITE_TIMEOUT).await,
@@ -950,9 +950,6 @@ async fn writer_loop(
                 .await;
                 for (len, answer) in frames {
                     state.borrow_mut().written(len, answer);
-                }
-                if r.is_ok() {
-                    runtime::request_wait(owner).await;
                 }
                 r.is_ok()
             }
