@@ -333,9 +333,11 @@ async fn read_frame(
                 ));
             }
         }
-        // Read what the frame still needs, in bounded slices, so the buffer only grows
-        // as bytes really arrive.
-        let want = dec.wanted(buf).clamp(1, READ_CHUNK_BYTES);
+        // Read what has arrived, in bounded slices (the buffer only grows as bytes
+        // really arrive, by at most one slice past the frame in progress). Reading only
+        // what the frame still needed took two system calls per frame: a flood of
+        // small requests cost more to read than to answer.
+        let want = READ_CHUNK_BYTES;
         match runtime::timeout(wait, runtime::read_some(rd, buf, want)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(Read::Closed),
             Err(_) => return Ok(Read::Idle),
