@@ -67,11 +67,13 @@ for t in "${targets[@]}"; do
     mkdir -p "$corpus" "fuzz/artifacts/$t" "$grown"
     log=fuzz/logs/$t.log
     extra=()
+    merge_extra=()
     [ -n "${FUZZ_RUNS:-}" ] && extra+=(-runs="$FUZZ_RUNS")
     # Heads up to the 16 KiB limit and past it (431).
-    [ "$t" = http_request ] && extra+=(-max_len=17000)
+    [ "$t" = http_request ] && extra+=(-max_len=17000) && merge_extra+=(-max_len=17000)
     # Shorter inputs run faster (the registry target's 4 KiB inputs hold 512
-    # operations each): FUZZ_MAX_LEN caps them for a run.
+    # operations each): FUZZ_MAX_LEN caps them for a run, not for the merge (which
+    # would cut the corpus's longer inputs).
     [ -n "${FUZZ_MAX_LEN:-}" ] && extra+=(-max_len="$FUZZ_MAX_LEN")
     echo "== $t: ${secs}s (log $log)"
     rc=0
@@ -103,7 +105,7 @@ for t in "${targets[@]}"; do
         cp "$corpus"/seed-* "$fresh"/ 2>/dev/null || true
         old=$(mktemp -d fuzz/logs/old.XXXXXX)
         find "$corpus" -maxdepth 1 -type f ! -name 'seed-*' -exec mv -t "$old" {} +
-        nice -n 10 "$bin" -merge=1 -use_counters=0 "${extra[@]/-runs=*/-runs=-1}" \
+        nice -n 10 "$bin" -merge=1 -use_counters=0 -runs=-1 "${merge_extra[@]}" \
             "$fresh" "$old" "$grown" \
             >>"$log" 2>&1
         find "$corpus" -maxdepth 1 -type f -delete
