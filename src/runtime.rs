@@ -134,6 +134,7 @@ impl Paused {
             }
             if let Some(w) = found {
                 self.live -= 1;
+                self.forget_if_idle();
                 return Some(w);
             }
         }
@@ -145,8 +146,19 @@ impl Paused {
         let had = slot.borrow_mut().take().is_some();
         if had {
             self.live -= 1;
+            self.forget_if_idle();
         }
         had
+    }
+
+    /// With nothing waiting, drops the places of those gone (connections that closed
+    /// with work queued), which would otherwise stay until their owners' turns came.
+    fn forget_if_idle(&mut self) {
+        if self.live == 0 {
+            self.by_owner.clear();
+            self.fresh.clear();
+            self.round.clear();
+        }
     }
 }
 
@@ -929,6 +941,57 @@ mod tests {
             waited < Duration::from_millis(50),
             "a request of another connection waited {waited:?} behind the backlog"
         );
+    }
+
+    /// A slot whose waker counts its wake-ups into `woken`, tagged `tag`.
+    fn slot(tag: u32, woken: &std::sync::Arc<std::sync::Mutex<Vec<u32>>>) -> Slot {
+        struct Tagged(u32, std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+        impl std::task::Wake for Tagged {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.1.lock().unwrap().push(self.0);
+            }
+        }
+        let w = std::task::Waker::from(std::sync::Arc::new(Tagged(tag, woken.clone())));
+        std::rc::Rc::new(std::cell::RefCell::new(Some(w)))
+    }
+
+    #[test]
+    fn paused_work_goes_round_the_owners_new_ones_first_and_is_forgotten_when_none_waits() {
+        let woken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut p = Paused::default();
+        // Owner 1 floods (three requests), then owner 2 has one; 1's second turn comes
+        // after 2's first, as does its third.
+        let (a1, a2, a3) = (slot(11, &woken), slot(12, &woken), slot(13, &woken));
+        p.push(1, a1, false);
+        p.push(1, a2, false);
+        p.push(1, a3.clone(), false);
+        let b1 = slot(21, &woken);
+        p.push(2, b1, false);
+        // Owner 3 queued and then gone (its connection closed).
+        let c1 = slot(31, &woken);
+        p.push(3, c1.clone(), false);
+        assert!(p.leave(&c1));
+        assert_eq!(p.live, 4);
+        while let Some(w) = p.next() {
+            w.wake();
+            // A new owner arriving while 1 still has work goes before 1's next turn.
+            if woken.lock().unwrap().len() == 2 {
+                p.push(4, slot(41, &woken), false);
+            }
+        }
+        assert_eq!(*woken.lock().unwrap(), vec![11, 21, 41, 12, 13]);
+        assert_eq!(p.live, 0);
+        assert!(p.by_owner.is_empty() && p.fresh.is_empty() && p.round.is_empty());
+        // A slot given up while others wait leaves nothing behind once none waits.
+        let d1 = slot(51, &woken);
+        let e1 = slot(61, &woken);
+        p.push(5, d1.clone(), false);
+        p.push(6, e1.clone(), false);
+        assert!(p.leave(&d1));
+        assert!(!p.by_owner.is_empty());
+        assert!(p.leave(&e1));
+        assert!(p.by_owner.is_empty() && p.fresh.is_empty() && p.round.is_empty());
+        assert!(!p.leave(&a3), "a slot already woken does not wait");
     }
 
     #[test]
