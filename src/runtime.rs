@@ -301,6 +301,21 @@ pub async fn request_turn(owner: RequestOwner) {
     }
 }
 
+/// Runs `fut`; its output and the time spent polling it (not waiting), for a caller
+/// that decides afterwards whether to charge it ([`charge_request`]).
+pub async fn polled<F: Future>(fut: F) -> (F::Output, Duration) {
+    let mut fut = std::pin::pin!(fut);
+    let mut spent = Duration::ZERO;
+    let out = std::future::poll_fn(|cx| {
+        let t = std::time::Instant::now();
+        let r = fut.as_mut().poll(cx);
+        spent += t.elapsed();
+        r
+    })
+    .await;
+    (out, spent)
+}
+
 /// Runs `fut`, counting the time spent polling it against the shard's request budget
 /// (the writing of answers: what a flood of requests costs past working them out).
 pub async fn charged<F: Future>(fut: F) -> F::Output {

@@ -397,15 +397,19 @@ async fn reader_loop(
         }
         // A connection whose writer ended (shed, or its client stopped reading) ends
         // now, even while its client sends nothing.
-        let read = futures_lite::future::or(
+        // The time spent reading and decoding (not waiting) counts, with the frame's
+        // handling below, against the request budget when the frame is a request.
+        let (read, reading) = runtime::polled(futures_lite::future::or(
             read_frame(&mut rd, &mut buf, &mut dec, IDLE_TIMEOUT),
             async {
                 writer_ended(state).await;
                 Ok(Read::Closed)
             },
-        )
+        ))
         .await;
-        let began = std::time::Instant::now();
+        let began = std::time::Instant::now()
+            .checked_sub(reading)
+            .unwrap_or_else(std::time::Instant::now);
         let mut request = false;
         let event = match read {
             Ok(Read::Frame(f)) => {
@@ -495,9 +499,33 @@ async fn reader_loop(
                 block_count,
             } => {
                 let running = AnswerRunning::start(state);
+                let (local, may_fetch, requester) = (conn.local, conn.may_fetch, conn.peer.ip());
+                if matches!(file, Content::Published(_)) {
+                    // An origin answers from memory at once: here, in the reader's
+                    // charged time, without a task, a queue turn and a wake-up per
+                    // request (under a Locate flood those cost more than the answers).
+                    let span = (first_block, block_count);
+                    let now = locate(
+                        shard,
+                        conn.ctx,
+                        state,
+                        req_id,
+                        &file,
+                        span,
+                        (local, requester),
+                        may_fetch,
+                    )
+                    .now_or_never();
+                    if let Some(f) = now {
+                        let out = out_frame(state, f, true);
+                        drop(running);
+                        send_answer(tx.clone(), out).await;
+                        charge(request);
+                        continue;
+                    }
+                }
                 let (shard, ctx, state, tx) =
                     (shard.clone(), conn.ctx.clone(), state.clone(), tx.clone());
-                let (local, may_fetch, requester) = (conn.local, conn.may_fetch, conn.peer.ip());
                 // A cache relays its upstream's answer: that takes a round trip.
                 runtime::spawn_request(owner, async move {
                     let s = shard.clone();
