@@ -115,8 +115,9 @@ view() {   # view ROLE: streams the file as the role's viewer into cmp against t
         st=("${PIPESTATUS[@]}")
     } || true
     t1=$(now)
-    # A viewer killed by cmp's early exit (a difference) fails too: the bytes differ.
-    if [ "${st[1]:-1}" != 0 ]; then
+    # A failed viewer, or bytes that differ (cmp then exits early and the viewer dies
+    # of the broken pipe), is a failed view.
+    if [ "${st[0]:-1}" != 0 ] || [ "${st[1]:-1}" != 0 ]; then
         echo "fail no"
         return 0
     fi

@@ -119,7 +119,9 @@ impl Paused {
     /// lane, else of the old), that owner then going to the back of the old lane.
     fn next(&mut self) -> Option<std::task::Waker> {
         while let Some(owner) = self.fresh.pop_front().or_else(|| self.round.pop_front()) {
-            let Some(q) = self.by_owner.get_mut(&owner) else { continue };
+            let Some(q) = self.by_owner.get_mut(&owner) else {
+                continue;
+            };
             let mut found = None;
             while let Some(slot) = q.pop_front() {
                 if let Some(w) = slot.borrow_mut().take() {
@@ -831,6 +833,18 @@ mod tests {
         }
     }
 
+    /// A stream that computes 2 ms, then waits 1 ms for its I/O, for ever, adding the
+    /// time it computed to `used`.
+    fn spawn_stream(used: Rc<Cell<Duration>>) {
+        drop(spawn_background(async move {
+            loop {
+                spin(Duration::from_millis(2));
+                used.set(used.get() + Duration::from_millis(2));
+                sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+
     /// Forty hostile requests that each want the CPU for ever, 100 µs at a time, and
     /// optionally a stream that computes 2 ms, then waits 1 ms for its I/O; their
     /// shares of 400 ms of an executor.
@@ -850,14 +864,7 @@ mod tests {
                 });
             }
             if with_stream {
-                let used = stream_time.clone();
-                drop(spawn_background(async move {
-                    loop {
-                        spin(Duration::from_millis(2));
-                        used.set(used.get() + Duration::from_millis(2));
-                        sleep(Duration::from_millis(1)).await;
-                    }
-                }));
+                spawn_stream(stream_time.clone());
             }
             let began = std::time::Instant::now();
             sleep(Duration::from_millis(400)).await;
@@ -902,14 +909,7 @@ mod tests {
         run_single(io_memory, async move {
             let request_time = Rc::new(Cell::new(Duration::ZERO));
             let stream_time = Rc::new(Cell::new(Duration::ZERO));
-            let used = stream_time.clone();
-            drop(spawn_background(async move {
-                loop {
-                    spin(Duration::from_millis(2));
-                    used.set(used.get() + Duration::from_millis(2));
-                    sleep(Duration::from_millis(1)).await;
-                }
-            }));
+            spawn_stream(stream_time.clone());
             for _ in 0..100 {
                 let owner = request_owner();
                 for _ in 0..200 {
@@ -943,7 +943,10 @@ mod tests {
             requests <= budget + 0.05,
             "the backlog took {requests:.2} of the shard, budget {budget:.2}"
         );
-        assert!(requests >= budget / 4.0, "the backlog starved: {requests:.2}");
+        assert!(
+            requests >= budget / 4.0,
+            "the backlog starved: {requests:.2}"
+        );
         // Waking the paused tasks is request work too: the stream, which asks for 2/3
         // of the shard, keeps all but the budget of it.
         assert!(

@@ -407,9 +407,7 @@ async fn reader_loop(
             },
         ))
         .await;
-        let began = std::time::Instant::now()
-            .checked_sub(reading)
-            .unwrap_or_else(std::time::Instant::now);
+        let began = std::time::Instant::now();
         let mut request = false;
         let event = match read {
             Ok(Read::Frame(f)) => {
@@ -440,7 +438,7 @@ async fn reader_loop(
         // more than queue an answer; never time spent waiting.
         let charge = |request: bool| {
             if request {
-                runtime::charge_request(began.elapsed());
+                runtime::charge_request(reading + began.elapsed());
             }
         };
         let out = match event {
@@ -946,7 +944,8 @@ async fn writer_loop(
                                 answer: a,
                             })) if small(&h, &t) => {
                                 let b = batch.get_or_insert_with(|| {
-                                    let mut b = BytesMut::with_capacity(GATHER_BYTES + GATHER_FRAME_BYTES);
+                                    let mut b =
+                                        BytesMut::with_capacity(GATHER_BYTES + GATHER_FRAME_BYTES);
                                     b.extend_from_slice(&head);
                                     b.extend_from_slice(&tail);
                                     b
