@@ -36,6 +36,12 @@ ROUNDS=${PERF_ROUNDS:-3}
 KINDS=${PERF_ATTACK_KINDS:-}
 # Seconds between the attack being mounted and the attacked viewer starting.
 SETTLE=${PERF_SETTLE:-0}
+# Non-empty: sample the node's pinned bytes, shed and open connections every 100 ms
+# during each attacked view into $WORK/raw/ROLE-trace-RN (diagnosis).
+TRACE=${PERF_TRACE:-}
+# Non-empty: perf record the node during each attacked view into
+# $WORK/raw/ROLE-perf-RN.data (diagnosis; a frame-pointer build gives call graphs).
+RECORD=${PERF_RECORD:-}
 RESULT=${PERF_RESULT:-perf/results/$(date +%Y-%m-%d)-hostile.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 P2PD=${PERF_P2PD_BIN:-$TARGET_DIR/release/p2pd}
@@ -89,6 +95,18 @@ sample_rss() {   # sample_rss PID FILE: VmRSS in KiB every 100 ms while PID runs
                 log "VmRSS of pid $1 passed $RSS_CAP ($kib KiB): killed"
             fi
         fi
+        sleep 0.1
+    done
+}
+
+trace_metrics() {   # trace_metrics ADDR FILE: "SECONDS pinned shed open" every 100 ms
+    local t0 m
+    t0=$(now)
+    while :; do
+        m=$(curl -sf -m 1 "http://$1/_p2pd/metrics" | awk '$1 == "p2pd_pinned_bytes" { p = $2 }
+            $1 == "p2pd_connections_shed_total" { s = $2 } $1 == "p2pd_connections_open" { o = $2 }
+            END { print p, s, o }' || true)
+        awk -v a="$t0" -v b="$(now)" -v m="$m" 'BEGIN { printf "%.1f %s\n", b - a, m }' >> "$2"
         sleep 0.1
     done
 }
@@ -147,7 +165,7 @@ run_role() {
     fi
     local target=$ORIGIN
     [ "$role" != origin ] && target=$NODE
-    local t_fill ok c0 a0 c_base c_att a_att same=yes alive=yes health_end=000 after=000 r sampler prober attacker
+    local tracer recorder t_fill ok c0 a0 c_base c_att a_att same=yes alive=yes health_end=000 after=000 r sampler prober attacker
     read -r t_fill ok <<<"$(view "$role")"
     [ "$ok" = yes ] || same=no
     : > "$WORK/raw/$role-rounds"
@@ -180,7 +198,20 @@ run_role() {
         sleep "$SETTLE"
         c0=$(cpu_secs "$target_pid")
         a0=$(cpu_secs "$attacker")
+        tracer=
+        if [ -n "$TRACE" ]; then
+            trace_metrics "$target" "$WORK/raw/$role-trace-r$r" &
+            tracer=$!
+        fi
+        recorder=
+        if [ -n "$RECORD" ]; then
+            perf record -q -F 999 --call-graph fp -p "$target_pid" -o "$WORK/raw/$role-perf-r$r.data" 2>/dev/null &
+            recorder=$!
+            sleep 0.3
+        fi
         read -r t_att ok <<<"$(view "$role")"
+        [ -n "$recorder" ] && { kill -INT "$recorder" 2>/dev/null || true; wait "$recorder" 2>/dev/null || true; }
+        [ -n "$tracer" ] && { kill "$tracer" 2>/dev/null || true; wait "$tracer" 2>/dev/null || true; }
         c_att=$(awk -v a="$c0" -v b="$(cpu_secs "$target_pid")" 'BEGIN { printf "%.2f", b - a }')
         a_att=$(awk -v a="$a0" -v b="$(cpu_secs "$attacker")" 'BEGIN { printf "%.2f", b - a }')
         [ "$ok" = yes ] || same=no
