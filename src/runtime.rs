@@ -382,6 +382,34 @@ pub fn spawn_request<F: Future<Output = ()> + 'static>(owner: RequestOwner, fut:
     glommio::spawn_local(crate::panics::own_task(fut)).detach();
 }
 
+/// Bytes a TCP socket holds that it has not sent yet (`SIOCOUTQNSD`): what its peer's
+/// window or the path's congestion window keeps back. `None` if the socket cannot say.
+/// `fd` must be a socket the caller holds open.
+pub fn unsent_bytes(fd: std::os::fd::RawFd) -> Option<u64> {
+    // linux/sockios.h; libc does not define it.
+    const SIOCOUTQNSD: libc::Ioctl = 0x894B;
+    let mut n: libc::c_int = 0;
+    // SAFETY: the ioctl writes one int through a valid pointer; a bad fd only fails.
+    let r = unsafe { libc::ioctl(fd, SIOCOUTQNSD, &mut n as *mut libc::c_int) };
+    (r == 0).then(|| u64::try_from(n).unwrap_or(0))
+}
+
+/// Makes writes to TCP socket `fd` wait while it holds `bytes` or more it has not sent
+/// (`TCP_NOTSENT_LOWAT`); best effort.
+pub fn limit_unsent(fd: std::os::fd::RawFd, bytes: u64) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one int through a valid pointer; a bad fd only fails.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await
 }

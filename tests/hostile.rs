@@ -271,6 +271,7 @@ impl Rig {
             kind,
             block_bytes: match block {
                 "16M" => 16 * MIB,
+                "256k" => 256 * KIB,
                 _ => 16 * KIB,
             },
             origin,
@@ -967,6 +968,145 @@ fn site_cache_memory_stays_bounded_under_slow_readers_of_16m_blocks() {
 #[test]
 fn client_cache_memory_stays_bounded_under_slow_readers_of_16m_blocks() {
     slow_readers_test(Kind::Lhc);
+}
+
+// ---------------------------------------------------------------------------------
+// Non-readers and the kernel's send queues.
+
+/// The most a node's socket may hold unsent (p2pd's `UNSENT_LIMIT`, 1 MiB), plus what
+/// one send may put past it (a few segments).
+const UNSENT_BOUND: u64 = MIB + 256 * KIB;
+const NON_READERS: usize = 24;
+
+/// For every established TCP socket whose local address is `addr`: bytes in its send
+/// queue (`tx_queue` of /proc/net/tcp: not yet acknowledged, which for a client whose
+/// window is shut is what the node has not sent).
+fn send_queues(addr: SocketAddr) -> Vec<u64> {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return Vec::new();
+    };
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        addr.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local rem st tx:rx ...; 01 is ESTABLISHED.
+            if f.len() < 5 || f[1] != local || f[3] != "01" {
+                return None;
+            }
+            u64::from_str_radix(f[4].split(':').next()?, 16).ok()
+        })
+        .collect()
+}
+
+/// Twenty-four connections never read a byte from an origin with 256 KiB blocks: a
+/// third ask for the whole 64 MiB file over SPP, a third over HTTP, a third pipeline
+/// InfoRequests with all 256 digests (the answers are frames, outside the pin budget).
+/// Each may make the node hold at most about 1 MiB unsent in the kernel
+/// (`TCP_NOTSENT_LOWAT`), not `tcp_wmem`'s maximum (4 MiB here): a few hundred such
+/// connections used to put the host's TCP memory past its pressure mark, where every
+/// viewer's socket crawled. Their viewer is still served, and the node's pinned blocks
+/// stay within its budget plus a block per connection.
+#[test]
+fn non_readers_make_the_node_hold_at_most_a_mebibyte_unsent_each() {
+    let _serial = serial();
+    let mut rig = Rig::new(Kind::Origin, "256k", big(), false, &[]);
+    let baseline = rig.baseline();
+    let conns = NON_READERS + 2;
+    let watch = RssWatch::start(rig.target().pid(), rss_bound(conns) + 512 * MIB);
+    let what = format!("an origin under {NON_READERS} connections that never read");
+    let target = rig.target().addr;
+    let mut spp = Vec::new();
+    let mut http = Vec::new();
+    for k in 0..NON_READERS {
+        if k % 3 == 2 {
+            let (mut c, _) = Spp::connect_from(rig.attacker(k), target)
+                .unwrap_or_else(|e| panic!("{what}: SPP non-reader {k}: {e}{}", rig.diagnose()));
+            // 256 digests, about 8 KiB per answer: 2 MiB of requests ask for far more
+            // than a socket holds (the node stops reading long before).
+            flood(&mut c.s, 2 * MIB as usize, Duration::from_secs(1), |id| {
+                frame_bytes(&info_request(id, HOST, "film.bin", 256))
+            });
+            spp.push(c);
+        } else if k % 3 == 0 {
+            let (mut c, _) = Spp::connect_from(rig.attacker(k), target)
+                .unwrap_or_else(|e| panic!("{what}: SPP non-reader {k}: {e}{}", rig.diagnose()));
+            let info = match c.info(1, HOST, "film.bin") {
+                Ok(Frame::Info(i)) => i,
+                other => panic!("{what}: non-reader {k}: info {other:?}{}", rig.diagnose()),
+            };
+            c.send(&Frame::Get(Get {
+                req_id: 2,
+                handle: info.handle,
+                version: info.version,
+                first_block: 0,
+                block_count: info.block_count() as u32,
+            }))
+            .unwrap();
+            spp.push(c);
+        } else {
+            let mut s = connect_from(rig.attacker(k), target)
+                .unwrap_or_else(|e| panic!("{what}: HTTP non-reader {k}: {e}{}", rig.diagnose()));
+            s.write_all(format!("GET /film.bin HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+                .unwrap();
+            http.push(s);
+        }
+    }
+    // The node writes until each socket is backed up: wait until the queues stop
+    // growing, then look at them.
+    let mut last = 0u64;
+    poll_until(Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let total: u64 = send_queues(target).iter().sum();
+        let settled = total == last && total > 0;
+        last = total;
+        settled
+    });
+    let queues = send_queues(target);
+    let backed_up = queues.iter().filter(|&&q| q > 256 * KIB).count();
+    let largest = queues.iter().copied().max().unwrap_or(0);
+    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap_or_default();
+    eprintln!(
+        "{what}: {} established sockets, {backed_up} holding over 256 KiB, the largest send queue {} (bound {}; tcp_wmem {})",
+        queues.len(),
+        mib(largest),
+        mib(UNSENT_BOUND),
+        wmem_max.trim()
+    );
+    // The attack took hold: most non-readers have a backed-up socket.
+    assert!(
+        backed_up >= NON_READERS / 2,
+        "{what}: only {backed_up} sockets backed up: the attack did not take hold ({queues:?}){}",
+        rig.diagnose()
+    );
+    assert!(
+        largest <= UNSENT_BOUND,
+        "{what}: a socket holds {} unsent, over {} ({queues:?}){}",
+        mib(largest),
+        mib(UNSENT_BOUND),
+        rig.diagnose()
+    );
+    let pinned = rig.target().metric("p2pd_pinned_bytes");
+    let budget = 2 * (8 * MIB).max(4 * rig.block_bytes) + conns as u64 * rig.block_bytes;
+    assert!(
+        pinned <= budget,
+        "{what}: {} pinned, over {}{}",
+        mib(pinned),
+        mib(budget),
+        rig.diagnose()
+    );
+    let viewed = rig.view();
+    rig.check_up(&watch, conns, &what);
+    rig.check_viewer(viewed, baseline, &what);
+    drop(spp);
+    drop(http);
+    rig.check_rss(&watch, conns, &what);
 }
 
 // ---------------------------------------------------------------------------------

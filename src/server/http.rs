@@ -2,6 +2,7 @@
 //! requests, the `-T` playlist, and the operator endpoints under `/_p2pd/`.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -340,7 +341,7 @@ async fn stream_body(
 ) -> Result<(), ()> {
     let (start, end) = (bytes.start, bytes.end);
     let bs = u64::from(content.block_size());
-    let writer = Rc::new(shard.pins.writer());
+    let writer = Rc::new(shard.pins.writer_on(stream.as_raw_fd()));
     let blocks = shard.blocks_in_order(
         content,
         start / bs..(end - 1) / bs + 1,

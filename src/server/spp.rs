@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -227,6 +228,7 @@ pub async fn serve(
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) {
+    let fd = stream.as_raw_fd();
     let (mut rd, mut wr) = futures_lite::io::split(stream);
     let mut dec = Decoder::new();
     let mut session = Session::new(
@@ -279,7 +281,7 @@ pub async fn serve(
         let (s, st) = (shard.clone(), state.clone());
         // The writer is a task of its own: run it under the panic policy as well.
         runtime::spawn(async move {
-            super::contained(&s.clone(), writer_loop(s, wr, rx, st, may_fetch)).await;
+            super::contained(&s.clone(), writer_loop(s, wr, fd, rx, st, may_fetch)).await;
         })
     };
     let conn = Conn {
@@ -839,6 +841,8 @@ const GATHER_BYTES: usize = 64 * 1024;
 async fn writer_loop(
     shard: Rc<Shard>,
     mut wr: WriteHalf<TcpStream>,
+    // `wr`'s socket, open for as long as `wr` is.
+    fd: std::os::fd::RawFd,
     rx: mpsc::Receiver<Out>,
     state: Rc<RefCell<ConnState>>,
     may_fetch: bool,
@@ -866,7 +870,7 @@ async fn writer_loop(
         futures::stream::iter(jobs).right_stream()
     });
     let _gone = WriterGone(state.clone());
-    let writer = Rc::new(shard.pins.writer());
+    let writer = Rc::new(shard.pins.writer_on(fd));
     // The window follows the node's block size for every file: a connection's blocks
     // may come from files of different sizes, and the pins bound the bytes anyway.
     let window = shard.readahead_window(shard.pins.block_size());

@@ -17,6 +17,15 @@
 //!   pins released (`p2pd_connections_shed_total`).
 //! - Writes go out in chunks of at most [`WRITE_CHUNK_BYTES`], so "stalled" means no
 //!   progress, not a large block to a slow reader.
+//! - The kernel's send queue is a queue with a byte budget too: a writer's socket holds
+//!   at most [`UNSENT_LIMIT`] it has not sent (`TCP_NOTSENT_LOWAT`; a write waits
+//!   past it), and the writer takes no pin while its socket holds more than half of
+//!   that (or a block), where the kernel no longer calls the socket writable: blocks
+//!   are produced as the client takes them, not ahead of a client that stopped
+//!   reading. Without this each connection that never read made the node queue up to
+//!   `tcp_wmem`'s maximum (4 MiB) in the kernel, pulled through the pin budget as
+//!   "draining" while it did; a few hundred of them put the host's TCP memory past
+//!   `tcp_mem`'s pressure mark, where every socket on it, the viewers' too, crawled.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -41,6 +50,14 @@ pub const SHED_AFTER_STALL: Duration = Duration::from_millis(1500);
 const PIN_RETRY: Duration = Duration::from_millis(250);
 /// Socket writes are at most this long (progress is measured per chunk).
 pub const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+/// The most a writer's socket holds that it has not sent (`TCP_NOTSENT_LOWAT`): what
+/// the client's window or the path keeps back, not what is in flight, so a fast path
+/// is not limited; a client that does not read makes the node hold this much, not
+/// `tcp_wmem`'s maximum. Pins wait while the socket holds more than half of it.
+pub const UNSENT_LIMIT: u64 = 1 << 20;
+/// How often, at most, a pin waiting for its socket to send looks again (it starts at
+/// 1 ms and doubles).
+const UNSENT_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// Why a write or a pin failed: the connection is to be closed.
 #[derive(Debug, PartialEq, Eq)]
@@ -127,6 +144,16 @@ impl PinBudget {
         self.metrics.shard(self.shard)
     }
 
+    /// Registers the writer of a connection whose socket is `fd` (held open for as
+    /// long as the writer lives): the socket holds at most [`UNSENT_LIMIT`] unsent, and
+    /// pins wait while it holds more than half of that.
+    pub fn writer_on(self: &Rc<Self>, fd: std::os::fd::RawFd) -> Writer {
+        let mut w = self.writer();
+        w.socket = Some(fd);
+        runtime::limit_unsent(fd, UNSENT_LIMIT);
+        w
+    }
+
     /// Registers a connection's writer.
     pub fn writer(self: &Rc<Self>) -> Writer {
         let id = self.next_writer.get();
@@ -147,6 +174,7 @@ impl PinBudget {
             budget: self.clone(),
             id,
             state,
+            socket: None,
         }
     }
 
@@ -192,6 +220,8 @@ pub struct Writer {
     budget: Rc<PinBudget>,
     id: u64,
     state: Rc<WriterState>,
+    /// The connection's socket, if pins wait for it to send what it holds.
+    socket: Option<std::os::fd::RawFd>,
 }
 
 impl Drop for Writer {
@@ -229,6 +259,7 @@ impl Writer {
     /// room came within `deadline`.
     pub async fn pin(&self, ticket: u64, bytes: u64, deadline: Duration) -> Result<Pin, WriteFail> {
         let started = Instant::now();
+        let mut unsent_retry = Duration::from_millis(1);
         loop {
             if self.state.shed.get() {
                 return Err(WriteFail::Shed);
@@ -241,6 +272,15 @@ impl Writer {
                 // The writer's earlier blocks take their pins first; the one before
                 // this wakes it when it has.
                 let _ = runtime::timeout(PIN_RETRY, self.turn_passed()).await;
+                continue;
+            }
+            if bytes != 0
+                && self.socket_backed_up((UNSENT_LIMIT / 2).max(u64::from(self.budget.block_size)))
+            {
+                // The client has not taken what its socket holds: no block ahead of
+                // it. Nothing is pinned meanwhile, so no one waits for this writer.
+                runtime::sleep(unsent_retry).await;
+                unsent_retry = (unsent_retry * 2).min(UNSENT_RETRY_MAX);
                 continue;
             }
             let b = &self.budget;
@@ -284,6 +324,12 @@ impl Writer {
             // stalled writer becomes sheddable with time alone).
             let _ = runtime::timeout(PIN_RETRY, self.queued_for_room()).await;
         }
+    }
+
+    /// Whether the writer's socket holds more than `limit` bytes it has not sent.
+    fn socket_backed_up(&self, limit: u64) -> bool {
+        let Some(fd) = self.socket else { return false };
+        runtime::unsent_bytes(fd).is_some_and(|n| n > limit)
     }
 
     /// Waits until this writer's turn moves on.
