@@ -64,6 +64,14 @@ impl Content {
         }
     }
 
+    /// The file's blocks.
+    pub fn geometry(&self) -> crate::geometry::FileGeometry {
+        match self {
+            Content::Published(e) => e.index.geometry(),
+            Content::Cached(c) => c.index.geometry(),
+        }
+    }
+
     /// Length of block `idx` (the last block may be short).
     pub fn block_len(&self, idx: u64) -> usize {
         match self {

@@ -30,6 +30,7 @@ use memmap2::Mmap;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{DigestAlgo, MAX_DIGEST_BYTES};
+use crate::geometry::FileGeometry;
 
 pub const MAGIC: &[u8; 8] = b"P2PDIDX1";
 pub const FORMAT_VERSION: u32 = 1;
@@ -80,11 +81,6 @@ impl SourceStat {
     pub fn mtime_unix_secs(&self) -> i64 {
         self.mtime_ns.div_euclid(1_000_000_000)
     }
-}
-
-/// Number of blocks a file of `size` bytes has at `block_size` (0 for an empty file).
-pub fn block_count(size: u64, block_size: u32) -> u64 {
-    size.div_ceil(u64::from(block_size))
 }
 
 /// The content version: derived from the digests alone, so mirrors holding identical
@@ -152,10 +148,14 @@ impl FileIndex {
         self.stat.size
     }
 
+    /// The file's blocks.
+    pub fn geometry(&self) -> FileGeometry {
+        FileGeometry::new(self.stat.size, self.block_size)
+    }
+
     /// Length of block `idx` (the last block may be short).
     pub fn block_len(&self, idx: u64) -> usize {
-        let start = idx * u64::from(self.block_size);
-        (self.stat.size - start).min(u64::from(self.block_size)) as usize
+        self.geometry().block_len(idx)
     }
 
     /// Opens an existing index and checks it still describes `expect` with the wanted
@@ -199,7 +199,7 @@ impl FileIndex {
             return None;
         }
         let count = le_u64(&map, 64);
-        if count != block_count(stat.size, block_size) {
+        if count != FileGeometry::new(stat.size, block_size).block_count() {
             return None;
         }
         let digests_len = (count as usize).checked_mul(algo.len())?;
@@ -237,7 +237,7 @@ impl FileIndex {
         if before.size > crate::protocol::limits::MAX_FILE_BYTES {
             return Err(IndexError::TooLarge(source.to_path_buf()));
         }
-        let count = block_count(before.size, block_size);
+        let count = FileGeometry::new(before.size, block_size).block_count();
         let dlen = algo.len();
         let mut digests = Vec::with_capacity(count as usize * dlen);
         let mut buf = vec![0u8; HASH_READ_CHUNK_BYTES.min(block_size as usize)];

@@ -12,6 +12,7 @@ pub mod digest;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod geometry;
 pub mod get;
 pub mod http;
 pub mod index;

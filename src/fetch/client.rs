@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
 
 use crate::digest::DigestAlgo;
+use crate::geometry::FileGeometry;
 use crate::protocol::{
     encode, limits, Decoder, ErrorCode, FileRef, Frame, Get, Hello, InfoRequest, Role,
     PROTOCOL_VERSION,
@@ -70,15 +71,18 @@ pub struct RemoteFile {
 }
 
 impl RemoteFile {
+    pub fn geometry(&self) -> FileGeometry {
+        FileGeometry::new(self.size, self.block_size)
+    }
     pub fn block_count(&self) -> u64 {
-        crate::index::block_count(self.size, self.block_size)
+        self.geometry().block_count()
     }
     pub fn digest(&self, idx: u64) -> &[u8] {
         let l = self.algo.len();
         &self.digests[idx as usize * l..(idx as usize + 1) * l]
     }
     pub fn block_len(&self, idx: u64) -> usize {
-        (self.size - idx * u64::from(self.block_size)).min(u64::from(self.block_size)) as usize
+        self.geometry().block_len(idx)
     }
 }
 
@@ -129,7 +133,9 @@ impl InfoPieces {
         let f = match &mut self.file {
             Some(f) => f,
             None => {
-                let digest_bytes = crate::index::block_count(info.size, info.block_size)
+                let digest_bytes = info
+                    .geometry()
+                    .block_count()
                     .saturating_mul(info.algo.len() as u64);
                 if digest_bytes > self.max_digest_bytes as u64 {
                     return Err(protocol(format!(

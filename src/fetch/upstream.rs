@@ -32,8 +32,9 @@ use crate::store::FileMeta;
 /// (`limits::MAX_OUTSTANDING_REQUESTS`), so more wait here for a free slot.
 pub const MAX_PENDING_PER_CONNECTION: usize = limits::MAX_OUTSTANDING_REQUESTS;
 /// File handles a connection asks for before it is replaced by a fresh one: the
-/// upstream keeps every handle of a connection (1024 at most) until it closes.
-pub const MAX_HANDLES_PER_CONNECTION: usize = 1000;
+/// upstream keeps every handle of a connection until it closes, and holds no more
+/// than this.
+pub use limits::MAX_HANDLES_PER_CONNECTION;
 /// Upstream addresses a shard keeps connections to; past it the least recently used
 /// connection is closed.
 pub const MAX_UPSTREAMS_PER_SHARD: usize = 256;

@@ -217,9 +217,14 @@ impl Info {
         self.digests.get(start..start.checked_add(len)?)
     }
 
+    /// The file's blocks.
+    pub fn geometry(&self) -> crate::geometry::FileGeometry {
+        crate::geometry::FileGeometry::new(self.size, self.block_size)
+    }
+
     /// Number of blocks of the file (the last may be short).
     pub fn block_count(&self) -> u64 {
-        super::rules::blocks_in_file(self.size, self.block_size)
+        self.geometry().block_count()
     }
 }
 

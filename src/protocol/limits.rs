@@ -39,6 +39,9 @@ pub const MAX_BLOCKS_PER_FILE: u64 = MAX_FILE_BYTES / MIN_BLOCK_BYTES as u64;
 /// connection. Not checked by the codec (it has no notion of a session): the connection
 /// handler answers the excess with Error Busy.
 pub const MAX_OUTSTANDING_REQUESTS: usize = 256;
+/// File handles one connection may hold (a server refuses more; a client replaces a
+/// connection that has asked for this many).
+pub const MAX_HANDLES_PER_CONNECTION: usize = 1024;
 /// Guidance for connection handlers: a connection with no frame in either direction
 /// for this long is closed. The codec itself has no clock.
 pub const IDLE_TIMEOUT_SECS: u64 = 60;

@@ -4,6 +4,7 @@
 
 use super::frame::{frame_type as t, BlockRange};
 use super::limits::*;
+use crate::geometry::FileGeometry;
 
 /// Hello payload: magic, version, role, listen_port, capabilities.
 pub(crate) const HELLO_BYTES: usize = 4 + 2 + 1 + 2 + 4;
@@ -77,16 +78,6 @@ const _: () = assert!(
 const _: () = assert!(HAVE_FIXED_BYTES + MAX_RANGES * RANGE_BYTES <= MAX_CONTROL_PAYLOAD_BYTES);
 const _: () = assert!(ERROR_FIXED_BYTES + MAX_ERROR_MESSAGE_BYTES <= MAX_CONTROL_PAYLOAD_BYTES);
 
-/// Number of blocks of a file (the last one may be short). 0 for an invalid block size
-/// rather than a division by zero: callers validate the block size first anyway.
-pub(crate) fn blocks_in_file(size: u64, block_size: u32) -> u64 {
-    let bs = u64::from(block_size);
-    if bs == 0 {
-        return 0;
-    }
-    size / bs + u64::from(!size.is_multiple_of(bs))
-}
-
 /// Request ids name a request in every frame about it; 0 is kept for Error frames about
 /// the whole connection, so an Error can never be mistaken for a request's answer.
 pub(crate) fn check_req_id(req_id: u32) -> Result<(), &'static str> {
@@ -130,7 +121,7 @@ pub(crate) fn check_digest_range(
         return Ok(());
     }
     match start.checked_add(count) {
-        Some(end) if end <= blocks_in_file(size, block_size) => Ok(()),
+        Some(end) if end <= FileGeometry::new(size, block_size).block_count() => Ok(()),
         _ => Err("Info digests go past the last block of the file"),
     }
 }

@@ -23,8 +23,7 @@ use super::{
 };
 use crate::pathsafe::normalize_plain_path;
 
-/// File handles one connection may hold.
-pub const MAX_HANDLES_PER_CONNECTION: usize = 1024;
+pub use super::limits::MAX_HANDLES_PER_CONNECTION;
 /// Peers remembered per connection as handed out to it; past it, new ones are not
 /// remembered (and cannot be reported on this connection).
 pub const MAX_HANDED_OUT: usize = 1024;

@@ -314,8 +314,8 @@ async fn serve_file(
     // A requester who may not make a cache fetch gets only what it holds: known before
     // the head is sent, so the answer is a clear 403 rather than a cut-off body.
     if let (Content::Cached(file), Some(body)) = (content, &answer.body) {
-        let bs = u64::from(content.block_size());
-        if !may_fetch && !file.holds_all(body.start / bs, (body.end - 1) / bs + 1) {
+        let blocks = content.geometry().blocks_of(body.clone());
+        if !may_fetch && !file.holds_all(blocks.start, blocks.end) {
             ShardMetrics::add(&shard.m().recursive_refused, 1);
             let msg = "not cached here, and this node fetches only for its own clients";
             return error(stream, 403, msg, keep_alive, head_only).await;
@@ -340,11 +340,11 @@ async fn stream_body(
     may_fetch: bool,
 ) -> Result<(), ()> {
     let (start, end) = (bytes.start, bytes.end);
-    let bs = u64::from(content.block_size());
+    let geometry = content.geometry();
     let writer = Rc::new(shard.pins.writer_on(stream.as_raw_fd()));
     let blocks = shard.blocks_in_order(
         content,
-        start / bs..(end - 1) / bs + 1,
+        geometry.blocks_of(bytes.clone()),
         may_fetch,
         writer.clone(),
     );
@@ -358,7 +358,7 @@ async fn stream_body(
                 return Err(());
             }
         };
-        let block_start = idx * bs;
+        let block_start = geometry.block_offset(idx);
         let from = start.saturating_sub(block_start) as usize;
         let to = (end.saturating_sub(block_start) as usize).min(block.len());
         if from >= to {

@@ -139,7 +139,7 @@ impl CachedFile {
 
     /// Byte offset of block `index` in the data file.
     fn offset(&self, index: u64) -> u64 {
-        index * u64::from(self.meta().block_size)
+        self.index.block_offset(index)
     }
 
     /// Whether every block of `first..end` is on disk (a requester who may not make

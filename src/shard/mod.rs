@@ -410,7 +410,7 @@ impl Shard {
     async fn load(&self, entry: &FileEntry, index: u64) -> Result<Bytes, BlockError> {
         let file = self.open_file(entry).await?;
         let len = entry.index.block_len(index);
-        let offset = index * u64::from(entry.index.block_size);
+        let offset = entry.index.geometry().block_offset(index);
         let data = file
             .read_block(offset, len)
             .await

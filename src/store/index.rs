@@ -53,6 +53,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{FileKey, FileMeta};
 use crate::digest::DigestAlgo;
+use crate::geometry::FileGeometry;
 use crate::index::{le_u32, le_u64};
 use crate::protocol::limits::{
     BLOCK_ALIGN_BYTES, MAX_BLOCK_BYTES, MAX_FILE_BYTES, MAX_HOST_BYTES, MAX_PATH_BYTES,
@@ -172,7 +173,7 @@ fn check_meta(meta: &FileMeta) -> Result<u64, &'static str> {
     if meta.size > MAX_FILE_BYTES {
         return Err("file size over the protocol's limit");
     }
-    Ok(meta.size.div_ceil(u64::from(bs)))
+    Ok(FileGeometry::new(meta.size, bs).block_count())
 }
 
 fn check_key(key: &FileKey) -> Result<(), &'static str> {
@@ -443,17 +444,21 @@ impl CacheIndex {
         self.block_count
     }
 
+    /// The file's blocks.
+    pub fn geometry(&self) -> FileGeometry {
+        FileGeometry::new(self.meta.size, self.meta.block_size)
+    }
+
     /// Length of block `idx` (the last block may be short). Panics on `idx` out of
     /// range: a programmer error.
     pub fn block_len(&self, idx: u64) -> usize {
         assert!(idx < self.block_count, "block {idx} out of range");
-        let bs = u64::from(self.meta.block_size);
-        (self.meta.size - idx * bs).min(bs) as usize
+        self.geometry().block_len(idx)
     }
 
     /// Where block `idx` starts in the data file (`idx * block_size`).
     pub fn block_offset(&self, idx: u64) -> u64 {
-        idx * u64::from(self.meta.block_size)
+        self.geometry().block_offset(idx)
     }
 
     /// The digests region: immutable after creation (see the SAFETY note in `open`).
@@ -669,12 +674,11 @@ pub(crate) mod tests {
 
     /// Digests of blocks of a deterministic content (block `i` filled with `i as u8`).
     pub(crate) fn digests_for(m: &FileMeta) -> Vec<u8> {
-        let n = m.size.div_ceil(u64::from(m.block_size));
+        let g = FileGeometry::new(m.size, m.block_size);
         let mut out = Vec::new();
         let mut buf = [0u8; crate::digest::MAX_DIGEST_BYTES];
-        for i in 0..n {
-            let len = (m.size - i * u64::from(m.block_size)).min(u64::from(m.block_size));
-            let block = vec![i as u8; len as usize];
+        for i in 0..g.block_count() {
+            let block = vec![i as u8; g.block_len(i)];
             out.extend_from_slice(m.algo.digest_into(&block, &mut buf));
         }
         out
