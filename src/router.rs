@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::content::{Content, Refusal};
+use crate::protocol::{FileRef, PeerProblem};
 use crate::runtime::{self, Full, MeshBuilder, Receivers, Senders};
 use crate::shard::fill::CachedFile;
 use crate::shard::{BlockError, Shard};
@@ -55,6 +57,15 @@ pub enum RouterMsg {
     Pong { req: u64 },
     /// Test hooks only (`P2PD_TEST_HOOKS=1`): block this shard's thread for `ms`.
     Stall { ms: u64 },
+    /// Report `peer` to `to` over this shard's connection to it, the one that was
+    /// handed the peer (p2p mode); no answer.
+    ReportPeer {
+        to: SocketAddr,
+        file: FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    },
 }
 
 pub type Mesh = MeshBuilder<RouterMsg, Full>;
@@ -157,6 +168,27 @@ impl Router {
             .is_ok()
     }
 
+    /// Has shard `by` report `peer` to `to` over its connection (see
+    /// [`RouterMsg::ReportPeer`]); dropped if the channel is gone.
+    pub async fn report_peer(
+        &self,
+        by: usize,
+        to: SocketAddr,
+        file: FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    ) {
+        let msg = RouterMsg::ReportPeer {
+            to,
+            file,
+            version,
+            peer,
+            problem,
+        };
+        let _ = self.senders.send_to(by, msg).await;
+    }
+
     /// Asks shard `owner` for a block and waits for the answer.
     pub async fn read(
         &self,
@@ -227,6 +259,13 @@ impl Router {
                         RouterMsg::Stall { ms } => {
                             std::thread::sleep(std::time::Duration::from_millis(ms));
                         }
+                        RouterMsg::ReportPeer {
+                            to,
+                            file,
+                            version,
+                            peer,
+                            problem,
+                        } => shard.report_peer_here(to, &file, version, peer, problem),
                     }
                 }
             });

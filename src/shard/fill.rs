@@ -63,6 +63,9 @@ fn now_ms() -> u64 {
 #[derive(Debug, Default)]
 struct LocatedSet {
     from: Option<SocketAddr>,
+    /// The shard whose connection to `from` got the answer: the registry takes
+    /// reports about the peers it handed out on that connection only.
+    by_shard: usize,
     nodes: Vec<Located>,
 }
 
@@ -116,6 +119,7 @@ impl CachedFile {
     fn forget_located(&self, addr: SocketAddr) {
         self.located.rcu(|cur| LocatedSet {
             from: cur.from,
+            by_shard: cur.by_shard,
             nodes: cur
                 .nodes
                 .iter()
@@ -893,6 +897,7 @@ impl Shard {
                     tracing::debug!(url = %file.key.url(), sources = ?found.iter().map(|l| l.addr).collect::<Vec<_>>(), "located the file's sources");
                     file.located.store(Arc::new(LocatedSet {
                         from: Some(answered),
+                        by_shard: me.id,
                         nodes: found,
                     }));
                 }
@@ -1199,8 +1204,15 @@ impl Shard {
             .await
             .map_err(refusal_to_block_error)?;
         let upstream = sources.first().map(|l| l.addr);
-        // Peers found bad or unreachable are reported to the node that named them.
-        let report_to = file.located.load().from.or(upstream);
+        // Peers found bad or unreachable are reported to the node that named them,
+        // over the connection that was handed them (that shard's).
+        let report_to = {
+            let located = file.located.load();
+            match located.from {
+                Some(from) => Some((from, located.by_shard)),
+                None => upstream.map(|u| (u, self.id)),
+            }
+        };
         // p2p: no peer is known to hold this block; peers ahead in the film may have
         // it by now, so ask the registry again (in the background) for the next ones.
         if upstream.is_some_and(|u| fill.pool.is_registry(u))
@@ -1367,16 +1379,40 @@ impl Shard {
 
     /// Tells the node that handed out `peer` (the file's first upstream) that the peer
     /// is unreachable or sent a bad block, in the background: it stops handing the
-    /// peer out (p2p mode). At most once per peer and problem every few seconds.
+    /// peer out (p2p mode). At most once per peer and problem every few seconds. The
+    /// report goes over the connection of shard `by`, the one the peer was handed to
+    /// (the registry ignores reports about peers a connection was not given): from
+    /// another shard it is passed there.
     fn report_peer(
         self: &Rc<Self>,
-        to: Option<SocketAddr>,
+        to: Option<(SocketAddr, usize)>,
         file: &FileRef,
         version: u64,
         peer: SocketAddr,
         problem: PeerProblem,
     ) {
-        let Some(to) = to else { return };
+        let Some((to, by)) = to else { return };
+        if by != self.id {
+            let (me, file) = (self.clone(), file.clone());
+            runtime::spawn_detached(async move {
+                me.router
+                    .report_peer(by, to, file, version, peer, problem)
+                    .await;
+            });
+            return;
+        }
+        self.report_peer_here(to, file, version, peer, problem);
+    }
+
+    /// [`Shard::report_peer`] over this shard's connection to `to`.
+    pub fn report_peer_here(
+        self: &Rc<Self>,
+        to: SocketAddr,
+        file: &FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    ) {
         let (me, file) = (self.clone(), file.clone());
         runtime::spawn_detached(async move {
             let Some(fill) = me.fill() else { return };
