@@ -162,7 +162,7 @@ impl Drop for RssWatch {
     }
 }
 
-/// Test content, quicker to make than `common::content` for tens of MiB.
+/// Test content, quicker to make than `harness::content` for tens of MiB.
 fn media(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut out = Vec::with_capacity(len + 8);
