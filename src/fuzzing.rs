@@ -1,7 +1,7 @@
 //! Fuzz target bodies: one function per target of the `fuzz/` crate, taking the raw
 //! input bytes. They live in the library so that the libFuzzer binaries are one-liners
-//! and the normal test suite (`tests/fuzz_corpus.rs`) replays the committed corpus and
-//! the regression inputs without libFuzzer.
+//! and the normal test suite (`tests/it/fuzz_corpus.rs`) replays the committed corpus
+//! and the regression inputs without libFuzzer.
 //!
 //! Each body asserts properties, not only the absence of panics: a failed assertion is
 //! a finding. Bodies are pure and quick (no sockets, threads or sleeps), and every

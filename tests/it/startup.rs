@@ -1,9 +1,9 @@
 //! Start-up checks: a locked-memory limit too low for io_uring is reported in one
 //! actionable line before any executor starts, instead of glommio's own failure.
 
-mod common;
-
 use std::process::{Command, Stdio};
+
+use crate::harness::*;
 
 #[test]
 fn too_low_memlock_limit_is_one_clear_line() {
@@ -12,10 +12,11 @@ fn too_low_memlock_limit_is_one_clear_line() {
     }
     let dir = tempfile::tempdir().unwrap();
     let idx = tempfile::tempdir().unwrap();
-    let ip = common::host_ip(24).to_string();
+    let ip = host().to_string();
+    let _shared = shared();
     // A hard limit of 64 KiB cannot be raised, even by root.
     let out = Command::new("prlimit")
-        .args(["--memlock=65536:65536", common::BIN, "-p"])
+        .args(["--memlock=65536:65536", BIN, "-p"])
         .arg(dir.path())
         .arg("--index-dir")
         .arg(idx.path())

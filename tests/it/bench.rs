@@ -3,8 +3,6 @@
 //! stall shows up as stalls, and a closed port or a silent server gives errors and a
 //! run that ends on time instead of a hang.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -13,10 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 const BENCH: &str = env!("CARGO_BIN_EXE_p2pd-bench");
-const TAG: u8 = 25;
 
 struct BenchRun {
     code: i32,
@@ -30,6 +27,7 @@ struct BenchRun {
 /// `deadline`.
 fn bench(dir: &Path, args: &[&str], deadline: Duration) -> BenchRun {
     let json_path = dir.join(format!("report-{}.json", rand_suffix()));
+    let _shared = shared();
     let started = Instant::now();
     let mut child = Command::new(BENCH)
         .args(args)
@@ -55,17 +53,16 @@ fn bench(dir: &Path, args: &[&str], deadline: Duration) -> BenchRun {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("p2pd-bench {args:?} still running after {deadline:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut status = None;
+    if !wait_until(deadline, || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    }) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("p2pd-bench {args:?} still running after {deadline:?}: it hangs");
+    }
+    let status = status.unwrap();
     let elapsed = started.elapsed();
     let (stdout, stderr) = (out_t.join().unwrap(), err_t.join().unwrap());
     let json = std::fs::read_to_string(&json_path)
@@ -118,11 +115,11 @@ fn single_viewer_args(url: &str) -> Vec<String> {
 #[test]
 fn a_known_file_counts_exactly_its_bytes_over_spp_and_http() {
     let dir = tempfile::tempdir().unwrap();
-    let pub_dir = dir.path().join("pub");
     // Several 16 KiB blocks and a short last one.
     let size = 5 * 16 * 1024 * 16 + 123;
-    write_file(&pub_dir, "movie.bin", &content(size, 9));
-    let origin = start_origin(TAG, &pub_dir, &dir.path().join("idx"), &[]);
+    let origin = Origin::builder()
+        .file("movie.bin", &content(size, 9))
+        .start();
     let blocks = (size as u64).div_ceil(16 * 1024);
 
     let args = single_viewer_args(&origin.spp_url("movie.bin"));
@@ -183,11 +180,11 @@ fn a_known_file_counts_exactly_its_bytes_over_spp_and_http() {
 #[test]
 fn max_throughput_counts_whole_transfers_and_spreads_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let pub_dir = dir.path().join("pub");
     let size = 300_000usize;
-    write_file(&pub_dir, "a.bin", &content(size, 1));
-    write_file(&pub_dir, "b.bin", &content(size, 2));
-    let origin = start_origin(TAG, &pub_dir, &dir.path().join("idx"), &[]);
+    let origin = Origin::builder()
+        .file("a.bin", &content(size, 1))
+        .file("b.bin", &content(size, 2))
+        .start();
     let (a, b) = (origin.spp_url("a.bin"), origin.spp_url("b.bin"));
     let r = bench(
         dir.path(),
@@ -231,7 +228,7 @@ fn stalling_http_server(
     slow_from: u64,
     delay: Duration,
 ) -> (SocketAddr, Arc<AtomicBool>) {
-    let l = TcpListener::bind((host_ip(TAG), 0)).unwrap();
+    let l = TcpListener::bind((host(), 0)).unwrap();
     let addr = l.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -272,6 +269,7 @@ fn stalling_http_server(
                         .unwrap_or((0, data.len() as u64 - 1));
                     let end = end.min(data.len() as u64 - 1);
                     if start >= slow_from {
+                        // The stall the report must show.
                         std::thread::sleep(delay);
                     }
                     let body = &data[start as usize..=end as usize];
@@ -344,7 +342,7 @@ fn a_server_that_stalls_produces_stalls_in_the_report() {
 fn a_closed_port_gives_errors_and_the_run_ends_on_time() {
     let dir = tempfile::tempdir().unwrap();
     let port = {
-        let l = TcpListener::bind((host_ip(TAG), 0)).unwrap();
+        let l = TcpListener::bind((host(), 0)).unwrap();
         l.local_addr().unwrap()
     };
     for (mode, url) in [
@@ -378,7 +376,7 @@ fn a_closed_port_gives_errors_and_the_run_ends_on_time() {
 fn a_silent_server_times_out_and_the_run_ends_on_time() {
     let dir = tempfile::tempdir().unwrap();
     // Accepts connections and never answers.
-    let l = TcpListener::bind((host_ip(TAG), 0)).unwrap();
+    let l = TcpListener::bind((host(), 0)).unwrap();
     let addr = l.local_addr().unwrap();
     let held: Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
     let held2 = held.clone();

@@ -1,65 +1,42 @@
 //! p2p mode with real processes (scenario 4): an origin with `-i` hands out the client
 //! caches that reported blocks (Have), and later viewers fetch from them instead of
-//! the origin. Each simulated viewer machine is an LHC on its own 127.28.1.x address.
+//! the origin. Each simulated viewer machine is an LHC on an address of its own; each
+//! test has its own /24s (`subnet`), the origin on .1 port 1111 of the first.
 
-mod common;
-
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use p2pd::protocol::{BlockRange, ErrorCode, Frame, Have, Info, PeerProblem, PeerReport, Role};
 
-use common::*;
+use crate::harness::*;
 
 const SPP_SENT: &str = "p2pd_bytes_sent_total{proto=\"spp\"}";
-
-fn ip(c: u8, d: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 28, c, d))
-}
 
 /// Waits until `node` has recorded more Have reports than `before` and then for a
 /// quiet spell with no new one: the viewer's batched reports (every 200 ms) are in.
 fn wait_for_reports(node: &Node, before: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = node.metric("p2pd_have_reports_total");
-    while last <= before {
-        assert!(Instant::now() < deadline, "no Have report arrived");
-        std::thread::sleep(Duration::from_millis(20));
-        last = node.metric("p2pd_have_reports_total");
-    }
-    loop {
-        std::thread::sleep(Duration::from_millis(400));
-        let now = node.metric("p2pd_have_reports_total");
-        if now == last || Instant::now() > deadline {
-            return;
-        }
-        last = now;
-    }
+    let reports = || node.metric("p2pd_have_reports_total");
+    assert!(
+        wait_until(Duration::from_secs(20), || reports() > before),
+        "no Have report arrived"
+    );
+    // Quiet means no new report for two batching intervals; a viewer that keeps
+    // reporting for 20 s is left to the caller's checks.
+    let mut last = reports();
+    wait_until(Duration::from_secs(20), || {
+        quiet_spell(Duration::from_millis(400));
+        let now = reports();
+        std::mem::replace(&mut last, now) == now
+    });
 }
 
-/// An origin on 127.28.`net`.1:1111 publishing `data` as `name`, with `extra`
-/// options; its directories live as long as it does.
-struct Origin {
-    node: Node,
-    _dirs: [tempfile::TempDir; 2],
-}
-
-impl std::ops::Deref for Origin {
-    type Target = Node;
-    fn deref(&self) -> &Node {
-        &self.node
-    }
-}
-
-fn origin_with(net: u8, name: &str, data: &[u8], extra: &[&str]) -> Origin {
-    let (dir, idx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_file(dir.path(), name, data);
-    let node = start_origin_on(ip(net, 1), 1111, dir.path(), idx.path(), extra);
-    Origin {
-        node,
-        _dirs: [dir, idx],
-    }
+/// An origin on `net`.1:1111 publishing `data` as `name`, with `extra` options.
+fn origin_with(net: Subnet, name: &str, data: &[u8], extra: &[&str]) -> Origin {
+    Origin::builder()
+        .file(name, data)
+        .args(extra)
+        .on(net.ip(1), 1111)
+        .start()
 }
 
 /// The peers (role Lhc) `node`'s Locate answer names for `path` (a file of the origin
@@ -94,13 +71,7 @@ fn wait_for_peers(
     mut cond: impl FnMut(&[SocketAddr]) -> bool,
 ) -> Option<Duration> {
     let t = Instant::now();
-    while t.elapsed() < limit {
-        if cond(&located_peers(origin, from, path)) {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    wait_until(limit, || cond(&located_peers(origin, from, path))).then(|| t.elapsed())
 }
 
 /// Announces to `origin`, as a node accepting SPP at `peer`, that it holds every
@@ -129,10 +100,8 @@ fn announce_all(c: &mut Spp, info: &Info) {
 }
 
 /// A client cache (LHC) on `ip` with `extra` options.
-fn viewer(ip: IpAddr, dir: &Path, extra: &[&str]) -> Node {
-    let mut args = vec!["-c", dir.to_str().unwrap(), "--threads", "2"];
-    args.extend_from_slice(extra);
-    Node::start_on(ip, 0, &args)
+fn viewer(ip: IpAddr, extra: &[&str]) -> Cache {
+    Cache::builder().on(ip, 0).args(extra).start()
 }
 
 fn metric_line(text: &str, key: &str) -> u64 {
@@ -148,18 +117,13 @@ fn metric_line(text: &str, key: &str) -> u64 {
 fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
     let data = content(4 * 1024 * 1024, 2801);
     let size = data.len() as u64;
-    let origin = origin_with(0, "movie.mp4", &data, &["-i"]);
+    let origin = origin_with(subnet(), "movie.mp4", &data, &["-i"]);
     let url = format!("http://{}/movie.mp4", origin.addr);
+    let machines = subnet();
     let mut viewers = Vec::new();
-    let mut dirs = Vec::new();
     let mut origin_bytes = Vec::new();
     for k in 1..=10u8 {
-        let d = tempfile::tempdir().unwrap();
-        let lhc = Node::start_on(
-            ip(1, k),
-            0,
-            &["-c", d.path().to_str().unwrap(), "--threads", "2"],
-        );
+        let lhc = viewer(machines.ip(k), &[]);
         let before = origin.metric(SPP_SENT);
         let reports = origin.metric("p2pd_have_reports_total");
         let r = try_proxy_request(lhc.addr, None, "GET", &url, "").unwrap_or_else(|e| {
@@ -174,7 +138,6 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
         wait_for_reports(&origin, reports);
         origin_bytes.push(origin.metric(SPP_SENT) - before);
         viewers.push(lhc);
-        dirs.push(d);
     }
     let later: u64 = origin_bytes[1..].iter().sum();
     let efficiency = 1.0 - later as f64 / (9.0 * size as f64);
@@ -222,7 +185,7 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
 
     // `p2pd get` is handed the same peers and prefers them too.
     let before = origin.metric(SPP_SENT);
-    let out = dirs[0].path().join("got.mp4");
+    let out = viewers[0].dir().join("got.mp4");
     let o = run_p2pd(&[
         "get",
         &origin.spp_url("movie.mp4"),
@@ -252,57 +215,25 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
 /// outside the site is served what the cache holds and is never handed a site peer.
 #[test]
 fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(3 * 1024 * 1024 + 77, 2802);
     let size = data.len() as u64;
-    write_file(dir.path(), "show.ts", &data);
-    let origin = start_origin_on(ip(0, 2), 1111, dir.path(), idx.path(), &[]);
-    let sdir = tempfile::tempdir().unwrap();
-    let site = "127.28.2.0/24";
-    let scc = Node::start_on(
-        ip(2, 1),
-        1111,
-        &[
-            "-c",
-            sdir.path().to_str().unwrap(),
-            "--threads",
-            "2",
-            "-i",
-            "-n",
-            site,
-            "-N",
-            site,
-        ],
-    );
+    let origin = origin_with(subnet(), "show.ts", &data, &[]);
+    let (site, outside) = (subnet(), subnet());
+    let cidr = site.cidr();
+    let scc = Cache::builder()
+        .on(site.ip(1), 1111)
+        .args(&["-i", "-n", &cidr, "-N", &cidr])
+        .start();
     let parent = format!("{}", scc.addr);
     let url = format!("http://{}/show.ts", origin.addr);
-    let viewer = |c: u8, d: u8, dir: &tempfile::TempDir| {
-        Node::start_on(
-            ip(c, d),
-            0,
-            &[
-                "-c",
-                dir.path().to_str().unwrap(),
-                "--threads",
-                "2",
-                "-S",
-                &parent,
-            ],
-        )
-    };
+    let viewer = |ip: IpAddr| viewer(ip, &["-S", &parent]);
     let fetched = |n: &Node, kind: &str| {
         metric_line(
             &n.metrics_text(),
             &format!("p2pd_fetched_bytes_total{{source=\"{kind}\"}} "),
         )
     };
-    let (da, db, dx) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let a = viewer(2, 10, &da);
+    let a = viewer(site.ip(10));
     let reports = scc.metric("p2pd_have_reports_total");
     let r = try_proxy_request(a.addr, None, "GET", &url, "").unwrap();
     assert!(r.status == 200 && r.body == data, "site viewer a");
@@ -313,7 +244,7 @@ fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
     );
     wait_for_reports(&scc, reports);
 
-    let b = viewer(2, 11, &db);
+    let b = viewer(site.ip(11));
     let r = try_proxy_request(b.addr, None, "GET", &url, "").unwrap();
     assert!(r.status == 200 && r.body == data, "site viewer b");
     let (b_peer, b_server) = (fetched(&b, "peer"), fetched(&b, "server"));
@@ -325,7 +256,7 @@ fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
     );
 
     // Outside the site: the cache serves what it holds, and no site peer is handed out.
-    let x = viewer(3, 10, &dx);
+    let x = viewer(outside.ip(10));
     let r = try_proxy_request(x.addr, None, "GET", &url, "").unwrap();
     assert!(
         r.status == 200 && r.body == data,
@@ -341,10 +272,10 @@ fn site_viewers_share_through_the_isp_cache_and_outsiders_get_no_site_peer() {
     // ever handed site peers, and an outsider no site peer.
     scc.wait_for("three peers known", |n| n.metric("p2pd_peers_known") >= 3);
     let host = origin.addr.ip().to_string();
-    let mut site_view = peers_named_by(&scc, ip(2, 99), &host, "show.ts");
+    let mut site_view = peers_named_by(&scc, site.ip(99), &host, "show.ts");
     site_view.sort();
     assert_eq!(site_view, vec![a.addr, b.addr], "a site client's peers");
-    let outside_view = peers_named_by(&scc, ip(3, 99), &host, "show.ts");
+    let outside_view = peers_named_by(&scc, outside.ip(99), &host, "show.ts");
     assert_eq!(outside_view, vec![x.addr], "an outsider's peers");
 }
 
@@ -366,13 +297,15 @@ fn rss_bytes(pid: u32) -> u64 {
 fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
     use p2pd::protocol::{BlockRange, Frame, Have, Holds};
     let data = content(2 * 1024 * 1024, 2803);
-    let origin = origin_with(9, "f.bin", &data, &["-i"]);
+    let net = subnet();
+    let origin = origin_with(net, "f.bin", &data, &["-i"]);
     let rss_before = rss_bytes(origin.pid());
     const FAKE_PEERS: u16 = 1500;
+    let peer_nets: Vec<Subnet> = (0..FAKE_PEERS.div_ceil(250)).map(|_| subnet()).collect();
     let t = Instant::now();
     for p in 0..FAKE_PEERS {
         // Peers from many addresses, each announcing its own port.
-        let src = ip(10 + (p / 250) as u8, (p % 250) as u8 + 1);
+        let src = peer_nets[usize::from(p / 250)].ip((p % 250) as u8 + 1);
         let (mut c, _) = Spp::connect_as(src, origin.addr, 2000 + p)
             .unwrap_or_else(|e| panic!("fake peer {p}: {e}"));
         let info = c
@@ -398,11 +331,12 @@ fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
     eprintln!("{FAKE_PEERS} fake peers reported in {:?}", t.elapsed());
     // Every report is in (a Ping round trip on a last connection orders after them
     // on that connection only, so wait for the counter).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while origin.metric("p2pd_have_reports_total") < FAKE_PEERS as u64 * 2 {
-        assert!(Instant::now() < deadline, "reports were not all recorded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            origin.metric("p2pd_have_reports_total") >= FAKE_PEERS as u64 * 2
+        }),
+        "reports were not all recorded"
+    );
     let known = origin.metric("p2pd_peers_known");
     let rss_after = rss_bytes(origin.pid());
     eprintln!(
@@ -420,7 +354,7 @@ fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
         "memory grew from {rss_before} to {rss_after}"
     );
     // A Locate answer stays bounded; the origin still serves every byte.
-    let (mut c, _) = Spp::connect_from(ip(9, 9), origin.addr).unwrap();
+    let (mut c, _) = Spp::connect_from(net.ip(9), origin.addr).unwrap();
     let info = c
         .info(1, "cdn.example.com", "f.bin")
         .and_then(expect_info)
@@ -451,16 +385,16 @@ fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
 fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
     const EXPIRY: Duration = Duration::from_millis(3000);
     let data = content(1024 * 1024 + 5, 2804);
-    let origin = origin_with(4, "ep.mp4", &data, &["-i", "--peer-expiry", "3000"]);
+    let net = subnet();
+    let origin = origin_with(net, "ep.mp4", &data, &["-i", "--peer-expiry", "3000"]);
     let url = format!("http://{}/ep.mp4", origin.addr);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let announce = ["--announce-interval", "500"];
-    let mut a = viewer(ip(4, 2), da.path(), &announce);
-    let b = viewer(ip(4, 3), db.path(), &announce);
+    let mut a = viewer(net.ip(2), &announce);
+    let b = viewer(net.ip(3), &announce);
     // A viewer's cache serves other machines only what it holds, never fetching for
     // them: nothing before it watched, then its first block and no further.
     let host = origin.addr.ip().to_string();
-    let outsider = ip(4, 8);
+    let outsider = net.ip(8);
     let (mut c, _) = Spp::connect_from(outsider, b.addr).unwrap();
     match c.info(1, &host, "ep.mp4").unwrap() {
         Frame::Error(e) => assert_eq!(e.code, ErrorCode::Forbidden, "{e:?}"),
@@ -473,7 +407,7 @@ fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
     assert_eq!(got, vec![0], "only the block it holds");
     assert_eq!(err.map(|e| e.code), Some(ErrorCode::NotCachedHere));
     let before = origin.metric(SPP_SENT);
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     assert_eq!(
         origin.metric(SPP_SENT),
         before,
@@ -484,7 +418,7 @@ fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
         let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
         assert!(r.status == 200 && r.body == data, "viewer at {}", v.addr);
     }
-    let asker = ip(4, 9);
+    let asker = net.ip(9);
     let both = wait_for_peers(&origin, asker, "ep.mp4", Duration::from_secs(10), |p| {
         p.contains(&a.addr) && p.contains(&b.addr)
     });
@@ -514,7 +448,8 @@ fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
         "dropped after {gone:?}, before the expiry"
     );
     assert!(gone <= EXPIRY + Duration::from_millis(1500), "{gone:?}");
-    // The idle holder is still handed out, well past an expiry since it last fetched.
+    // The idle holder is still handed out, well past an expiry since it last fetched
+    // (the time passing is what is tested).
     std::thread::sleep(EXPIRY);
     let peers = located_peers(&origin, asker, "ep.mp4");
     assert_eq!(
@@ -533,19 +468,19 @@ fn a_departed_peer_is_dropped_after_the_expiry_and_an_idle_holder_stays() {
 fn a_viewer_whose_peer_dies_mid_stream_finishes_from_the_origin() {
     let data = content(4 * 1024 * 1024 + 11, 2805);
     let size = data.len() as u64;
-    let origin = origin_with(5, "live.ts", &data, &["-i"]);
+    let net = subnet();
+    let origin = origin_with(net, "live.ts", &data, &["-i"]);
     let url = format!("http://{}/live.ts", origin.addr);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The first viewer's machine uploads at 4 MB/s: the second viewer's stream from
     // it takes about a second, long enough to kill it in the middle.
-    let mut a = viewer(ip(5, 2), da.path(), &["--upload-rate", "4M"]);
+    let mut a = viewer(net.ip(2), &["--upload-rate", "4M"]);
     let reports = origin.metric("p2pd_have_reports_total");
     let r = try_proxy_request(a.addr, None, "GET", &url, "").unwrap();
     assert!(r.status == 200 && r.body == data, "first viewer");
     wait_for_reports(&origin, reports);
-    assert_eq!(located_peers(&origin, ip(5, 9), "live.ts"), vec![a.addr]);
+    assert_eq!(located_peers(&origin, net.ip(9), "live.ts"), vec![a.addr]);
 
-    let b = viewer(ip(5, 3), db.path(), &[]);
+    let b = viewer(net.ip(3), &[]);
     let (baddr, u) = (b.addr, url.clone());
     let stream = std::thread::spawn(move || try_proxy_request(baddr, None, "GET", &u, ""));
     // Kill the peer once the second viewer has taken a part of the file from it.
@@ -555,15 +490,12 @@ fn a_viewer_whose_peer_dies_mid_stream_finishes_from_the_origin() {
             "p2pd_fetched_bytes_total{source=\"peer\"} ",
         )
     };
-    let t = Instant::now();
-    while peer_bytes(&b) < size / 8 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the second viewer never fetched from the peer{}",
-            diagnose(&[("viewer b", &b), ("origin", &origin)])
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let started = wait_until(Duration::from_secs(20), || peer_bytes(&b) >= size / 8);
+    assert!(
+        started,
+        "the second viewer never fetched from the peer{}",
+        diagnose(&[("viewer b", &b), ("origin", &origin)])
+    );
     let dead = a.addr;
     a.kill9();
     let at_kill = peer_bytes(&b);
@@ -591,7 +523,7 @@ fn a_viewer_whose_peer_dies_mid_stream_finishes_from_the_origin() {
         metric_line(&text, "p2pd_peer_reports_sent_total ") >= 1,
         "{text}"
     );
-    let dropped = wait_for_peers(&origin, ip(5, 9), "live.ts", Duration::from_secs(5), |p| {
+    let dropped = wait_for_peers(&origin, net.ip(9), "live.ts", Duration::from_secs(5), |p| {
         !p.contains(&dead)
     });
     assert!(
@@ -611,24 +543,6 @@ fn a_viewer_whose_peer_dies_mid_stream_finishes_from_the_origin() {
     );
 }
 
-/// Once `origin` has indexed `path` (a copy of `data` in `bs`-byte blocks), flips a
-/// byte of every block in place, keeping size and modification time: it still
-/// vouches for the old digests and serves corrupted blocks under them.
-fn corrupt_in_place(origin: &Node, path: &Path, data: &[u8], bs: usize) {
-    use std::os::unix::fs::FileExt;
-    origin.wait_for("the file indexed", |n| {
-        n.metric("p2pd_files_published") >= 1
-    });
-    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    for b in 0..data.len().div_ceil(bs) {
-        let i = b * bs + 7;
-        f.write_all_at(&[data[i] ^ 0x5a], i as u64).unwrap();
-    }
-    f.set_modified(mtime).unwrap();
-    f.sync_all().unwrap();
-}
-
 /// Peers that serve corrupted blocks: they are announced to the origin as holders of
 /// the file (a Have from their address and port), a viewer's cache and a `p2pd get`
 /// are handed them, every bad block is caught by the origin's digest, the outputs are
@@ -636,13 +550,13 @@ fn corrupt_in_place(origin: &Node, path: &Path, data: &[u8], bs: usize) {
 /// whose further Haves it refuses.
 #[test]
 fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
-    // The block size `start_origin_on` publishes with.
-    const BS: usize = 16 * 1024;
+    // The block size origins publish with.
+    const BS: usize = ORIGIN_BLOCK;
     let data = content(160 * BS + 99, 2806);
     let size = data.len() as u64;
-    let (dir, idx) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let good = write_file(dir.path(), "m.mkv", &data);
-    let origin = start_origin_on(ip(6, 1), 1111, dir.path(), idx.path(), &["-i"]);
+    let net = subnet();
+    let origin = origin_with(net, "m.mkv", &data, &["-i"]);
+    let good = origin.dir().join("m.mkv");
     // Two bad peers: nodes with a copy of the file that goes bad once indexed.
     let mtime = std::fs::metadata(&good).unwrap().modified().unwrap();
     let mut bad = Vec::new();
@@ -655,12 +569,12 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
             .unwrap()
             .set_modified(mtime)
             .unwrap();
-        let n = start_origin_on(ip(6, d), 1111, bdir.path(), bidx.path(), &[]);
-        corrupt_in_place(&n, &p, &data, BS);
+        let n = start_origin_on(net.ip(d), 1111, bdir.path(), bidx.path(), &[]);
+        corrupt_every_block_in_place(&n, &p, &data, 7);
         bad.push((n, bdir, bidx));
     }
     let (x1, x2) = (bad[0].0.addr, bad[1].0.addr);
-    let asker = ip(6, 99);
+    let asker = net.ip(99);
 
     // 1. A viewer's cache is handed the first bad peer, prefers it, and catches it.
     let (mut x1_conn, x1_info) = announce_as(x1, &origin, "m.mkv");
@@ -669,8 +583,7 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
             == [x1])
         .is_some()
     );
-    let dv = tempfile::tempdir().unwrap();
-    let v = viewer(ip(6, 2), dv.path(), &[]);
+    let v = viewer(net.ip(2), &[]);
     let url = format!("http://{}/m.mkv", origin.addr);
     let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
     assert_eq!(r.status, 200);
@@ -703,7 +616,7 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
     assert!(removed.is_some(), "the origin still hands out the bad peer");
     // Its next announcement is refused: it stays out.
     announce_all(&mut x1_conn, &x1_info);
-    std::thread::sleep(Duration::from_millis(300));
+    quiet_spell(Duration::from_millis(300));
     assert!(!located_peers(&origin, asker, "m.mkv").contains(&x1));
     let otext = origin.metrics_text();
     assert!(
@@ -720,7 +633,7 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
         .is_some()
     );
     // A client that was never handed the peer cannot get it removed.
-    let (mut liar, _) = Spp::connect_from(ip(6, 98), origin.addr).unwrap();
+    let (mut liar, _) = Spp::connect_from(net.ip(98), origin.addr).unwrap();
     let info = liar
         .info(1, &origin.addr.ip().to_string(), "m.mkv")
         .and_then(expect_info)
@@ -732,10 +645,10 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
         peer: x2,
     }))
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    quiet_spell(Duration::from_millis(300));
     assert!(located_peers(&origin, asker, "m.mkv").contains(&x2));
     assert_eq!(origin.metric("p2pd_peers_removed_total"), 1);
-    let out = dv.path().join("got.mkv");
+    let out = v.dir().join("got.mkv");
     let spp_url = origin.spp_url("m.mkv");
     let o = run_p2pd(&["get", &spp_url, "-o", out.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -769,17 +682,17 @@ fn a_peer_serving_corrupted_blocks_never_reaches_a_viewer_and_is_removed() {
 fn a_silent_peer_costs_one_attempt_and_is_reported() {
     let data = content(2 * 1024 * 1024 + 3, 2807);
     let size = data.len() as u64;
-    let origin = origin_with(7, "quiet.mp4", &data, &["-i"]);
+    let net = subnet();
+    let origin = origin_with(net, "quiet.mp4", &data, &["-i"]);
     // Connections to it are completed by the kernel and then left unanswered.
-    let silent = std::net::TcpListener::bind((ip(7, 9), 0)).unwrap();
+    let silent = std::net::TcpListener::bind((net.ip(9), 0)).unwrap();
     let silent_addr = silent.local_addr().unwrap();
     let _announcer = announce_as(silent_addr, &origin, "quiet.mp4");
     assert_eq!(
-        located_peers(&origin, ip(7, 99), "quiet.mp4"),
+        located_peers(&origin, net.ip(99), "quiet.mp4"),
         vec![silent_addr]
     );
-    let dv = tempfile::tempdir().unwrap();
-    let v = viewer(ip(7, 2), dv.path(), &[]);
+    let v = viewer(net.ip(2), &[]);
     let url = format!("http://{}/quiet.mp4", origin.addr);
     let t = Instant::now();
     let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
@@ -801,7 +714,7 @@ fn a_silent_peer_costs_one_attempt_and_is_reported() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
     let removed = wait_for_peers(
         &origin,
-        ip(7, 99),
+        net.ip(99),
         "quiet.mp4",
         Duration::from_secs(5),
         // The viewer itself is handed out once its Haves are in: only the silent
@@ -829,20 +742,16 @@ fn a_silent_peer_costs_one_attempt_and_is_reported() {
 fn evicted_blocks_stop_being_handed_out() {
     use p2pd::protocol::Holds;
     let data = content(2 * 1024 * 1024, 2808);
-    let origin = origin_with(8, "long.mp4", &data, &["-i"]);
-    let dv = tempfile::tempdir().unwrap();
-    let v = viewer(
-        ip(8, 2),
-        dv.path(),
-        &["-C", "512k", "--announce-interval", "500"],
-    );
+    let net = subnet();
+    let origin = origin_with(net, "long.mp4", &data, &["-i"]);
+    let v = viewer(net.ip(2), &["-C", "512k", "--announce-interval", "500"]);
     let url = format!("http://{}/long.mp4", origin.addr);
     let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
     assert!(r.status == 200 && r.body == data);
     let blocks = (data.len() as u64).div_ceil(16 * 1024);
     // What `node`'s Locate answer says the viewer holds.
     let held_per = |node: &Node| -> Vec<(u64, u64)> {
-        let (mut c, _) = Spp::connect_from(ip(8, 99), node.addr).unwrap();
+        let (mut c, _) = Spp::connect_from(net.ip(99), node.addr).unwrap();
         let info = c
             .info(1, &origin.addr.ip().to_string(), "long.mp4")
             .and_then(expect_info)
@@ -860,20 +769,19 @@ fn evicted_blocks_stop_being_handed_out() {
     };
     // At most 512 KiB of 16 KiB blocks stay on its disk.
     let limit_blocks = 512 / 16;
-    let t = Instant::now();
     // Its reports while fetching named blocks it has since evicted; its next announce
     // replaces them with what it holds, as it says itself (to an outsider, a cache
     // lists itself with the ranges it holds).
-    let (mut held, mut own) = (held_per(&origin), held_per(&v));
-    while held.is_empty() || held != own {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the origin hands the viewer out for {held:?}; it holds {own:?}{}",
-            diagnose(&[("origin", &origin), ("viewer", &v)])
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let (mut held, mut own) = (Vec::new(), Vec::new());
+    let agree = wait_until(Duration::from_secs(10), || {
         (held, own) = (held_per(&origin), held_per(&v));
-    }
+        !held.is_empty() && held == own
+    });
+    assert!(
+        agree,
+        "the origin hands the viewer out for {held:?}; it holds {own:?}{}",
+        diagnose(&[("origin", &origin), ("viewer", &v)])
+    );
     eprintln!("after eviction the viewer is handed out for {held:?} of {blocks} blocks");
     assert!(
         held.iter().map(|r| r.1).sum::<u64>() <= limit_blocks,

@@ -2,8 +2,6 @@
 //! `--help` and `p2pd man`, and `p2pd get` successes and failures (exit codes, one
 //! line on stderr, no partial output file left behind).
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Output;
@@ -11,9 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
-
-const TAG: u8 = 22;
+use crate::harness::*;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
@@ -205,7 +201,7 @@ fn port_in_use_is_one_line() {
     let dir = tmp.path().join("pub");
     let idx = tmp.path().join("idx");
     write_file(&dir, "a.mp4", &content(10, 1));
-    let ip = host_ip(TAG);
+    let ip = host();
     // std's listener sets SO_REUSEADDR but not SO_REUSEPORT, so p2pd cannot share it.
     let holder = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
@@ -249,6 +245,7 @@ fn port_in_use_is_one_line() {
 fn run_for(args: &[&str], deadline: Duration) -> Result<Output, String> {
     use std::io::Read;
     use std::process::{Command, Stdio};
+    let _shared = shared();
     let mut child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -262,18 +259,14 @@ fn run_for(args: &[&str], deadline: Duration) -> Result<Output, String> {
         let _ = se.read_to_end(&mut v);
         v
     });
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if t.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let mut status = None;
+    if !wait_until(deadline, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let stderr = err.join().unwrap();
     match status {
         Some(status) => Ok(Output {
@@ -348,7 +341,7 @@ fn assert_port_refused(ip: std::net::IpAddr, port: u16, holder: &str) {
 fn port_held_by_another_p2pd_is_refused_although_both_set_reuseport() {
     let tmp = tempfile::tempdir().unwrap();
     write_file(&tmp.path().join("pub"), "a.mp4", &content(10, 1));
-    let first = origin(&tmp.path().join("pub"), &tmp.path().join("idx"));
+    let first = start_origin(&tmp.path().join("pub"), &tmp.path().join("idx"), &[]);
     assert_port_refused(first.addr.ip(), first.addr.port(), "a running p2pd");
     // The first one still serves.
     let r = http_get(first.addr, "/_p2pd/health", "");
@@ -358,7 +351,7 @@ fn port_held_by_another_p2pd_is_refused_although_both_set_reuseport() {
 #[test]
 fn port_held_by_a_foreign_reuseport_listener_is_refused() {
     use socket2::{Domain, Socket, Type};
-    let ip = host_ip(TAG);
+    let ip = host();
     let holder = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     holder.set_reuse_port(true).unwrap();
     holder.bind(&SocketAddr::new(ip, 0).into()).unwrap();
@@ -455,7 +448,7 @@ fn one_line(err: &str) -> &str {
 #[test]
 fn get_connect_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let ip = host_ip(TAG);
+    let ip = host();
     // A port that was free a moment ago on an address no other test uses.
     let port = TcpListener::bind(SocketAddr::new(ip, 0))
         .unwrap()
@@ -476,7 +469,7 @@ fn get_connect_refused() {
 #[test]
 fn get_timeout_on_silent_server() {
     let tmp = tempfile::tempdir().unwrap();
-    let ip = host_ip(TAG);
+    let ip = host();
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -490,6 +483,7 @@ fn get_timeout_on_silent_server() {
             if let Ok((s, _)) = listener.accept() {
                 held.push(s);
             }
+            // The silent server's accept loop (non-blocking, to see `stop`).
             std::thread::sleep(Duration::from_millis(10));
         }
         held.len()
@@ -510,52 +504,6 @@ fn get_timeout_on_silent_server() {
     assert_no_output(&out);
 }
 
-/// Like `run_p2pd`, but drains stdout and stderr while p2pd runs, for large output.
-fn run_streaming(args: &[&str]) -> Output {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn p2pd");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("p2pd {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn origin(dir: &Path, idx: &Path) -> Node {
-    start_origin(TAG, dir, idx, &[])
-}
-
 #[test]
 fn get_not_found_and_success() {
     let tmp = tempfile::tempdir().unwrap();
@@ -570,7 +518,8 @@ fn get_not_found_and_success() {
     for (rel, data) in &files {
         write_file(&dir, rel, data);
     }
-    let node = origin(&dir, &idx);
+    // The index directory next to the published one: "../idx" must not escape to it.
+    let node = start_origin(&dir, &idx, &[]);
     let outdir = tmp.path().join("out");
     std::fs::create_dir_all(&outdir).unwrap();
 
@@ -603,10 +552,9 @@ fn get_not_found_and_success() {
         assert!(!Path::new(&part).exists(), "{rel}: .part left behind");
     }
 
-    // To standard output.
+    // To standard output (run_p2pd drains it while p2pd runs).
     let (rel, data) = &files[3];
-    // (run_p2pd reads stdout only after exit, which would block on a full pipe.)
-    let o = run_streaming(&["get", &node.spp_url(rel), "-q"]);
+    let o = run_p2pd(&["get", &node.spp_url(rel), "-q"]);
     assert_eq!(o.status.code(), Some(0), "stderr {}", stderr(&o));
     assert!(
         o.stdout == *data,

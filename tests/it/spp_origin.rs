@@ -3,31 +3,25 @@
 //! change), hostile input that must close only its own connection, and `get`'s
 //! refusal of a block that fails its digest.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::*;
 use p2pd::digest::{DigestAlgo, MAX_DIGEST_BYTES};
 use p2pd::protocol::*;
 
-const TAG: u8 = 23;
+use crate::harness::{self, *};
+
 const BS: usize = 16 * 1024;
 
-fn origin(dir: &std::path::Path, idx: &std::path::Path, extra: &[&str]) -> Node {
-    start_origin(TAG, dir, idx, extra)
-}
-
-/// The shared SPP client (`common::Spp`), panicking on any failure: these tests are
+/// The shared SPP client (`harness::Spp`), panicking on any failure: these tests are
 /// about the origin's answers, not about the connection.
-struct Spp(common::Spp);
+struct Spp(harness::Spp);
 
 impl Spp {
     fn connect(addr: SocketAddr) -> Spp {
-        let (c, h) = common::Spp::over(connect(addr), 0).expect("handshake");
+        let (c, h) = harness::Spp::over(connect(addr), 0).expect("handshake");
         assert_eq!((h.version, h.role), (PROTOCOL_VERSION, Role::Origin));
         Spp(c)
     }
@@ -53,13 +47,14 @@ impl Spp {
 
 #[test]
 fn files_of_every_edge_size_come_back_byte_identical_through_get() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let sizes = [0, 1, BS - 1, BS, BS + 1, 5 * 1024 * 1024 + 333];
-    for (i, &n) in sizes.iter().enumerate() {
-        write_file(dir.path(), &format!("f{n}.bin"), &content(n, i as u64));
-    }
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = sizes
+        .iter()
+        .enumerate()
+        .fold(Origin::builder(), |b, (i, &n)| {
+            b.file(&format!("f{n}.bin"), &content(n, i as u64))
+        })
+        .start();
     let out = tempfile::tempdir().unwrap();
     let mut total = 0u64;
     for (i, &n) in sizes.iter().enumerate() {
@@ -92,7 +87,9 @@ fn index_is_reused_after_restart_and_rebuilt_after_a_change() {
     write_file(dir.path(), "b.mp4", &content(50_000, 2));
     let dest = out.path().join("a");
 
-    let node = origin(dir.path(), idx.path(), &["--rescan-interval", "200"]);
+    // Started again and again on the same directories: no builder.
+    let origin = |extra: &[&str]| start_origin(dir.path(), idx.path(), extra);
+    let node = origin(&["--rescan-interval", "200"]);
     node.wait_for("both files indexed", |n| {
         n.metric("p2pd_index_builds_total") == 2
     });
@@ -100,7 +97,7 @@ fn index_is_reused_after_restart_and_rebuilt_after_a_change() {
     drop(node);
 
     // Restart: nothing changed, so nothing is hashed again.
-    let node = origin(dir.path(), idx.path(), &["--rescan-interval", "200"]);
+    let node = origin(&["--rescan-interval", "200"]);
     node.wait_for("both indexes reused", |n| {
         n.metric("p2pd_index_reuses_total") == 2
     });
@@ -109,8 +106,7 @@ fn index_is_reused_after_restart_and_rebuilt_after_a_change() {
     assert_eq!(std::fs::read(&dest).unwrap(), content(100_000, 1));
 
     // Change a file while running: it is re-indexed and the new bytes are served.
-    std::thread::sleep(Duration::from_millis(20));
-    write_file(dir.path(), "a.mp4", &content(70_000, 9));
+    rewrite_file(dir.path(), "a.mp4", &content(70_000, 9));
     node.wait_for("changed file re-indexed", |n| {
         n.metric("p2pd_index_builds_total") == 1
     });
@@ -120,7 +116,7 @@ fn index_is_reused_after_restart_and_rebuilt_after_a_change() {
 
     // Changed while stopped: rebuilt at start, the other one reused.
     write_file(dir.path(), "b.mp4", &content(60_000, 3));
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = origin(&[]);
     node.wait_for("indexes checked", |n| {
         n.metric("p2pd_index_builds_total") + n.metric("p2pd_index_reuses_total") == 2
     });
@@ -130,7 +126,7 @@ fn index_is_reused_after_restart_and_rebuilt_after_a_change() {
     drop(node);
 
     // -Z starts cold: every index is rebuilt.
-    let node = origin(dir.path(), idx.path(), &["-Z"]);
+    let node = origin(&["-Z"]);
     node.wait_for("indexes rebuilt", |n| {
         n.metric("p2pd_index_builds_total") == 2
     });
@@ -139,12 +135,12 @@ fn index_is_reused_after_restart_and_rebuilt_after_a_change() {
 
 #[test]
 fn a_file_added_while_running_is_served_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     // A long rescan interval: the file must be found by the on-demand lookup.
-    let node = origin(dir.path(), idx.path(), &["--rescan-interval", "600000"]);
-    write_file(dir.path(), "new/late.mp4", &content(40_000, 5));
+    let node = Origin::builder()
+        .args(&["--rescan-interval", "600000"])
+        .start();
+    write_file(node.dir(), "new/late.mp4", &content(40_000, 5));
     let dest = out.path().join("late");
     let (code, err) = p2pd_get(&node.spp_url("new/late.mp4"), &dest, &[]);
     assert_eq!(code, 0, "{err}");
@@ -153,15 +149,12 @@ fn a_file_added_while_running_is_served_at_once() {
 
 #[test]
 fn spp_requests_locate_cancel_version_and_escapes() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(10 * BS + 5, 11);
-    write_file(dir.path(), "m.ts", &data);
-    let node = origin(
-        dir.path(),
-        idx.path(),
-        &["-l", "127.0.0.9:2222", "-l", "127.0.0.10:3333"],
-    );
+    // Mirrors that are only named, never asked: any addresses do.
+    let node = Origin::builder()
+        .file("m.ts", &data)
+        .args(&["-l", "127.0.0.9:2222", "-l", "127.0.0.10:3333"])
+        .start();
     let mut c = Spp::connect(node.addr);
     let info = c.info_ok("cdn.example.com", "m.ts");
     assert_eq!(
@@ -229,7 +222,7 @@ fn spp_requests_locate_cancel_version_and_escapes() {
 
     // Cancel: a long get stops early; the connection keeps working.
     let big = content(400 * BS, 12);
-    write_file(dir.path(), "big.ts", &big);
+    write_file(node.dir(), "big.ts", &big);
     let binfo = c.info_ok("h", "big.ts");
     c.send(&Frame::Get(Get {
         req_id: 30,
@@ -313,11 +306,8 @@ fn spp_requests_locate_cancel_version_and_escapes() {
 
 #[test]
 fn garbage_and_absurd_frames_close_only_their_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let big = content(6 * 1024 * 1024 + 7, 21);
-    write_file(dir.path(), "big.mp4", &big);
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = Origin::builder().file("big.mp4", &big).start();
 
     // A transfer in progress on its own connection, read slowly.
     let mut a = connect(node.addr);
@@ -416,7 +406,7 @@ fn garbage_and_absurd_frames_close_only_their_connection() {
 #[test]
 fn get_refuses_a_block_that_fails_its_digest() {
     let data = content(3 * BS, 31);
-    let listener = TcpListener::bind((host_ip(TAG), 0)).unwrap();
+    let listener = TcpListener::bind((host(), 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
@@ -515,11 +505,8 @@ fn cpu_secs(pid: u32) -> f64 {
 /// other task of its shard (found by p2pd-bench ending a run mid-transfer).
 #[test]
 fn regression_client_closing_with_gets_outstanding_does_not_spin_its_shard() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(256 * BS, 41);
-    write_file(dir.path(), "big.bin", &data);
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = Origin::builder().file("big.bin", &data).start();
     for _ in 0..8 {
         let mut c = Spp::connect(node.addr);
         let info = c.info_ok("cdn.example.com", "big.bin");
@@ -532,15 +519,21 @@ fn regression_client_closing_with_gets_outstanding_does_not_spin_its_shard() {
                 block_count: 64,
             }));
         }
-        // Half-close, then go away without reading a byte.
+        // Half-close, then go away without reading a byte: the node reads the
+        // end-of-file first, with the Gets still streaming (the case that spun).
         let _ = c.0.s.shutdown(std::net::Shutdown::Write);
         std::thread::sleep(Duration::from_millis(20));
         drop(c);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    // Idle now: the process must not be burning a core.
+    // Idle once the clients' connections are gone (only the metrics request's is open;
+    // a node that spins may never get there, so at most 5 s): the process must not be
+    // burning a core.
+    wait_until(Duration::from_secs(5), || {
+        node.metric("p2pd_connections_open") == 1
+    });
     let pid = node.child.id();
     let before = cpu_secs(pid);
+    // The measurement: CPU time over one idle second.
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_secs(pid) - before;
     assert!(used < 0.3, "an idle origin used {used:.2} s of CPU in 1 s");
@@ -584,15 +577,13 @@ fn get_all(c: &mut Spp, info: &Info, blocks: u64) -> Result<Vec<u8>, ErrorCode> 
 #[test]
 fn a_file_edited_in_place_is_never_served_under_its_old_digests() {
     for verify_reads in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = tempfile::tempdir().unwrap();
         let data = content(6 * BS, 51);
-        let path = write_file(dir.path(), "m.bin", &data);
         let mut extra = vec!["--rescan-interval", "600000"];
         if verify_reads {
             extra.push("--verify-reads");
         }
-        let node = origin(dir.path(), idx.path(), &extra);
+        let node = Origin::builder().file("m.bin", &data).args(&extra).start();
+        let path = node.dir().join("m.bin");
         let mut c = Spp::connect(node.addr);
         let old = c.info_ok("cdn.example.com", "m.bin");
         // Nothing is cached yet; now the bytes change under the index.
@@ -633,12 +624,12 @@ fn a_file_edited_in_place_is_never_served_under_its_old_digests() {
 
 #[test]
 fn buffered_reads_serve_the_same_verified_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(37 * BS + 11, 61);
-    write_file(dir.path(), "b.bin", &data);
-    let node = origin(dir.path(), idx.path(), &["--buffered-reads"]);
-    let out = dir.path().join("out.bin");
+    let node = Origin::builder()
+        .file("b.bin", &data)
+        .args(&["--buffered-reads"])
+        .start();
+    let out = node.dir().join("out.bin");
     let (code, err) = p2pd_get(&node.spp_url("b.bin"), &out, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(std::fs::read(&out).unwrap() == data);

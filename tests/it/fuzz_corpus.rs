@@ -3,7 +3,7 @@
 //! body the libFuzzer binary runs, so its assertions hold in the normal test suite.
 //! An empty corpus directory fails the test: a replay of nothing asserts nothing.
 //!
-//! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` (re)writes the
+//! `cargo test --test it -- --ignored fuzz_corpus::write_seed_corpus` (re)writes the
 //! hand-made seeds (`seed-*` files) from the encoder and literal heads.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};

@@ -19,29 +19,28 @@
 //! connection is contained and counted, a stalled shard makes health 503, a panic
 //! outside any connection ends the process with status 70.
 //!
-//! The tests take one global lock and run one at a time: each measures a viewer's
-//! throughput and a node's memory, which a neighbour test on a 2-core machine would
-//! distort. A watchdog SIGKILLs a node whose memory runs far past the bound, so an
-//! unfixed node fails the test instead of exhausting the machine.
+//! The tests run alone (`exclusive`: no other test's processes run meanwhile, and no
+//! other hostile test): each measures a viewer's throughput and a node's memory, which
+//! a neighbour test on a 2-core machine would distort. A watchdog SIGKILLs a node whose
+//! memory runs far past the bound, so an unfixed node fails the test instead of
+//! exhausting the machine.
 //!
-//! Addresses: nodes on 127.30.0.x (`host_ip(30)`); the viewer and site insiders on
-//! 127.30.200.x (the site cache's `-n`), outsiders and remote hosts on 127.30.201.x,
-//! Have flooders on 127.30.202.x.
-
-mod common;
+//! Addresses: nodes on fresh addresses (`host`); three /24s of this module's own
+//! (`subnet`), taken once since the tests run one at a time: the viewer and site
+//! insiders (the site cache's `-n`), outsiders and remote hosts, Have flooders.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::*;
 use p2pd::digest::MAX_DIGEST_BYTES;
 use p2pd::protocol::*;
 
-const TAG: u8 = 30;
+use crate::harness::*;
+
 /// The host every legitimate request names, and the only one `-A` allows.
 const HOST: &str = "cdn.example.com";
 /// `-M` of every node under attack, small so the memory bound means something.
@@ -55,23 +54,33 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 const FILM_BYTES: usize = 16 << 20;
 const BIG_BYTES: usize = 64 << 20;
 
-/// One test at a time (see the module comment).
-static SERIAL: Mutex<()> = Mutex::new(());
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// The /24s of the module comment: the site, the rest of the world, the flooders.
+struct Nets {
+    site: Subnet,
+    remote: Subnet,
+    flooders: Subnet,
 }
 
-fn ip(c: u8, d: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, TAG, c, d))
+fn nets() -> &'static Nets {
+    static NETS: OnceLock<Nets> = OnceLock::new();
+    NETS.get_or_init(|| Nets {
+        site: subnet(),
+        remote: subnet(),
+        flooders: subnet(),
+    })
 }
-const VIEWER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, TAG, 200, 1));
+
+/// The legitimate viewer, inside the site.
+fn viewer() -> IpAddr {
+    nets().site.ip(1)
+}
 /// A site insider (inside the SCC's `-n`), number `k`.
 fn insider(k: usize) -> IpAddr {
-    ip(200, 10 + (k % 200) as u8)
+    nets().site.ip(10 + (k % 200) as u8)
 }
 /// Outside every subnet, a remote host for a client cache, number `k`.
 fn outsider(k: usize) -> IpAddr {
-    ip(201, 1 + (k % 200) as u8)
+    nets().remote.ip(1 + (k % 200) as u8)
 }
 
 /// The memory goal: `-M` + 64 KiB per connection + 50 MiB.
@@ -120,6 +129,7 @@ impl RssWatch {
                         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                     }
                 }
+                // The sampling period.
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
@@ -152,7 +162,7 @@ impl Drop for RssWatch {
     }
 }
 
-/// Test content, quicker to make than `common::content` for tens of MiB.
+/// Test content, quicker to make than `harness::content` for tens of MiB.
 fn media(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut out = Vec::with_capacity(len + 8);
@@ -199,7 +209,7 @@ enum Kind {
 
 /// An origin (`-b`, `-A HOST`, `-M 32M`, 2 shards) publishing the viewer's file (and
 /// the 4096-digest file), and for the cache roles a cache below it (`-S origin`,
-/// `-A HOST`, `-M 32M`, 2 shards; the SCC with `-n 127.30.200.0/24`). The node under
+/// `-A HOST`, `-M 32M`, 2 shards; the SCC with the site's `-n`). The node under
 /// attack is the cache when there is one.
 struct Rig {
     kind: Kind,
@@ -243,7 +253,7 @@ impl Rig {
         if kind == Kind::Origin {
             args.extend_from_slice(extra);
         }
-        let origin = Node::start(host_ip(TAG), &args);
+        let origin = Node::start(host(), &args);
         origin.wait_for("the published files indexed", |n| {
             n.metric("p2pd_index_builds_total") == want_files
         });
@@ -261,11 +271,12 @@ impl Rig {
                 "-M",
                 MEM_ARG,
             ];
+            let site = nets().site.cidr();
             if kind == Kind::Scc {
-                args.extend_from_slice(&["-n", "127.30.200.0/24"]);
+                args.extend_from_slice(&["-n", &site]);
             }
             args.extend_from_slice(extra);
-            Node::start(host_ip(TAG), &args)
+            Node::start(host(), &args)
         });
         Rig {
             kind,
@@ -319,7 +330,7 @@ impl Rig {
         let t = Instant::now();
         match self.kind {
             Kind::Origin | Kind::Scc => {
-                spp_view(VIEWER, self.target().addr, "film.bin", &self.film)?
+                spp_view(viewer(), self.target().addr, "film.bin", &self.film)?
             }
             Kind::Lhc => {
                 let url = format!("http://{HOST}:1111/film.bin");
@@ -355,7 +366,7 @@ impl Rig {
     /// and returns it.
     fn warm_big(&self) -> Info {
         let src = match self.kind {
-            Kind::Origin | Kind::Scc => VIEWER,
+            Kind::Origin | Kind::Scc => viewer(),
             Kind::Lhc => self.target().addr.ip(),
         };
         let (mut c, _) = Spp::connect_from(src, self.target().addr)
@@ -391,6 +402,19 @@ impl Rig {
             0
         };
         goal + pinned + writes + self.block_bytes
+    }
+
+    /// Waits (at most 5 s) for the attacked node to close the connections of attackers
+    /// that went away, leaving only the metrics request's own. Whether it did is not
+    /// this step's check (a node that is down never does): what follows checks that
+    /// the node is up and serves.
+    fn wait_for_departures(&self) {
+        wait_until(Duration::from_secs(5), || {
+            self.target()
+                .metrics_text()
+                .lines()
+                .any(|l| l == "p2pd_connections_open 1")
+        });
     }
 
     fn diagnose(&self) -> String {
@@ -673,7 +697,7 @@ fn crash_http(src: IpAddr, addr: SocketAddr, raw: &str) -> Result<u16, String> {
 }
 
 fn crash_frames_test(kind: Kind) {
-    let _serial = serial();
+    let _alone = exclusive();
     let mut rig = Rig::new(kind, "16k", film(), false, &[]);
     let baseline = rig.baseline();
     let watch = RssWatch::start(rig.target().pid(), rss_bound(4) + 512 * MIB);
@@ -803,7 +827,7 @@ const FLOOD_BYTES: usize = 1 << 20;
 const FLOOD_CONNECTIONS: usize = 40;
 
 fn pipelined_test(kind: Kind) {
-    let _serial = serial();
+    let _alone = exclusive();
     let mut rig = Rig::new(kind, "16k", film(), true, &[]);
     let big_info = rig.warm_big();
     let baseline = rig.baseline();
@@ -859,7 +883,8 @@ fn pipelined_test(kind: Kind) {
             .filter_map(|a| a.join().unwrap())
             .collect();
         // The floods are in (or the node stopped reading them): now the viewer, while
-        // every flooding connection stays open and unread.
+        // every flooding connection stays open and unread, and a moment longer (the
+        // attack's duration).
         let viewed = rig_ref.view();
         std::thread::sleep(Duration::from_millis(500));
         (viewed, open)
@@ -872,7 +897,7 @@ fn pipelined_test(kind: Kind) {
     rig.check_up(&watch, conns, &what);
     rig.check_viewer(viewed, baseline, &what);
     drop(open);
-    std::thread::sleep(Duration::from_millis(500));
+    rig.wait_for_departures();
     rig.check_up(&watch, conns, &format!("{what}, after the attackers left"));
     let after = rig.view();
     rig.check_viewer(after, baseline, &format!("{what}, afterwards"));
@@ -905,7 +930,7 @@ fn client_cache_memory_stays_bounded_under_pipelined_requests_never_read() {
 const SLOW_READERS: usize = 8;
 
 fn slow_readers_test(kind: Kind) {
-    let _serial = serial();
+    let _alone = exclusive();
     // 16 MiB blocks: the 64 MiB file is 4 of them.
     let mut rig = Rig::new(kind, "16M", big(), false, &[]);
     let baseline = rig.baseline();
@@ -934,11 +959,13 @@ fn slow_readers_test(kind: Kind) {
         }
         slow.push(c);
     }
+    // The Gets pile up unread for a while before the viewer comes (the attack).
     std::thread::sleep(Duration::from_millis(500));
     let viewed = rig.view();
     rig.check_up(&watch, conns, &what);
     rig.check_viewer(viewed, baseline, &what);
-    // Seconds later, with the slow readers still there (or shed), it still holds.
+    // Seconds later, with the slow readers still there (or shed), it still holds (the
+    // time passing is what is tested).
     std::thread::sleep(Duration::from_secs(3));
     eprintln!(
         "{what}: connections open after 3 s more: {}",
@@ -1145,7 +1172,7 @@ const HAVE_FLOODERS: usize = 20;
 const GARBAGE_EACH: usize = 20;
 
 fn floods_and_garbage_test(kind: Kind) {
-    let _serial = serial();
+    let _alone = exclusive();
     let mut rig = Rig::new(kind, "16k", film(), false, &["-i"]);
     let baseline = rig.baseline();
     // Flooders, random bytes, half frames, one SPP byte, one HTTP byte, nothing.
@@ -1161,7 +1188,7 @@ fn floods_and_garbage_test(kind: Kind) {
         let hs: Vec<_> = (0..HAVE_FLOODERS)
             .map(|k| {
                 sc.spawn(move || -> Option<TcpStream> {
-                    let from = ip(202, 1 + k as u8);
+                    let from = nets().flooders.ip(1 + k as u8);
                     let (mut c, _) = Spp::connect_as(from, target, 20000 + k as u16).ok()?;
                     let info = match c.info(1, HOST, "film.bin") {
                         Ok(Frame::Info(i)) => i,
@@ -1239,7 +1266,7 @@ fn floods_and_garbage_test(kind: Kind) {
         );
     }
     drop((flooders, half, idle));
-    std::thread::sleep(Duration::from_millis(300));
+    rig.wait_for_departures();
     let after = rig.view();
     rig.check_up(&watch, conns, &format!("{what}, afterwards"));
     rig.check_viewer(after, baseline, &format!("{what}, afterwards"));
@@ -1277,7 +1304,7 @@ fn hooked_origin(threads: &str) -> (Node, Vec<u8>, [tempfile::TempDir; 2]) {
     let data = media(1 << 20, 3003);
     write_file(dir.path(), "small.bin", &data);
     let node = Node::start_with_env(
-        host_ip(TAG),
+        host(),
         &[
             "-p",
             dir.path().to_str().unwrap(),
@@ -1308,7 +1335,7 @@ fn get_raw(addr: SocketAddr, path: &str, deadline: Duration) -> Result<Response,
 /// serving SPP and HTTP.
 #[test]
 fn a_panic_inside_a_connection_is_contained_and_counted() {
-    let _serial = serial();
+    let _alone = exclusive();
     let (mut node, data, _dirs) = hooked_origin("1");
     let d = |n: &Node| diagnose(&[("origin", n)]);
     assert_eq!(node.metric("p2pd_panics_total"), 0, "{}", d(&node));
@@ -1349,7 +1376,7 @@ fn a_panic_inside_a_connection_is_contained_and_counted() {
 /// landed on shard 1 waits for it), and 200 once it is back.
 #[test]
 fn a_stalled_shard_makes_health_503_until_it_recovers() {
-    let _serial = serial();
+    let _alone = exclusive();
     let (node, _data, _dirs) = hooked_origin("2");
     let d = |n: &Node| diagnose(&[("origin", n)]);
     let h = health(node.addr).unwrap();
@@ -1368,6 +1395,8 @@ fn a_stalled_shard_makes_health_503_until_it_recovers() {
         "the stall request took {:?} to answer; it must answer at once",
         t0.elapsed()
     );
+    // Shard 1 starts its stall once the request's answer is out; nothing observable
+    // says so without asking shard 1, which would wait out the stall.
     std::thread::sleep(Duration::from_millis(200));
     // Several health requests at once: the kernel spreads them over both shards.
     let answers: Vec<(Duration, Result<Response, String>)> = std::thread::scope(|sc| {
@@ -1414,9 +1443,9 @@ fn a_stalled_shard_makes_health_503_until_it_recovers() {
         "during the stall every health answer must be 503: {summary:#?}{}",
         d(&node)
     );
-    // Once the stall is over: 200 within 2 s.
+    // Once the stall is over (its length is what is tested): 200 within 2 s.
     std::thread::sleep(stall.saturating_sub(t0.elapsed()));
-    let back = poll_until(Duration::from_secs(2), || {
+    let back = wait_until(Duration::from_secs(2), || {
         health(node.addr).is_ok_and(|r| r.status == 200)
     });
     assert!(
@@ -1430,12 +1459,12 @@ fn a_stalled_shard_makes_health_503_until_it_recovers() {
 /// with status 70.
 #[test]
 fn a_panic_outside_any_connection_ends_the_process_with_status_70() {
-    let _serial = serial();
+    let _alone = exclusive();
     let (mut node, _data, _dirs) = hooked_origin("2");
     let t0 = Instant::now();
     let _ = get_raw(node.addr, "/_p2pd/test/abort", Duration::from_secs(2));
     let mut status = None;
-    poll_until(Duration::from_secs(2), || {
+    wait_until(Duration::from_secs(2), || {
         status = node.child.try_wait().ok().flatten();
         status.is_some()
     });
@@ -1467,12 +1496,12 @@ fn a_panic_outside_any_connection_ends_the_process_with_status_70() {
 /// own req_id (NotFound for the missing files, Busy past the outstanding-request
 /// limit), and the connection stays usable.
 fn pipelined_answers_test(kind: Kind) {
-    let _serial = serial();
+    let _alone = exclusive();
     let rig = Rig::new(kind, "16k", film(), true, &[]);
     let info = rig.warm_big();
     let src = match kind {
         Kind::Lhc => rig.target().addr.ip(),
-        _ => VIEWER,
+        _ => viewer(),
     };
     let what = format!("{kind:?}: 3,000 pipelined Info and Locate requests");
     let (mut c, _) = Spp::connect_from(src, rig.target().addr).unwrap();
@@ -1554,7 +1583,7 @@ fn site_cache_answers_every_pipelined_request_once_or_busy() {
 /// upstream is asked once per file and second, and every Locate is still answered.
 #[test]
 fn a_locate_flood_through_a_site_cache_asks_its_upstream_once_per_file_and_second() {
-    let _serial = serial();
+    let _alone = exclusive();
     let rig = Rig::new(Kind::Scc, "16k", film(), true, &[]);
     let big_info = rig.warm_big();
     let origin_spp = || rig.origin.metric("p2pd_requests_total{proto=\"spp\"}");

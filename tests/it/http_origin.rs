@@ -3,21 +3,13 @@
 //! escapes and symlinks, files added and changed while running, the `-T` playlist,
 //! `-A` host filtering, the operator endpoints and malformed requests.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
-const TAG: u8 = 21;
 const BLOCK: usize = 16 * 1024;
-
-fn origin(dir: &Path, idx: &Path, extra: &[&str]) -> Node {
-    start_origin(TAG, dir, idx, extra)
-}
 
 /// A connection that keeps bytes read past one response for the next one, so
 /// pipelined responses can be read one after the other.
@@ -206,18 +198,16 @@ fn assert_416(addr: SocketAddr, path: &str, size: usize, range: &str) {
 
 #[test]
 fn sizes_whole_head_ranges_and_validators() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let sizes = [0usize, 1, 16383, 16384, 16385, 3 * 1024 * 1024 + 17];
     let files: Vec<(String, Vec<u8>)> = sizes
         .iter()
         .enumerate()
         .map(|(i, &n)| (format!("sizes/f{n}.mp4"), content(n, 100 + i as u64)))
         .collect();
-    for (rel, data) in &files {
-        write_file(dir.path(), rel, data);
-    }
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = files
+        .iter()
+        .fold(Origin::builder(), |b, (rel, data)| b.file(rel, data))
+        .start();
     let addr = node.addr;
 
     for (rel, data) in &files {
@@ -240,7 +230,7 @@ fn sizes_whole_head_ranges_and_validators() {
             .unwrap_or_else(|| panic!("GET {path}: no Last-Modified"));
         let lm_time = httpdate::parse_http_date(lm)
             .unwrap_or_else(|e| panic!("GET {path}: Last-Modified {lm:?}: {e}"));
-        let mtime = std::fs::metadata(dir.path().join(rel))
+        let mtime = std::fs::metadata(node.dir().join(rel))
             .unwrap()
             .modified()
             .unwrap();
@@ -330,13 +320,9 @@ fn sizes_whole_head_ranges_and_validators() {
 
 #[test]
 fn keep_alive_and_pipelining() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let a = content(50_000, 1);
     let b = content(20_000, 2);
-    write_file(dir.path(), "a.mp4", &a);
-    write_file(dir.path(), "b.ts", &b);
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = Origin::builder().file("a.mp4", &a).file("b.ts", &b).start();
     let addr = node.addr;
 
     let mut c = Conn::new(addr);
@@ -391,18 +377,18 @@ fn keep_alive_and_pipelining() {
 
 #[test]
 fn content_types() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let cases = [
         ("v.mp4", "video/mp4"),
         ("v.ts", "video/mp2t"),
         ("v.mpg", "video/mpeg"),
         ("sub/UPPER.MP4", "video/mp4"),
     ];
-    for (name, _) in cases {
-        write_file(dir.path(), name, &content(100, 7));
-    }
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = cases
+        .iter()
+        .fold(Origin::builder(), |b, (name, _)| {
+            b.file(name, &content(100, 7))
+        })
+        .start();
     for (name, want) in cases {
         let r = get(node.addr, &format!("/{name}"), "");
         assert_eq!(r.status, 200, "{name}");
@@ -428,7 +414,7 @@ fn escapes_out_of_the_directory_are_refused() {
     let dir = root.path().join("pub");
     write_file(&dir, "a/movie.mp4", &content(1000, 3));
     write_file(root.path(), "secret.txt", SECRET);
-    let node = origin(&dir, idx.path(), &[]);
+    let node = start_origin(&dir, idx.path(), &[]);
     let addr = node.addr;
 
     for target in [
@@ -483,7 +469,7 @@ fn symlinks_outside_are_never_served_inside_are() {
     std::os::unix::fs::symlink(&outside, dir.join("outdir")).unwrap();
     std::os::unix::fs::symlink(dir.join("real/movie.mp4"), dir.join("alias.mp4")).unwrap();
     std::os::unix::fs::symlink("real/movie.mp4", dir.join("rel-alias.mp4")).unwrap();
-    let node = origin(&dir, idx.path(), &[]);
+    let node = start_origin(&dir, idx.path(), &[]);
     let addr = node.addr;
 
     let check_refused = |path: &str| {
@@ -534,36 +520,30 @@ fn symlinks_outside_are_never_served_inside_are() {
     // A symlink that was inside and is repointed outside stops being served.
     std::fs::remove_file(dir.join("late-alias.mp4")).unwrap();
     std::os::unix::fs::symlink(&secret, dir.join("late-alias.mp4")).unwrap();
-    let t = Instant::now();
-    loop {
+    let mut last = 0;
+    let refused = wait_until(Duration::from_secs(10), || {
         let r = get(addr, "/late-alias.mp4", "");
         assert!(
             !contains(&r.body, SECRET),
             "repointed symlink leaked the secret"
         );
-        if r.status == 404 || r.status == 400 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "repointed symlink still served: {}",
-            r.status
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        last = r.status;
+        r.status == 404 || r.status == 400
+    });
+    assert!(refused, "repointed symlink still served: {last}");
 }
 
 #[test]
 fn files_added_changed_and_removed_while_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "first.mp4", &content(10, 1));
-    let node = origin(dir.path(), idx.path(), &["--rescan-interval", "200"]);
+    let node = Origin::builder()
+        .file("first.mp4", &content(10, 1))
+        .args(&["--rescan-interval", "200"])
+        .start();
     let addr = node.addr;
 
     assert_eq!(get(addr, "/later/new.mp4", "").status, 404);
     let added = content(70_000, 11);
-    write_file(dir.path(), "later/new.mp4", &added);
+    write_file(node.dir(), "later/new.mp4", &added);
     let r = get(addr, "/later/new.mp4", "");
     assert_eq!(r.status, 200, "added file not served at once: {r:?}");
     assert!(r.body == added);
@@ -578,36 +558,28 @@ fn files_added_changed_and_removed_while_running() {
     let old_tag = etag(&r);
 
     // Change the content (and the length); mtime must move on too.
-    std::thread::sleep(Duration::from_millis(50));
     let changed = content(50_001, 12);
-    write_file(dir.path(), "later/new.mp4", &changed);
-    std::thread::sleep(Duration::from_millis(50));
-    let t = Instant::now();
-    let new = loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "changed file still has ETag {old_tag}"
-        );
+    rewrite_file(node.dir(), "later/new.mp4", &changed);
+    let mut new = None;
+    let noticed = wait_until(Duration::from_secs(10), || {
+        // None: closed part-way, as it must when a block no longer matches its digest.
         let Some(r) = try_get(addr, "/later/new.mp4") else {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
+            return false;
         };
         assert_eq!(r.status, 200, "{r:?}");
-        let tag = etag(&r);
-        if tag != old_tag {
-            break r;
+        if etag(&r) != old_tag {
+            new = Some(r);
+            return true;
         }
         // Until the change is noticed, the old version is served whole and unmixed.
         assert!(
             r.body == added,
             "old ETag with bytes that are not the old file's"
         );
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "changed file still has ETag {old_tag}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        false
+    });
+    assert!(noticed, "changed file still has ETag {old_tag}");
+    let new = new.unwrap();
     assert_eq!(clen(&new), changed.len() as u64);
     assert!(new.body == changed, "new ETag but old or mixed bytes");
     let new_tag = etag(&new);
@@ -644,64 +616,43 @@ fn files_added_changed_and_removed_while_running() {
     assert_eq!(r.status, 304);
 
     // Same length, different bytes: still a new version.
-    std::thread::sleep(Duration::from_millis(50));
     let same_len = content(changed.len(), 13);
-    write_file(dir.path(), "later/new.mp4", &same_len);
-    let t = Instant::now();
-    loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "same-length change not noticed"
-        );
+    rewrite_file(node.dir(), "later/new.mp4", &same_len);
+    let noticed = wait_until(Duration::from_secs(10), || {
         let Some(r) = try_get(addr, "/later/new.mp4") else {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
+            return false;
         };
         assert_eq!(r.status, 200);
         if etag(&r) != new_tag {
             assert!(r.body == same_len, "new ETag but not the new bytes");
-            break;
+            return true;
         }
         assert!(
             r.body == changed,
             "old ETag with bytes that are not the old file's"
         );
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "same-length change not noticed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        false
+    });
+    assert!(noticed, "same-length change not noticed");
 
     // A removed file goes away.
-    std::fs::remove_file(dir.path().join("later/new.mp4")).unwrap();
-    let t = Instant::now();
-    loop {
-        let Some(r) = try_get(addr, "/later/new.mp4") else {
-            assert!(t.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
-        if r.status == 404 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "removed file still served: {}",
-            r.status
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    std::fs::remove_file(node.dir().join("later/new.mp4")).unwrap();
+    let mut last = None;
+    let gone = wait_until(Duration::from_secs(10), || {
+        last = try_get(addr, "/later/new.mp4").map(|r| r.status);
+        last == Some(404)
+    });
+    assert!(gone, "removed file still served: {last:?}");
 }
 
 #[test]
 fn playlist_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let movie = content(40_000, 21);
-    write_file(dir.path(), "movie.mp4", &movie);
-    write_file(dir.path(), "sub/clip.ts", &content(5, 22));
-    let node = origin(dir.path(), idx.path(), &["-T"]);
+    let node = Origin::builder()
+        .file("movie.mp4", &movie)
+        .file("sub/clip.ts", &content(5, 22))
+        .args(&["-T"])
+        .start();
     let addr = node.addr;
     let port = addr.port();
 
@@ -769,11 +720,11 @@ fn playlist_mode() {
 
 #[test]
 fn allow_host_filters_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let movie = content(20_000, 31);
-    write_file(dir.path(), "movie.mp4", &movie);
-    let node = origin(dir.path(), idx.path(), &["-A", "cdn.example.com"]);
+    let node = Origin::builder()
+        .file("movie.mp4", &movie)
+        .args(&["-A", "cdn.example.com"])
+        .start();
     let addr = node.addr;
     let port = addr.port();
 
@@ -836,11 +787,8 @@ fn allow_host_filters_requests() {
 
 #[test]
 fn health_and_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let big = content(3 * 1024 * 1024 + 17, 41);
-    write_file(dir.path(), "big.mp4", &big);
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = Origin::builder().file("big.mp4", &big).start();
     let addr = node.addr;
 
     let r = get(addr, "/_p2pd/health", "");
@@ -891,10 +839,7 @@ fn health_and_metrics() {
 
 #[test]
 fn malformed_and_unsupported_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    write_file(dir.path(), "a.mp4", &content(100, 51));
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = Origin::builder().file("a.mp4", &content(100, 51)).start();
     let addr = node.addr;
 
     // A header line without a colon: 400, then the connection is closed.
@@ -939,7 +884,7 @@ fn malformed_and_unsupported_requests() {
     let r = c.response(false);
     assert_eq!(r.status, 200);
     assert!(r.body == content(100, 51));
-    assert!(std::fs::metadata(dir.path().join("a.mp4")).is_ok());
+    assert!(std::fs::metadata(node.dir().join("a.mp4")).is_ok());
 
     for method in ["PUT", "POST", "OPTIONS"] {
         let (r, _) = once(
@@ -958,11 +903,8 @@ fn malformed_and_unsupported_requests() {
 /// any HTTP/1.1 request message that lacks a Host header field". HTTP/1.0 may omit it.
 #[test]
 fn http11_without_host_is_400() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let data = content(100, 61);
-    write_file(dir.path(), "a.mp4", &data);
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = Origin::builder().file("a.mp4", &data).start();
     let (r, _) = once(node.addr, "GET /a.mp4 HTTP/1.0\r\n\r\n");
     assert_eq!(r.status, 200, "HTTP/1.0 without Host: {r:?}");
     assert!(r.body == data);
@@ -976,11 +918,8 @@ fn http11_without_host_is_400() {
 
 #[test]
 fn concurrent_ranges_and_aborted_downloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
     let big = std::sync::Arc::new(content(3 * 1024 * 1024 + 17, 71));
-    write_file(dir.path(), "big.mp4", &big);
-    let node = origin(dir.path(), idx.path(), &[]);
+    let node = Origin::builder().file("big.mp4", &big).start();
     let addr = node.addr;
 
     // Eight clients, each on one keep-alive connection, ask for pseudo-random ranges.

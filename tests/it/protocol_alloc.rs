@@ -1,31 +1,51 @@
-//! Measures what the SPP decoder allocates, with a counting global allocator (which is
-//! why this is its own test binary): a length field must never buy an allocation, only
-//! bytes that actually arrived may.
+//! Measures what the SPP decoder allocates, with a counting global allocator: a length
+//! field must never buy an allocation, only bytes that actually arrived may.
+//!
+//! The allocator is the whole test binary's, and other tests allocate in their own
+//! threads meanwhile, so it counts only on the measuring thread, while that thread's
+//! flag is set.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
 
 use bytes::BytesMut;
 use p2pd::protocol::{frame_type, limits, Decoder};
 use proptest::prelude::*;
 
-/// Forwards to the system allocator, remembering the largest single request.
+/// Forwards to the system allocator; on a thread that is measuring, remembers the
+/// largest single request.
 struct LargestAlloc;
 
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Whether this thread is measuring, and the largest request it made since it began.
+    /// Const-initialised cells without destructors: reading them never allocates.
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
 
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the contract.
+/// Records a request of `size` bytes if this thread is measuring.
+fn note(size: usize) {
+    // `try_with`: a thread being torn down may still allocate.
+    let _ = MEASURING.try_with(|m| {
+        if m.get() {
+            let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+        }
+    });
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the contract;
+// the bookkeeping touches thread-local cells only and never allocates.
 unsafe impl GlobalAlloc for LargestAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Relaxed);
+        note(layout.size());
         System.alloc(layout)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Relaxed);
+        note(layout.size());
         System.alloc_zeroed(layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Relaxed);
+        note(new_size);
         System.realloc(ptr, layout, new_size)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -40,12 +60,14 @@ static GLOBAL: LargestAlloc = LargestAlloc;
 fn largest_alloc_decoding(input: &[u8]) -> usize {
     let mut buf = BytesMut::from(input);
     let mut d = Decoder::new();
-    LARGEST.store(0, Relaxed);
+    LARGEST.set(0);
+    MEASURING.set(true);
     while let Ok(Some(frame)) = d.decode(&mut buf) {
         drop(frame);
     }
     let _ = d.wanted(&buf);
-    LARGEST.load(Relaxed)
+    MEASURING.set(false);
+    LARGEST.get()
 }
 
 /// Decoded values may take more room than their wire form (a 9-byte Location becomes a
@@ -60,8 +82,6 @@ fn header(ty: u8, len: u32) -> Vec<u8> {
     h
 }
 
-// One test function only: the counter is process-wide, so no other test may run
-// alongside it.
 #[test]
 fn decoder_allocates_only_for_bytes_that_arrived() {
     // Lying lengths: the largest each type allows, with only a few bytes present.

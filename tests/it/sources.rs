@@ -3,28 +3,22 @@
 //! killed halfway, or serving corrupted blocks; `p2pd get` picks the fast ones, fails
 //! over without a gap, and never writes a byte that failed its digest.
 //!
-//! Origins publish with 16 KiB blocks and listen on fixed addresses (they name each
-//! other before they start): each test has its own 127.27.N.x.
+//! Origins publish with 16 KiB blocks and listen on port 1111 of fixed addresses (they
+//! name each other before they start): each test has a /24 of its own.
 
-mod common;
-
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
 const BS: usize = 16 * 1024;
 const SPP_SENT: &str = "p2pd_bytes_sent_total{proto=\"spp\"}";
 
-fn ip(c: u8, d: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 27, c, d))
-}
-
-/// Three origins on 127.27.`net`.1..=3, port 1111, each publishing `dir`'s copy with
-/// the other two as `-l` mirrors; `extra[i]` goes to origin i.
-fn three_origins(net: u8, dirs: [&Path; 3], idx: [&Path; 3], extra: [&[&str]; 3]) -> Vec<Node> {
-    let addrs: Vec<SocketAddr> = (1..=3).map(|d| SocketAddr::new(ip(net, d), 1111)).collect();
+/// Three origins on `net`.1..=3, port 1111, each publishing `dir`'s copy with the other
+/// two as `-l` mirrors; `extra[i]` goes to origin i.
+fn three_origins(net: Subnet, dirs: [&Path; 3], idx: [&Path; 3], extra: [&[&str]; 3]) -> Vec<Node> {
+    let addrs: Vec<SocketAddr> = (1..=3).map(|d| SocketAddr::new(net.ip(d), 1111)).collect();
     (0..3)
         .map(|i| {
             let mirrors: Vec<String> = (0..3)
@@ -41,6 +35,8 @@ fn three_origins(net: u8, dirs: [&Path; 3], idx: [&Path; 3], extra: [&[&str]; 3]
 /// Three origins publishing identical copies of one file (see [`three_origins`]),
 /// with their directories kept alive as long as they run.
 struct Trio {
+    /// The origins' /24 (for a client cache next to them).
+    net: Subnet,
     dirs: Vec<tempfile::TempDir>,
     _idx: Vec<tempfile::TempDir>,
     paths: Vec<std::path::PathBuf>,
@@ -48,7 +44,8 @@ struct Trio {
 }
 
 impl Trio {
-    fn start(net: u8, name: &str, data: &[u8], extra: [&[&str]; 3]) -> Trio {
+    fn start(name: &str, data: &[u8], extra: [&[&str]; 3]) -> Trio {
+        let net = subnet();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let idx: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let paths = dirs
@@ -62,6 +59,7 @@ impl Trio {
             extra,
         );
         Trio {
+            net,
             dirs,
             _idx: idx,
             paths,
@@ -136,29 +134,6 @@ fn bytes_from(r: &GetRun, a: SocketAddr) -> u64 {
         .sum()
 }
 
-/// Once `origin` has indexed `path` (a copy of `data`), flips byte `at` of every block
-/// of it in place, keeping its size, inode and modification time: the origin still
-/// vouches for the old digests and serves corrupted blocks under them.
-fn corrupt_every_block_in_place(origin: &Node, path: &Path, data: &[u8], at: usize) {
-    use std::os::unix::fs::FileExt;
-    let t = Instant::now();
-    while origin.metric("p2pd_files_published") < 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the origin did not index"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    for b in 0..data.len().div_ceil(BS) {
-        let i = b * BS + at;
-        f.write_all_at(&[data[i] ^ 0x5a], i as u64).unwrap();
-    }
-    f.set_modified(mtime).unwrap();
-    f.sync_all().unwrap();
-}
-
 fn diag(nodes: &[&Node]) -> String {
     let named: Vec<(&str, &Node)> = nodes.iter().map(|n| ("origin", *n)).collect();
     diagnose(&named)
@@ -171,7 +146,7 @@ fn the_fast_origins_serve_most_bytes_and_both_are_used() {
     let data = content(8 * 1024 * 1024, 2701);
     let fast: &[&str] = &["--upload-rate", "8M"];
     let slow: &[&str] = &["--upload-rate", "800k"];
-    let t = Trio::start(1, "f.bin", &data, [fast, fast, slow]);
+    let t = Trio::start("f.bin", &data, [fast, fast, slow]);
     let o = &t.nodes;
     let started = Instant::now();
     let r = t.get_whole(&data);
@@ -207,7 +182,7 @@ fn an_origin_killed_halfway_does_not_stop_the_download() {
     let data = content(12 * 1024 * 1024, 2702);
     // Each at 8 MiB/s: about half a second a source for the whole file.
     let cap: &[&str] = &["--upload-rate", "8M"];
-    let mut t = Trio::start(2, "f.bin", &data, [cap, cap, cap]);
+    let mut t = Trio::start("f.bin", &data, [cap, cap, cap]);
     let o = &mut t.nodes;
     let out = t.dirs[0].path().join("out.bin");
     let url = format!("spp://{}/f.bin", o[0].addr);
@@ -215,15 +190,14 @@ fn an_origin_killed_halfway_does_not_stop_the_download() {
     let client = std::thread::spawn(move || get(&url, &out2));
     // Kill origin 0 once it has sent a sixth of the file.
     let total = data.len() as u64;
-    let t = Instant::now();
-    while o[0].metric(SPP_SENT) < total / 6 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "origin 0 never sent a sixth of the file{}",
-            diag(&[&o[0], &o[1], &o[2]])
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let sixth = wait_until(Duration::from_secs(20), || {
+        o[0].metric(SPP_SENT) >= total / 6
+    });
+    assert!(
+        sixth,
+        "origin 0 never sent a sixth of the file{}",
+        diag(&[&o[0], &o[1], &o[2]])
+    );
     let sent_before_kill = o[0].metric(SPP_SENT);
     o[0].kill9();
     let r = client.join().unwrap();
@@ -261,7 +235,7 @@ fn an_origin_killed_halfway_does_not_stop_the_download() {
 fn a_source_serving_corrupted_blocks_is_dropped_and_the_file_arrives_intact() {
     let data = content(64 * BS + 500, 2703);
     let none: &[&str] = &[];
-    let t = Trio::start(3, "f.bin", &data, [none, none, none]);
+    let t = Trio::start("f.bin", &data, [none, none, none]);
     let o = &t.nodes;
     // Origin 2 has indexed the file; now its copy goes bad in place.
     corrupt_every_block_in_place(&o[2], &t.paths[2], &data, 7);
@@ -288,15 +262,10 @@ fn a_source_serving_corrupted_blocks_is_dropped_and_the_file_arrives_intact() {
 fn a_player_streaming_through_its_cache_does_not_notice_the_origin_dying() {
     use std::io::{Read, Write};
     let data = content(12 * 1024 * 1024, 2704);
-    let cdir = tempfile::tempdir().unwrap();
     let cap: &[&str] = &["--upload-rate", "8M"];
-    let mut t = Trio::start(4, "movie.mp4", &data, [cap, cap, cap]);
+    let mut t = Trio::start("movie.mp4", &data, [cap, cap, cap]);
     let o = &mut t.nodes;
-    let lhc = Node::start_on(
-        ip(4, 10),
-        0,
-        &["-c", cdir.path().to_str().unwrap(), "--threads", "2"],
-    );
+    let lhc = Cache::builder().on(t.net.ip(10), 0).start();
     let url = format!("http://{}/movie.mp4", o[0].addr);
     let mut s = std::net::TcpStream::connect(lhc.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -325,15 +294,14 @@ fn a_player_streaming_through_its_cache_does_not_notice_the_origin_dying() {
         (all, longest)
     });
     let total = data.len() as u64;
-    let t = Instant::now();
-    while o[0].metric(SPP_SENT) < total / 6 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "origin 0 never sent a sixth of the file{}",
-            diag(&[&o[0], &lhc])
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let sixth = wait_until(Duration::from_secs(20), || {
+        o[0].metric(SPP_SENT) >= total / 6
+    });
+    assert!(
+        sixth,
+        "origin 0 never sent a sixth of the file{}",
+        diag(&[&o[0], &lhc])
+    );
     o[0].kill9();
     let (all, longest) = reader.join().unwrap();
     let (status, _, n, _) = parse_head(&all, false).expect("a response head");
@@ -373,17 +341,12 @@ fn a_player_streaming_through_its_cache_does_not_notice_the_origin_dying() {
 #[test]
 fn a_cache_drops_a_corrupting_mirror_and_streams_intact_data() {
     let data = content(96 * BS + 123, 2705);
-    let cdir = tempfile::tempdir().unwrap();
     let none: &[&str] = &[];
-    let t = Trio::start(5, "f.bin", &data, [none, none, none]);
+    let t = Trio::start("f.bin", &data, [none, none, none]);
     let o = &t.nodes;
     // Origin 2 has indexed the file; now its copy goes bad in place.
     corrupt_every_block_in_place(&o[2], &t.paths[2], &data, 11);
-    let lhc = Node::start_on(
-        ip(5, 10),
-        0,
-        &["-c", cdir.path().to_str().unwrap(), "--threads", "2"],
-    );
+    let lhc = Cache::builder().on(t.net.ip(10), 0).start();
     let url = format!("http://{}/f.bin", o[0].addr);
     // A first small request makes the cache learn the mirrors; the whole file then
     // spreads over all three sources, the corrupting one included.
@@ -391,7 +354,9 @@ fn a_cache_drops_a_corrupting_mirror_and_streams_intact_data() {
         .unwrap_or_else(|e| panic!("first range: {e}{}", diag(&[&lhc])));
     assert_eq!(r.status, 206);
     assert!(r.body == data[..100]);
-    std::thread::sleep(Duration::from_millis(300));
+    lhc.wait_for("the cache to learn the file's sources", |n| {
+        n.log().contains("located the file's sources")
+    });
     let r = try_proxy_request(lhc.addr, None, "GET", &url, "")
         .unwrap_or_else(|e| panic!("whole file: {e}{}", diag(&[&lhc])));
     assert_eq!(r.status, 200);

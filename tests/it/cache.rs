@@ -13,28 +13,25 @@
 //! origin's `p2pd_bytes_sent_total{proto="spp"}` counts block payload only, so the
 //! tests can say exactly how many bytes a cache had to fetch.
 //!
-//! Fixed addresses (for nodes that must name each other before they start; each
-//! test has its own /24 so tests can run in parallel): scenario 3 127.26.100.x,
-//! scenario 5 127.26.110.x (site) and 127.26.111.x (outside), scenario 6
-//! 127.26.120.x, the SPP refusal 127.26.130.x / 127.26.131.x. Everything else comes
-//! from `host_ip(26)` (127.26.0.x, 127.26.1.x).
-
-mod common;
+//! Nodes that must name each other before they start (scenarios 3, 5, 6, the
+//! hierarchy) listen on fixed ports of a /24 of the test's own (`subnet`), which also
+//! gives the site (`-n`) and the outsiders' addresses; everything else is on fresh
+//! addresses (`host`).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::*;
 use p2pd::protocol::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TAG: u8 = 26;
-const BS: usize = 16 * 1024;
+use crate::harness::*;
+
+const BS: usize = ORIGIN_BLOCK;
 const SPP_SENT: &str = "p2pd_bytes_sent_total{proto=\"spp\"}";
 const HTTP_SENT: &str = "p2pd_bytes_sent_total{proto=\"http\"}";
 /// How long a counter may take to show what has already happened on the wire.
@@ -76,7 +73,7 @@ macro_rules! check_metric_eq {
     ($node:ident . $name:expr, $want:expr, [$($n:ident),*], $($fmt:tt)+) => {{
         let want: u64 = $want;
         let mut got = 0;
-        poll_until(SETTLE, || {
+        wait_until(SETTLE, || {
             got = $node.metric($name);
             got >= want
         });
@@ -116,10 +113,6 @@ macro_rules! fetch_ok {
 /// `&Node` from `&Node` or `&&Node` (a coercion site), for the macros above.
 fn nref(n: &Node) -> &Node {
     n
-}
-
-fn ip(c: u8, d: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, TAG, c, d))
 }
 
 fn nblocks(len: usize) -> usize {
@@ -164,19 +157,6 @@ fn differ(got: &[u8], want: &[u8]) -> Option<String> {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// An origin publishing `dir` with 16 KiB blocks and 2 shards on `ip:port`.
-fn origin_on(ip: IpAddr, port: u16, dir: &Path, idx: &Path, extra: &[&str]) -> Node {
-    start_origin_on(ip, port, dir, idx, extra)
-}
-
-/// A cache (`-c DIR`, 2 shards) on `ip:port`; `extra` makes it an SCC (`-n`), gives
-/// it a parent (`-S`), limits (`-C`, `-M`), host filters (`-A`).
-fn cache_on(ip: IpAddr, port: u16, dir: &Path, extra: &[&str]) -> Node {
-    let mut args = vec!["-c", dir.to_str().unwrap(), "--threads", "2"];
-    args.extend_from_slice(extra);
-    Node::start_on(ip, port, &args)
 }
 
 /// A request in origin form (`GET /path` with `Host: host`) to `addr`, optionally from
@@ -246,10 +226,8 @@ fn scenario1_lhc_proxy_curl_ffmpeg_byte_identical_and_second_viewing_free() {
     require_tool("ffmpeg", &["-version"]);
     require_tool("ffprobe", &["-version"]);
     require_tool("curl", &["--version"]);
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("x.mp4");
+    let sample = tempfile::tempdir().unwrap();
+    let local = sample.path().join("x.mp4");
     let local_s = local.to_str().unwrap();
     let g = run_tool(
         "ffmpeg",
@@ -287,8 +265,8 @@ fn scenario1_lhc_proxy_curl_ffmpeg_byte_identical_and_second_viewing_free() {
         "the sample's moov atom is not at the end"
     );
 
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let lhc = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let origin = Origin::builder().file("x.mp4", &data).start();
+    let lhc = Cache::builder().start();
     let url = format!("http://{}/x.mp4", origin.addr);
     let proxy_env = format!("http://{}", lhc.addr);
     let env = [("http_proxy", proxy_env.as_str())];
@@ -423,7 +401,7 @@ fn scenario1_lhc_proxy_curl_ffmpeg_byte_identical_and_second_viewing_free() {
 
     let fetches = lhc.metric("p2pd_upstream_fetches_total");
     viewing("second viewing");
-    std::thread::sleep(Duration::from_millis(300));
+    quiet_spell(Duration::from_millis(300));
     check!(
         origin.metric(SPP_SENT) == size as u64,
         [origin, lhc],
@@ -453,30 +431,24 @@ fn scenario1_lhc_proxy_curl_ffmpeg_byte_identical_and_second_viewing_free() {
 /// are refused.
 #[test]
 fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let d1 = tempfile::tempdir().unwrap();
-    let d2 = tempfile::tempdir().unwrap();
     let data = content(64 * BS + 1234, 301);
     let size = data.len();
     let last_len = block_len(size, nblocks(size) - 1) as u64;
-    write_file(dir.path(), "f.bin", &data);
 
-    let (o_ip, c1_ip, c2_ip) = (ip(100, 1), ip(100, 2), ip(100, 3));
-    let origin = origin_on(
-        o_ip,
-        1111,
-        dir.path(),
-        idx.path(),
-        &[
+    let net = subnet();
+    let (o_ip, c1_ip, c2_ip) = (net.ip(1), net.ip(2), net.ip(3));
+    let origin = Origin::builder()
+        .file("f.bin", &data)
+        .args(&[
             "-l",
             &format!("{c1_ip}:1111"),
             "-l",
             &format!("{c2_ip}:1111"),
             "--rescan-interval",
             "200",
-        ],
-    );
+        ])
+        .on(o_ip, 1111)
+        .start();
     let parent = format!("{o_ip}:1111");
     let cache_extra = [
         "-A",
@@ -488,8 +460,8 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
         "--info-ttl",
         "300",
     ];
-    let c1 = cache_on(c1_ip, 1111, d1.path(), &cache_extra);
-    let c2 = cache_on(c2_ip, 1111, d2.path(), &cache_extra);
+    let c1 = Cache::builder().args(&cache_extra).on(c1_ip, 1111).start();
+    let c2 = Cache::builder().args(&cache_extra).on(c2_ip, 1111).start();
     let host = "cdn.example.com:1111";
 
     // HEAD needs the file's info only: no block moves.
@@ -503,7 +475,7 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
         [origin, c1],
         "HEAD /f.bin on c1: {h:?}"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == 0,
         [origin, c1],
@@ -598,7 +570,7 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
         [origin, c1, c2],
         "whole file from c2"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     let sent = origin.metric(SPP_SENT) - held_by_c1;
     check!(
         sent >= size as u64 - held_by_c1 && sent <= size as u64,
@@ -635,16 +607,15 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
         "a file missing at the origin: {r:?}"
     );
     let g = content(5 * BS + 99, 302);
-    write_file(dir.path(), "g.bin", &g);
+    write_file(origin.dir(), "g.bin", &g);
     for (name, c) in [("c1", &c1), ("c2", &c2)] {
         let mut last = String::new();
-        let served = poll_until(IO_DEADLINE, || {
+        let served = wait_until(IO_DEADLINE, || {
             match origin_form(c.addr, None, "GET", host, "/g.bin", "") {
                 Ok(r) if r.status == 200 && r.body == g => return true,
                 Ok(r) => last = format!("{} {}", r.status, body_text(&r)),
                 Err(e) => last = e,
             }
-            std::thread::sleep(Duration::from_millis(100));
             false
         });
         check!(
@@ -683,7 +654,7 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
             "{name}, proxy form other.example.com: {r:?}"
         );
     }
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == before,
         [origin, c1, c2],
@@ -696,32 +667,26 @@ fn scenario3_two_caches_fetch_only_needed_blocks_and_see_new_files() {
 /// LHC never fetches for a remote requester.
 #[test]
 fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let (ds, d2, d3, dx) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
     let a = content(37 * BS + 5, 501);
     let b = content(9 * BS + 3, 502);
     let c = content(11 * BS + 7, 503);
     let d = content(4 * BS + 1, 504);
-    for (name, data) in [("a.bin", &a), ("b.bin", &b), ("c.bin", &c), ("d.bin", &d)] {
-        write_file(dir.path(), name, data);
-    }
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let scc = cache_on(
-        ip(110, 1),
-        1111,
-        ds.path(),
-        &["-n", "127.26.110.0/24", "--info-ttl", "60000"],
-    );
-    let parent = "127.26.110.1:1111";
-    let lhc2 = cache_on(ip(110, 2), 1111, d2.path(), &["-S", parent]);
-    let lhc3 = cache_on(ip(110, 3), 1111, d3.path(), &["-S", parent]);
-    let outsider = cache_on(ip(111, 1), 1111, dx.path(), &["-S", parent]);
+    let origin = Origin::builder()
+        .file("a.bin", &a)
+        .file("b.bin", &b)
+        .file("c.bin", &c)
+        .file("d.bin", &d)
+        .start();
+    let (site, outside) = (subnet(), subnet());
+    let scc = Cache::builder()
+        .args(&["-n", &site.cidr(), "--info-ttl", "60000"])
+        .on(site.ip(1), 1111)
+        .start();
+    let parent = format!("{}:1111", site.ip(1));
+    let lhc = |ip: IpAddr| Cache::builder().args(&["-S", &parent]).on(ip, 1111).start();
+    let lhc2 = lhc(site.ip(2));
+    let lhc3 = lhc(site.ip(3));
+    let outsider = lhc(outside.ip(1));
     let url = |f: &str| format!("http://{}/{f}", origin.addr);
     let oh = origin.addr.to_string();
 
@@ -748,7 +713,7 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
         "a.bin via the second LHC"
     );
 
-    // An outside LHC (its connections leave from 127.26.111.1) cannot make the site
+    // An outside LHC (its connections leave from its own address) cannot make the site
     // cache fetch b.bin...
     let r = ok!(
         via(outsider.addr, &url("b.bin"), ""),
@@ -780,7 +745,7 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
         [origin, scc, outsider],
         "a.bin via an outside LHC"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == a.len() as u64,
         [origin, scc, outsider],
@@ -790,9 +755,10 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
     // Directly, from an outside address: not held → 403 "not cached here"; held → 200.
     let scc_url = |f: &str| format!("http://{}/{f}", scc.addr);
     let host_h = format!("Host: {oh}");
+    let (inside_ip, outside_ip) = (site.ip(9).to_string(), outside.ip(9).to_string());
     let (code, body, err) = curl_fetch(
         None,
-        &["--interface", "127.26.111.9", "-H", &host_h],
+        &["--interface", &outside_ip, "-H", &host_h],
         &scc_url("c.bin"),
     );
     check!(
@@ -803,7 +769,7 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
     );
     let (code, body, err) = curl_fetch(
         None,
-        &["--interface", "127.26.111.9", "-H", &host_h],
+        &["--interface", &outside_ip, "-H", &host_h],
         &scc_url("a.bin"),
     );
     check!(
@@ -812,7 +778,7 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
         "a.bin from outside, directly: {code} {err}"
     );
     check_bytes!(body, a, [origin, scc], "a.bin from outside, directly");
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == a.len() as u64,
         [origin, scc],
@@ -821,7 +787,7 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
     // The same request from inside the site does make it fetch.
     let (code, body, err) = curl_fetch(
         None,
-        &["--interface", "127.26.110.9", "-H", &host_h],
+        &["--interface", &inside_ip, "-H", &host_h],
         &scc_url("c.bin"),
     );
     check!(
@@ -839,7 +805,7 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
 
     // An LHC never fetches for a remote requester (a site neighbour at .50), but
     // serves it what it holds.
-    let neighbour = Some(ip(110, 50));
+    let neighbour = Some(site.ip(50));
     let r = ok!(
         try_proxy_request(lhc2.addr, neighbour, "GET", &url("d.bin"), ""),
         [origin, scc, lhc2],
@@ -859,7 +825,7 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
         [origin, scc, lhc2],
         "a.bin via an LHC from a neighbour"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == (a.len() + c.len()) as u64,
         [origin, scc, lhc2],
@@ -871,21 +837,18 @@ fn scenario5_site_cache_serves_outsiders_only_what_it_holds() {
 /// from the origin over SPP.
 #[test]
 fn scenario6_http_cdn_on_port_8080() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let movie = content(23 * BS + 777, 601);
     let size = movie.len();
-    write_file(dir.path(), "movie.mpg", &movie);
-    let (ip_a, ip_b) = (ip(120, 1), ip(120, 2));
-    let origin = origin_on(ip_a, 8080, dir.path(), idx.path(), &[]);
+    let (ip_a, ip_b) = (host(), host());
+    let origin = Origin::builder()
+        .file("movie.mpg", &movie)
+        .on(ip_a, 8080)
+        .start();
     let parent = format!("{ip_a}:8080");
-    let cache = cache_on(
-        ip_b,
-        8080,
-        cdir.path(),
-        &["-S", &parent, "-A", "cdn.example.com", "-n", "0.0.0.0/0"],
-    );
+    let cache = Cache::builder()
+        .args(&["-S", &parent, "-A", "cdn.example.com", "-n", "0.0.0.0/0"])
+        .on(ip_b, 8080)
+        .start();
     let url = format!("http://{ip_b}:8080/movie.mpg");
     let host = ["-H", "Host: cdn.example.com:8080"];
 
@@ -947,7 +910,7 @@ fn scenario6_http_cdn_on_port_8080() {
     check!(code == 404, [origin, cache], "missing file: {code} {err}");
     let (code, _, err) = curl_fetch(None, &["-H", "Host: other.example.com:8080"], &url);
     check!(code == 403, [origin, cache], "other host: {code} {err}");
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == size as u64 && origin.metric(HTTP_SENT) == 0,
         [origin, cache],
@@ -985,15 +948,11 @@ fn overwrite_at(path: &Path, at: u64, bytes: &[u8]) {
 /// and stored again.
 #[test]
 fn corrupted_block_on_cache_disk_is_detected_dropped_and_fetched_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(10 * BS + 1000, 701);
     let size = data.len();
     let n = nblocks(size);
-    write_file(dir.path(), "m.bin", &data);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let mut cache = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let origin = Origin::builder().file("m.bin", &data).start();
+    let mut cache = Cache::builder().start();
     let url = format!("http://{}/m.bin", origin.addr);
 
     // Fill the cache, let it store every block.
@@ -1008,7 +967,7 @@ fn corrupted_block_on_cache_disk_is_detected_dropped_and_fetched_again() {
     };
     let stored = |cache: &Node, what: &str| {
         let (mut held, full) = (0, stored_bytes(size));
-        let ok = poll_until(SETTLE, || {
+        let ok = wait_until(SETTLE, || {
             held = cache.metric("p2pd_disk_cache_bytes");
             held >= full
         });
@@ -1038,7 +997,7 @@ fn corrupted_block_on_cache_disk_is_detected_dropped_and_fetched_again() {
 
     // Bits flipped in block 3, block 6 zeroed, while the cache is down.
     cache.kill9();
-    let file = the_data_file(cdir.path());
+    let file = the_data_file(cache.dir());
     {
         use std::os::unix::fs::FileExt;
         let f = std::fs::File::open(&file).unwrap();
@@ -1066,7 +1025,7 @@ fn corrupted_block_on_cache_disk_is_detected_dropped_and_fetched_again() {
     );
     // Served again from the cache, no new fetch.
     fetch(&cache, "again after the repair");
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == (size + 2 * BS) as u64,
         [origin, cache],
@@ -1076,7 +1035,7 @@ fn corrupted_block_on_cache_disk_is_detected_dropped_and_fetched_again() {
 
     // The last (short) block cut short on disk.
     cache.kill9();
-    let file = the_data_file(cdir.path());
+    let file = the_data_file(cache.dir());
     let last = n - 1;
     let last_len = block_len(size, last);
     {
@@ -1097,7 +1056,7 @@ fn corrupted_block_on_cache_disk_is_detected_dropped_and_fetched_again() {
     // A last restart: everything on disk is right and complete.
     cache.restart();
     fetch(&cache, "after the last restart");
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == (size + 2 * BS + last_len) as u64
             && cache.metric("p2pd_disk_cache_corrupt_total") == 0,
@@ -1128,14 +1087,10 @@ fn seed(test: &str) -> u64 {
 fn cache_killed_during_fill_restarts_and_serves_only_correct_data() {
     let seed = seed("cache_killed_during_fill");
     let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(3 * 1024 * 1024 + 4321, 801);
     let size = data.len();
-    write_file(dir.path(), "fill.bin", &data);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let mut cache = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let origin = Origin::builder().file("fill.bin", &data).start();
+    let mut cache = Cache::builder().start();
     let url = format!("http://{}/fill.bin", origin.addr);
     let host = origin.addr.to_string();
 
@@ -1194,8 +1149,10 @@ fn cache_killed_during_fill_restarts_and_serves_only_correct_data() {
                     diagnose(&[("origin", &origin), ("cache", &cache)])
                 ),
             }
+            // A slow player (the test's own pace).
             std::thread::sleep(Duration::from_millis(1));
         }
+        // The random point of the kill.
         std::thread::sleep(pause);
         cache.kill9();
         // What was already on its way must be right too.
@@ -1247,7 +1204,7 @@ fn cache_killed_during_fill_restarts_and_serves_only_correct_data() {
         "seed {seed}: first {part} bytes"
     );
     let mut held = 0;
-    poll_until(SETTLE, || {
+    wait_until(SETTLE, || {
         held = cache.metric("p2pd_disk_cache_bytes");
         held >= part as u64
     });
@@ -1266,7 +1223,7 @@ fn cache_killed_during_fill_restarts_and_serves_only_correct_data() {
         [origin, cache],
         "seed {seed}: final whole file"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     let fetched = origin.metric(SPP_SENT) - before;
     let corrupt = cache.metric("p2pd_disk_cache_corrupt_total");
     // `full - held` bounds the bytes not on disk from above (padding included).
@@ -1296,21 +1253,17 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
     // in the file's allocation (4 KiB): that much slack, and no more.
     const FS_METADATA: u64 = 8 * 1024;
     const SLACK: u64 = FS_METADATA;
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(4 * 1024 * 1024, 901);
     let size = data.len();
-    write_file(dir.path(), "big.bin", &data);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &["-C", "512k", "-M", "256k"]);
+    let origin = Origin::builder().file("big.bin", &data).start();
+    let cache = Cache::builder().args(&["-C", "512k", "-M", "256k"]).start();
     let url = format!("http://{}/big.bin", origin.addr);
 
     let stop = Arc::new(AtomicBool::new(false));
     let max_seen = Arc::new(AtomicU64::new(0));
     let sampler = {
         let (stop, max_seen) = (stop.clone(), max_seen.clone());
-        let cdir = cdir.path().to_path_buf();
+        let cdir = cache.dir().to_path_buf();
         std::thread::spawn(move || {
             let mut samples = 0u32;
             let mut over = Vec::new();
@@ -1321,6 +1274,7 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
                     over.push((samples, used));
                 }
                 samples += 1;
+                // The sampling period.
                 std::thread::sleep(Duration::from_millis(20));
             }
             (samples, over)
@@ -1351,6 +1305,7 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
             break;
         }
         buf.extend_from_slice(&chunk[..k]);
+        // The player's pauses.
         std::thread::sleep(Duration::from_millis(10));
         check!(
             t.elapsed() < Duration::from_secs(60),
@@ -1379,8 +1334,8 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
     // Settled: the blocks are within the limit (the gauge exactly, `du` but for the
     // file system's extent blocks), and it evicted.
     let mut used = 0;
-    let settled = poll_until(SETTLE, || {
-        used = allocated_bytes(cdir.path(), ".data");
+    let settled = wait_until(SETTLE, || {
+        used = allocated_bytes(cache.dir(), ".data");
         used <= LIMIT + FS_METADATA
     });
     check!(
@@ -1411,7 +1366,7 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
         [origin, cache],
         "tail"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == size as u64,
         [origin, cache],
@@ -1430,7 +1385,7 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
         [origin, cache],
         "the evicted head"
     );
-    let used = allocated_bytes(cdir.path(), ".data");
+    let used = allocated_bytes(cache.dir(), ".data");
     check!(
         used <= LIMIT + SLACK,
         [origin, cache],
@@ -1442,14 +1397,10 @@ fn disk_cache_limit_holds_while_a_larger_file_streams_through() {
 /// fetch per block.
 #[test]
 fn twenty_concurrent_requesters_one_upstream_fetch_per_block() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let data = Arc::new(content(2 * 1024 * 1024, 1001));
     let size = data.len();
-    write_file(dir.path(), "hot.bin", &data);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let origin = Origin::builder().file("hot.bin", &data).start();
+    let cache = Cache::builder().start();
     let url = format!("http://{}/hot.bin", origin.addr);
     let barrier = Arc::new(Barrier::new(20));
     let players: Vec<_> = (0..20)
@@ -1488,36 +1439,33 @@ fn twenty_concurrent_requesters_one_upstream_fetch_per_block() {
 /// (no fetch), serves it the blocks it holds, and refuses hosts outside `-A`.
 #[test]
 fn spp_outsider_gets_forbidden_for_uncached_and_blocks_for_cached() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let a = content(13 * BS + 11, 1101);
     let b = content(3 * BS + 1, 1102);
-    write_file(dir.path(), "a.bin", &a);
-    write_file(dir.path(), "b.bin", &b);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
+    let origin = Origin::builder()
+        .file("a.bin", &a)
+        .file("b.bin", &b)
+        .start();
     let parent = origin.addr.to_string();
-    let scc = cache_on(
-        ip(130, 1),
-        0,
-        cdir.path(),
-        &[
+    let (site, outside) = (subnet(), subnet());
+    let scc = Cache::builder()
+        .args(&[
             "-n",
-            "127.26.130.0/24",
+            &site.cidr(),
             "-S",
             &parent,
             "-A",
             "cdn.example.com",
             "--info-ttl",
             "60000",
-        ],
-    );
+        ])
+        .on(site.ip(1), 0)
+        .start();
     let host = "cdn.example.com";
 
     // From inside the site: the cache fetches a.bin, relays the origin's info, and
     // every block verifies.
     let (mut inside, hello) = ok!(
-        Spp::connect_from(ip(130, 7), scc.addr),
+        Spp::connect_from(site.ip(7), scc.addr),
         [origin, scc],
         "inside"
     );
@@ -1545,7 +1493,7 @@ fn spp_outsider_gets_forbidden_for_uncached_and_blocks_for_cached() {
 
     // From outside: b.bin would need a fetch, so it is refused at once.
     let (mut outside, _) = ok!(
-        Spp::connect_from(ip(131, 5), scc.addr),
+        Spp::connect_from(outside.ip(5), scc.addr),
         [origin, scc],
         "outside"
     );
@@ -1599,7 +1547,7 @@ fn spp_outsider_gets_forbidden_for_uncached_and_blocks_for_cached() {
             diagnose(&[("origin", &origin), ("scc", &scc)])
         ),
     }
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == a.len() as u64,
         [origin, scc],
@@ -1617,15 +1565,16 @@ fn spp_outsider_gets_forbidden_for_uncached_and_blocks_for_cached() {
 /// `--upstream-timeout`.
 #[test]
 fn upstream_unreachable_is_502_and_silent_upstream_is_504() {
-    let cdir = tempfile::tempdir().unwrap();
-    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &["--upstream-timeout", "500"]);
+    let cache = Cache::builder()
+        .args(&["--upstream-timeout", "500"])
+        .start();
     // Nobody listens on this port any more: connection refused.
     let dead = {
-        let l = std::net::TcpListener::bind((host_ip(TAG), 0)).unwrap();
+        let l = std::net::TcpListener::bind((host(), 0)).unwrap();
         l.local_addr().unwrap()
     };
     // Accepts connections and never says a word.
-    let silent = std::net::TcpListener::bind((host_ip(TAG), 0)).unwrap();
+    let silent = std::net::TcpListener::bind((host(), 0)).unwrap();
     let silent_addr = silent.local_addr().unwrap();
     silent.set_nonblocking(true).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -1637,6 +1586,7 @@ fn upstream_unreachable_is_502_and_silent_upstream_is_504() {
                 if let Ok((s, _)) = silent.accept() {
                     held.push(s);
                 }
+                // The fake upstream's accept loop (non-blocking, to see `stop`).
                 std::thread::sleep(Duration::from_millis(10));
             }
             held.len()
@@ -1716,17 +1666,16 @@ fn upstream_unreachable_is_502_and_silent_upstream_is_504() {
 /// once its info expires, and deletes the old version's files.
 #[test]
 fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let old = content(12 * BS + 300, 1101);
     let new = content(old.len(), 1102);
     let size = old.len();
-    write_file(dir.path(), "v.bin", &old);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &["--rescan-interval", "200"]);
+    let origin = Origin::builder()
+        .file("v.bin", &old)
+        .args(&["--rescan-interval", "200"])
+        .start();
     // The cache trusts the info it has for 3 s: long enough to see the old version
     // after the change, when its missing blocks can no longer be had.
-    let mut cache = cache_on(host_ip(TAG), 0, cdir.path(), &["--info-ttl", "3000"]);
+    let mut cache = Cache::builder().args(&["--info-ttl", "3000"]).start();
     let url = format!("http://{}/v.bin", origin.addr);
 
     // The cache holds the first half of the old version only.
@@ -1743,15 +1692,14 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
         "first half"
     );
 
-    // Replaced at the origin; make sure the modification time moves.
-    std::thread::sleep(Duration::from_millis(1100));
-    write_file(dir.path(), "v.bin", &new);
+    // Replaced at the origin; the modification time moves too.
+    rewrite_file(origin.dir(), "v.bin", &new);
 
     // Every answer from now on is a prefix of one version, never a mix; a cut-off
     // body (the old version's missing blocks cannot be had any more) is allowed, a
     // wrong byte is not. Eventually the new version arrives whole.
     let mut answers = Vec::new();
-    let switched = poll_until(IO_DEADLINE, || {
+    let switched = wait_until(IO_DEADLINE, || {
         let (code, body, err) = curl_fetch(Some(cache.addr), &[], &url);
         let is_prefix_of = |v: &[u8]| body.len() <= v.len() && body[..] == v[..body.len()];
         check!(
@@ -1762,11 +1710,7 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
             differ(&body, &new)
         );
         answers.push((code, body.len()));
-        if code == 200 && body == new {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        false
+        code == 200 && body == new
     });
     check!(
         switched,
@@ -1783,20 +1727,20 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
     );
 
     // The old version's files are gone: one index and one data file remain.
-    let one = poll_until(SETTLE, || {
-        files_with_suffix(cdir.path(), ".idx").len() == 1
-            && files_with_suffix(cdir.path(), ".data").len() == 1
+    let one = wait_until(SETTLE, || {
+        files_with_suffix(cache.dir(), ".idx").len() == 1
+            && files_with_suffix(cache.dir(), ".data").len() == 1
     });
     check!(
         one,
         [origin, cache],
         "old version files left: {:?}",
-        files_with_suffix(cdir.path(), "")
+        files_with_suffix(cache.dir(), "")
     );
     // And its blocks left the accounting: the disk holds the new version only.
     let (full, mut held) = (stored_bytes(size), 0);
     check!(
-        poll_until(SETTLE, || {
+        wait_until(SETTLE, || {
             held = cache.metric("p2pd_disk_cache_bytes");
             held == full
         }),
@@ -1814,7 +1758,7 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
         [origin, cache],
         "after restart"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == before,
         [origin, cache],
@@ -1825,19 +1769,17 @@ fn a_file_changed_at_the_origin_is_never_mixed_with_its_old_blocks() {
 /// `-Z` on a cache: what the store held is discarded at start-up and fetched again.
 #[test]
 fn start_cold_discards_the_cache_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(6 * BS + 11, 1201);
-    write_file(dir.path(), "z.bin", &data);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let origin = Origin::builder().file("z.bin", &data).start();
+    // Started twice on the same directory: no builder.
+    let cdir = tempfile::tempdir().unwrap();
+    let cache = start_cache_on(host(), 0, cdir.path(), &[]);
     let url = format!("http://{}/z.bin", origin.addr);
     let r = ok!(via(cache.addr, &url, ""), [origin, cache], "fill");
     check_bytes!(r.body, data, [origin, cache], "fill");
     let full = stored_bytes(data.len());
     check!(
-        poll_until(SETTLE, || cache.metric("p2pd_disk_cache_bytes") == full),
+        wait_until(SETTLE, || cache.metric("p2pd_disk_cache_bytes") == full),
         [origin, cache],
         "the fill never reached the disk"
     );
@@ -1845,7 +1787,7 @@ fn start_cold_discards_the_cache_store() {
     let mut cache = cache;
     cache.restart();
     check!(
-        poll_until(SETTLE, || cache.log().contains("1 files and 7 blocks kept")),
+        wait_until(SETTLE, || cache.log().contains("1 files and 7 blocks kept")),
         [origin, cache],
         "a plain restart did not keep the store"
     );
@@ -1853,9 +1795,9 @@ fn start_cold_discards_the_cache_store() {
     let port = cache.addr.port();
     cache.stop();
 
-    let cache = cache_on(host_ip(TAG), port, cdir.path(), &["-Z"]);
+    let cache = start_cache_on(host(), port, cdir.path(), &["-Z"]);
     check!(
-        poll_until(SETTLE, || cache.log().contains("0 files and 0 blocks kept")),
+        wait_until(SETTLE, || cache.log().contains("0 files and 0 blocks kept")),
         [origin, cache],
         "-Z kept something"
     );
@@ -1881,20 +1823,15 @@ fn start_cold_discards_the_cache_store() {
 /// `--info-ttl` while the upstream cannot be asked), and says 502 for what it lacks.
 #[test]
 fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(9 * BS + 5, 1301);
     let other = content(3 * BS, 1302);
-    write_file(dir.path(), "held.bin", &data);
-    write_file(dir.path(), "other.bin", &other);
-    let mut origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let cache = cache_on(
-        host_ip(TAG),
-        0,
-        cdir.path(),
-        &["--info-ttl", "100", "--upstream-timeout", "1000"],
-    );
+    let mut origin = Origin::builder()
+        .file("held.bin", &data)
+        .file("other.bin", &other)
+        .start();
+    let cache = Cache::builder()
+        .args(&["--info-ttl", "100", "--upstream-timeout", "1000"])
+        .start();
     let oaddr = origin.addr;
     let url = |f: &str| format!("http://{oaddr}/{f}");
     let r = ok!(
@@ -1905,6 +1842,8 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
     check_bytes!(r.body, data, [origin, cache], "fill");
 
     origin.kill9();
+    // Past the --info-ttl of 100 ms: the info the cache holds has expired (what is
+    // tested is that it is used anyway while the upstream cannot be asked).
     std::thread::sleep(Duration::from_millis(300));
     for round in 0..2 {
         fetch_ok!(
@@ -1921,6 +1860,7 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
             [cache],
             "round {round}: range"
         );
+        // Past the --info-ttl again before the next round.
         std::thread::sleep(Duration::from_millis(150));
     }
     let r = ok!(
@@ -1954,32 +1894,37 @@ fn cache_keeps_serving_what_it_holds_while_the_origin_is_down() {
 /// cache holds, and its Gets stop with NotCachedHere at the first block not held.
 #[test]
 fn hierarchy_relays_info_and_locate_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let f = content(10 * BS + 99, 1401);
     let g = content(8 * BS, 1402);
-    write_file(dir.path(), "f.bin", &f);
-    write_file(dir.path(), "g.bin", &g);
-    let (o_ip, c1_ip, c2_ip) = (ip(140, 1), ip(140, 2), ip(140, 3));
-    let mirror: SocketAddr = "127.26.140.9:1111".parse().unwrap();
-    let origin = origin_on(
-        o_ip,
-        1111,
-        dir.path(),
-        idx.path(),
-        &["-l", &mirror.to_string()],
-    );
-    let site = ["-n", "127.26.140.0/24", "--info-ttl", "60000"];
+    let (net, outside) = (subnet(), subnet());
+    let (o_ip, c1_ip, c2_ip) = (net.ip(1), net.ip(2), net.ip(3));
+    // Named in Locate answers only: nothing listens there.
+    let mirror = SocketAddr::new(net.ip(9), 1111);
+    let origin = Origin::builder()
+        .file("f.bin", &f)
+        .file("g.bin", &g)
+        .args(&["-l", &mirror.to_string()])
+        .on(o_ip, 1111)
+        .start();
+    let cidr = net.cidr();
+    let site = ["-n", cidr.as_str(), "--info-ttl", "60000"];
     let p1 = format!("{o_ip}:1111");
-    let c1 = cache_on(c1_ip, 1111, d1.path(), &[&site[..], &["-S", &p1]].concat());
+    let c1 = Cache::builder()
+        .args(&site)
+        .args(&["-S", &p1])
+        .on(c1_ip, 1111)
+        .start();
     let p2 = format!("{c1_ip}:1111");
-    let c2 = cache_on(c2_ip, 1111, d2.path(), &[&site[..], &["-S", &p2]].concat());
+    let c2 = Cache::builder()
+        .args(&site)
+        .args(&["-S", &p2])
+        .on(c2_ip, 1111)
+        .start();
     let host = "cdn.example.com";
 
     // The origin's own answer, to compare with what arrives through two caches.
     let (mut direct, _) = ok!(
-        Spp::connect_from(ip(140, 8), origin.addr),
+        Spp::connect_from(net.ip(8), origin.addr),
         [origin],
         "direct"
     );
@@ -1989,7 +1934,7 @@ fn hierarchy_relays_info_and_locate_answers() {
         "direct info"
     );
     let (mut inside, _) = ok!(
-        Spp::connect_from(ip(140, 7), c2.addr),
+        Spp::connect_from(net.ip(7), c2.addr),
         [origin, c1, c2],
         "inside"
     );
@@ -2072,7 +2017,7 @@ fn hierarchy_relays_info_and_locate_answers() {
     // An outsider: cache2 alone, holding 2..5; no fetch on its behalf.
     let sent = origin.metric(SPP_SENT);
     let (mut outside, _) = ok!(
-        Spp::connect_from(ip(141, 5), c2.addr),
+        Spp::connect_from(outside.ip(5), c2.addr),
         [origin, c1, c2],
         "outside"
     );
@@ -2086,7 +2031,7 @@ fn hierarchy_relays_info_and_locate_answers() {
     let want = Holds::Ranges(vec![BlockRange { start: 2, count: 3 }]);
     let mut locs = Vec::new();
     let mut req_id = 100;
-    let listed = poll_until(SETTLE, || {
+    let listed = wait_until(SETTLE, || {
         req_id += 1;
         locs = ok!(
             outside
@@ -2124,7 +2069,7 @@ fn hierarchy_relays_info_and_locate_answers() {
         [origin, c1, c2],
         "an outsider's Get of 0..2: {blocks:?} then {err:?}"
     );
-    std::thread::sleep(Duration::from_millis(200));
+    quiet_spell(Duration::from_millis(200));
     check!(
         origin.metric(SPP_SENT) == sent,
         [origin, c1, c2],
@@ -2138,14 +2083,13 @@ fn hierarchy_relays_info_and_locate_answers() {
 /// their place at the source back, so nothing is left waiting on them.
 #[test]
 fn a_player_hanging_up_mid_stream_leaves_every_other_range_streaming_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     let data = content(4 * 1024 * 1024 + 777, 1301);
     let size = data.len();
-    write_file(dir.path(), "film.bin", &data);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &["--upload-rate", "2M"]);
-    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &[]);
+    let origin = Origin::builder()
+        .file("film.bin", &data)
+        .args(&["--upload-rate", "2M"])
+        .start();
+    let cache = Cache::builder().start();
     let url = format!("http://{}/film.bin", origin.addr);
 
     // The player asks for the whole film, takes the start and hangs up with the
@@ -2229,15 +2173,11 @@ fn a_player_hanging_up_mid_stream_leaves_every_other_range_streaming_whole() {
 /// (EOPNOTSUPP), were taken for damaged and fetched again.
 #[test]
 fn blocks_stored_in_this_run_are_read_back_from_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = tempfile::tempdir().unwrap();
-    let cdir = tempfile::tempdir().unwrap();
     // 512 blocks of 16 KiB against 1 MiB of memory cache: most come from disk the
     // second time.
     let data = content(512 * BS, 1407);
-    write_file(dir.path(), "film.bin", &data);
-    let origin = start_origin(TAG, dir.path(), idx.path(), &[]);
-    let cache = cache_on(host_ip(TAG), 0, cdir.path(), &["-M", "1M"]);
+    let origin = Origin::builder().file("film.bin", &data).start();
+    let cache = Cache::builder().args(&["-M", "1M"]).start();
     let url = format!("http://{}/film.bin", origin.addr);
     let first = proxy_get(cache.addr, &url, "");
     check_bytes!(first.body, data, [origin, cache], "first viewing");
