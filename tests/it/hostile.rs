@@ -1042,7 +1042,7 @@ fn send_queues(addr: SocketAddr) -> Vec<u64> {
 /// stay within its budget plus a block per connection.
 #[test]
 fn non_readers_make_the_node_hold_at_most_a_mebibyte_unsent_each() {
-    let _serial = serial();
+    let _alone = exclusive();
     let mut rig = Rig::new(Kind::Origin, "256k", big(), false, &[]);
     let baseline = rig.baseline();
     let conns = NON_READERS + 2;
@@ -1088,7 +1088,7 @@ fn non_readers_make_the_node_hold_at_most_a_mebibyte_unsent_each() {
     // The node writes until each socket is backed up: wait until the queues stop
     // growing, then look at them.
     let mut last = 0u64;
-    poll_until(Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), || {
         std::thread::sleep(Duration::from_millis(300));
         let total: u64 = send_queues(target).iter().sum();
         let settled = total == last && total > 0;
