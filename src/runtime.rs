@@ -970,7 +970,7 @@ mod tests {
             }
         }
         let w = std::task::Waker::from(std::sync::Arc::new(Tagged(tag, woken.clone())));
-        std::rc::Rc::new(std::cell::RefCell::new(Some(w)))
+        Rc::new(std::cell::RefCell::new(Some(w)))
     }
 
     #[test]

@@ -18,18 +18,22 @@ static LARGEST: AtomicUsize = AtomicUsize::new(0);
 unsafe impl GlobalAlloc for LargestAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LARGEST.fetch_max(layout.size(), Relaxed);
-        System.alloc(layout)
+        // SAFETY: our caller's guarantees, passed on to `System` unchanged.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         LARGEST.fetch_max(layout.size(), Relaxed);
-        System.alloc_zeroed(layout)
+        // SAFETY: our caller's guarantees, passed on to `System` unchanged.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LARGEST.fetch_max(new_size, Relaxed);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: our caller's guarantees, passed on to `System` unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: our caller's guarantees, passed on to `System` unchanged.
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 

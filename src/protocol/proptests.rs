@@ -97,7 +97,7 @@ fn info(max_digests: u64) -> impl Strategy<Value = Info> {
     (4u32..=4096, size, algo())
         .prop_flat_map(move |(k, size, algo)| {
             let block_size = k * BLOCK_ALIGN_BYTES;
-            let blocks = super::rules::blocks_in_file(size, block_size);
+            let blocks = rules::blocks_in_file(size, block_size);
             (
                 Just((block_size, size, algo, blocks)),
                 0..=blocks.min(max_digests),

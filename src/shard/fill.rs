@@ -1664,7 +1664,7 @@ impl Shard {
                     .index
                     .held_ranges(first, count, limits::MAX_RANGES)
                     .into_iter()
-                    .map(|(start, count)| crate::protocol::BlockRange { start, count })
+                    .map(|(start, count)| BlockRange { start, count })
                     .collect();
                 me.holds = Holds::Ranges(ranges);
             }
