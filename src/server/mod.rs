@@ -198,7 +198,7 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds one listening socket per shard on the same address and port with
 /// `SO_REUSEPORT`, so the kernel spreads connections. The port is probed first (see
-/// [`probe_port`]): one in use is refused, even when its holder set `SO_REUSEPORT`
+/// `probe_port`): one in use is refused, even when its holder set `SO_REUSEPORT`
 /// too. Port 0 picks a free port once, for every shard.
 pub fn bind_listeners(
     ip: IpAddr,
