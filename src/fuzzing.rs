@@ -1268,7 +1268,7 @@ pub fn spp_session(data: &[u8]) {
                 gets.push(req_id);
             }
             Event::Have { ranges, .. } => {
-                assert!(ranges.len() <= crate::protocol::limits::MAX_RANGES);
+                assert!(ranges.len() <= MAX_RANGES);
             }
             Event::Report { .. } => {
                 if inp.u8().is_multiple_of(2) {

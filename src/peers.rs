@@ -330,7 +330,7 @@ impl Registry {
         let site = locality.iter().find(|n| n.contains(&requester));
         // First the peers holding part of the span, with what ranks them; the ranges
         // are built for the few handed out only.
-        let mut found: Vec<Candidate> = peers
+        let mut found: Vec<Candidate<'_>> = peers
             .iter()
             .filter_map(|(addr, e)| {
                 let ip = addr.ip().to_canonical();
@@ -349,8 +349,9 @@ impl Registry {
                     .then(|| (common_prefix(requester, ip), e.last_seen, addr, inside))
             })
             .collect();
-        let order =
-            |a: &Candidate, b: &Candidate| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2));
+        let order = |a: &Candidate<'_>, b: &Candidate<'_>| {
+            b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2))
+        };
         // Only the nearest few are handed out: no need to sort the others.
         if found.len() > MAX_PEERS_PER_ANSWER {
             found.select_nth_unstable_by(MAX_PEERS_PER_ANSWER - 1, order);

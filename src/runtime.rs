@@ -57,7 +57,7 @@ fn request_budget_spent() -> bool {
     request_window(std::time::Instant::now()).1 >= REQUEST_BUDGET
 }
 
-/// Counts `spent` against the shard's request budget (see [`REQUEST_BUDGET`]); while
+/// Counts `spent` against the shard's request budget (see `REQUEST_BUDGET`); while
 /// some budget is left, lets the next paused request task run.
 pub fn charge_request(spent: Duration) {
     let (began, used) = request_window(std::time::Instant::now());
@@ -372,7 +372,7 @@ pub fn spawn_background<T: 'static, F: Future<Output = T> + 'static>(fut: F) -> 
 
 /// Spawns a task that answers a request without moving file data (Info and Locate
 /// answers), polled only while the shard's request budget lasts (see
-/// [`REQUEST_BUDGET`]): under a flood of such requests the shard keeps most of its
+/// `REQUEST_BUDGET`): under a flood of such requests the shard keeps most of its
 /// time for the streams.
 pub fn spawn_request<F: Future<Output = ()> + 'static>(owner: RequestOwner, fut: F) {
     let fut = Budgeted {
@@ -998,7 +998,7 @@ mod tests {
             }
         }
         let w = std::task::Waker::from(std::sync::Arc::new(Tagged(tag, woken.clone())));
-        std::rc::Rc::new(std::cell::RefCell::new(Some(w)))
+        Rc::new(std::cell::RefCell::new(Some(w)))
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub(super) struct Cli {
 }
 
 /// The subcommands; without one, p2pd runs a node.
+// The doc comments here are clap's help text (and the man page's), not rustdoc:
+// `spp://host[:port]/path` stays as the user reads it.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Subcommand, Debug)]
 pub(super) enum SubCmd {
     /// Fetch spp://host[:port]/path, verifying every block against the origin's digests
@@ -182,6 +185,8 @@ pub(super) enum SubCmd {
 }
 
 /// Options of `p2pd get`.
+// The doc comments here are clap's help text, not rustdoc (see `SubCmd`).
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug)]
 pub(super) struct GetArgs {
     /// The file to fetch: spp://host[:port]/path

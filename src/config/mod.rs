@@ -91,8 +91,8 @@ pub struct HostPort {
 }
 
 impl HostPort {
-    /// "host", "host:port", "[v6]", "[v6]:port", "1.2.3.4:5"; default port 1111.
-    /// A bare IPv6 address ("::1") is accepted too and gets the default port.
+    /// `host`, `host:port`, `[v6]`, `[v6]:port`, `1.2.3.4:5`; default port 1111.
+    /// A bare IPv6 address (`::1`) is accepted too and gets the default port.
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("'{s}' is not host[:port] ({why})");
         if s.is_empty() {
@@ -348,7 +348,7 @@ impl CliError {
         }
     }
 
-    /// "p2pd: -b/--block-size: <why>"
+    /// `p2pd: -b/--block-size: <why>`
     fn option(option: &str, why: impl fmt::Display) -> Self {
         Self::usage(format!("{PREFIX}: {option}: {why}"))
     }
@@ -362,7 +362,7 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-/// Parses and validates argv (including argv[0]). Never panics and never exits the process itself.
+/// Parses and validates argv (including `argv[0]`). Never panics and never exits the process itself.
 ///
 /// A node's cache directory is created here when validation passes (`-c DIR`, or
 /// `$HOME/.p2pd_cache` when neither -p nor -c is given).

@@ -30,7 +30,7 @@ pub enum Method {
 pub enum Target {
     /// "/path?query" (path still percent-encoded)
     Origin { path: String, query: Option<String> },
-    /// "http://host[:port]/path?query" as sent to a proxy (port None when absent).
+    /// `http://host[:port]/path?query` as sent to a proxy (port None when absent).
     ///
     /// `scheme` is always "http" (lowercase); `host` is lowercased with IPv6 brackets
     /// removed; `path` is still percent-encoded and is "/" when the target had none.
@@ -365,7 +365,7 @@ fn is_scheme(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
-/// Parses "host", "host:port", "[v6]" or "[v6]:port" into a lowercased host without
+/// Parses `host`, `host:port`, `[v6]` or `[v6]:port` into a lowercased host without
 /// brackets and an optional port. An empty port ("host:") means the default, as RFC
 /// 3986 allows. Returns None for anything else, including an empty host.
 fn parse_authority(s: &str) -> Option<(String, Option<u16>)> {

@@ -112,7 +112,7 @@ pub fn write_head(out: &mut BytesMut, status: u16, headers: &[(&str, &str)], kee
     out.put_slice(b"\r\n");
 }
 
-/// A complete short error response: text/plain body "<status> <reason>: <message>\n"
+/// A complete short error response: text/plain body `<status> <reason>: <message>\n`
 /// with Content-Length. For HEAD (`head_only`) no body but the same Content-Length.
 pub fn write_error(
     out: &mut BytesMut,

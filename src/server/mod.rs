@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tracing::Instrument;
 
 use crate::config::{CacheConfig, HostPort, NodeRole, ServeConfig};
 use crate::content::{Content, Refusal};
@@ -197,7 +198,7 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds one listening socket per shard on the same address and port with
 /// `SO_REUSEPORT`, so the kernel spreads connections. The port is probed first (see
-/// [`probe_port`]): one in use is refused, even when its holder set `SO_REUSEPORT`
+/// `probe_port`): one in use is refused, even when its holder set `SO_REUSEPORT`
 /// too. Port 0 picks a free port once, for every shard.
 pub fn bind_listeners(
     ip: IpAddr,
@@ -616,20 +617,28 @@ async fn handle_connection(shard: Rc<Shard>, ctx: Ctx, mut stream: TcpStream) {
         Err(_) => return,
     };
     let local = stream.local_addr().ok();
+    // The span is entered each time the future is polled and left when it yields
+    // (`Instrument`), never held across an `.await`: a guard from `span.enter()` would
+    // stay entered while the executor runs other connections' tasks on this thread.
     let span = tracing::debug_span!("conn", %peer);
-    let _e = span.enter();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    match runtime::timeout(
-        FIRST_BYTE_TIMEOUT,
-        runtime::read_some(&mut stream, &mut buf, READ_CHUNK_BYTES),
-    )
+    async move {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        match runtime::timeout(
+            FIRST_BYTE_TIMEOUT,
+            runtime::read_some(&mut stream, &mut buf, READ_CHUNK_BYTES),
+        )
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        match crate::protocol::sniff(buf[0]) {
+            crate::protocol::Sniffed::Http => {
+                http::serve(shard, ctx, stream, buf, peer, local).await
+            }
+            crate::protocol::Sniffed::Spp => spp::serve(shard, ctx, stream, buf, peer, local).await,
+        }
+    }
+    .instrument(span)
     .await
-    {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
-    }
-    match crate::protocol::sniff(buf[0]) {
-        crate::protocol::Sniffed::Http => http::serve(shard, ctx, stream, buf, peer, local).await,
-        crate::protocol::Sniffed::Spp => spp::serve(shard, ctx, stream, buf, peer, local).await,
-    }
 }

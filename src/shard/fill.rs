@@ -5,7 +5,7 @@
 //! written back with direct I/O under a per-shard byte limit with LRU eviction.
 //!
 //! Ownership is the origin's: block `i` of a file belongs to
-//! [`owner_of`](super::owner_of); a file's metadata (its catalog entry and its single
+//! [`owner_of`]; a file's metadata (its catalog entry and its single
 //! in-flight info fetch) belongs to [`meta_owner`]. Other shards ask through the router.
 
 use std::cell::{Cell, RefCell};
@@ -591,11 +591,11 @@ impl Shard {
         }
     }
 
-    /// Runs for the life of a cache shard: every [`HOUSEKEEPING_INTERVAL`], forgets
+    /// Runs for the life of a cache shard: every `HOUSEKEEPING_INTERVAL`, forgets
     /// the file versions that were retired (replaced at the origin, gone there) or
     /// dropped: their blocks leave the disk LRU and their data file is closed.
     /// Every `--announce-interval` it also announces the blocks held (see
-    /// [`Shard::announce_held`]).
+    /// `Shard::announce_held`).
     pub async fn housekeeping(self: Rc<Self>) {
         let Some(every) = self.fill().map(|f| f.cfg.announce_interval) else {
             return;
@@ -1700,7 +1700,7 @@ impl Shard {
                     .index
                     .held_ranges(first, count, limits::MAX_RANGES)
                     .into_iter()
-                    .map(|(start, count)| crate::protocol::BlockRange { start, count })
+                    .map(|(start, count)| BlockRange { start, count })
                     .collect();
                 me.holds = Holds::Ranges(ranges);
             }
