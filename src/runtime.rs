@@ -405,7 +405,7 @@ pub fn limit_unsent(fd: std::os::fd::RawFd, bytes: u64) {
             libc::IPPROTO_TCP,
             libc::TCP_NOTSENT_LOWAT,
             &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
 }

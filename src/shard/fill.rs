@@ -1404,7 +1404,7 @@ impl Shard {
         self.report_peer_here(to, file, version, peer, problem);
     }
 
-    /// [`Shard::report_peer`] over this shard's connection to `to`.
+    /// Reports `peer` as `report_peer` does, over this shard's connection to `to`.
     pub fn report_peer_here(
         self: &Rc<Self>,
         to: SocketAddr,
