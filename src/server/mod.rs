@@ -6,6 +6,7 @@ mod http;
 mod spp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -612,6 +613,9 @@ async fn handle_connection(shard: Rc<Shard>, ctx: Ctx, mut stream: TcpStream) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _guard = OpenGuard(shard.clone());
     let _ = stream.set_nodelay(true);
+    // The kernel's send queue has a byte budget too (see `shard::budget`): a client
+    // that stops reading makes this node hold at most this much unsent for it.
+    runtime::limit_unsent(stream.as_raw_fd(), crate::shard::budget::UNSENT_LIMIT);
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,

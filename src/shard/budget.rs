@@ -18,8 +18,8 @@
 //! - Writes go out in chunks of at most [`WRITE_CHUNK_BYTES`], so "stalled" means no
 //!   progress, not a large block to a slow reader.
 //! - The kernel's send queue is a queue with a byte budget too: a writer's socket holds
-//!   at most [`UNSENT_LIMIT`] it has not sent (`TCP_NOTSENT_LOWAT`; a write waits
-//!   past it), and the writer takes no pin while its socket holds more than half of
+//!   at most [`UNSENT_LIMIT`] it has not sent (`TCP_NOTSENT_LOWAT`, set once per
+//!   connection as it is accepted; a write waits past it), and the writer takes no pin while its socket holds more than half of
 //!   that (or a block), where the kernel no longer calls the socket writable: blocks
 //!   are produced as the client takes them, not ahead of a client that stopped
 //!   reading. Without this each connection that never read made the node queue up to
@@ -145,12 +145,11 @@ impl PinBudget {
     }
 
     /// Registers the writer of a connection whose socket is `fd` (held open for as
-    /// long as the writer lives): the socket holds at most [`UNSENT_LIMIT`] unsent, and
-    /// pins wait while it holds more than half of that.
+    /// long as the writer lives, and set up by the server to hold at most
+    /// [`UNSENT_LIMIT`] unsent): pins wait while it holds more than half of that.
     pub fn writer_on(self: &Rc<Self>, fd: std::os::fd::RawFd) -> Writer {
         let mut w = self.writer();
         w.socket = Some(fd);
-        runtime::limit_unsent(fd, UNSENT_LIMIT);
         w
     }
 

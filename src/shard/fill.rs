@@ -141,11 +141,6 @@ impl CachedFile {
         file_ref(&self.key)
     }
 
-    /// Byte offset of block `index` in the data file.
-    fn offset(&self, index: u64) -> u64 {
-        self.index.block_offset(index)
-    }
-
     /// Whether every block of `first..end` is on disk (a requester who may not make
     /// us fetch can only be promised those).
     pub fn holds_all(&self, first: u64, end: u64) -> bool {
@@ -1145,7 +1140,7 @@ impl Shard {
             .map_err(|_| "cannot open the data file")?;
         let len = file.index.block_len(index);
         let data = df
-            .read_block(file.offset(index), len)
+            .read_block(file.index.block_offset(index), len)
             .await
             .map_err(|_| "read error")?;
         ShardMetrics::add(&self.m().disk_read_bytes, data.len() as u64);
@@ -1513,7 +1508,10 @@ impl Shard {
         }
         fill.reserved_bytes.set(fill.reserved_bytes.get() + len);
         let written = match self.data_file(file).await {
-            Ok(df) => df.write_block(file.offset(key.index), &data).await,
+            Ok(df) => {
+                df.write_block(file.index.block_offset(key.index), &data)
+                    .await
+            }
             Err(e) => Err(e),
         };
         fill.reserved_bytes.set(fill.reserved_bytes.get() - len);
@@ -1548,7 +1546,9 @@ impl Shard {
                 }
                 // A failed write may still have allocated part of the block.
                 if let Ok(df) = self.data_file(file).await {
-                    let _ = df.punch(file.offset(key.index), data.len()).await;
+                    let _ = df
+                        .punch(file.index.block_offset(key.index), data.len())
+                        .await;
                 }
             }
         }
@@ -1584,7 +1584,10 @@ impl Shard {
         }
         if let Ok(df) = self.data_file(&file).await {
             if let Err(e) = df
-                .punch(file.offset(key.index), file.index.block_len(key.index))
+                .punch(
+                    file.index.block_offset(key.index),
+                    file.index.block_len(key.index),
+                )
                 .await
             {
                 tracing::warn!(url = %file.key.url(), block = key.index, error = %e, "cannot free an evicted block's space");

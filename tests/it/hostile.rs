@@ -538,13 +538,7 @@ fn spp_view(src: IpAddr, addr: SocketAddr, path: &str, want: &[u8]) -> Result<()
     while first < blocks {
         let count = (blocks - first).min(64) as u32;
         req_id += 1;
-        c.send(&Frame::Get(Get {
-            req_id,
-            handle: info.handle,
-            version: info.version,
-            first_block: first,
-            block_count: count,
-        }))?;
+        c.send(&get_request(req_id, &info, first, count))?;
         for i in first..first + u64::from(count) {
             match c.recv().map_err(|e| format!("block {i}: {e}"))? {
                 Frame::Data(dt) if dt.req_id == req_id && dt.block == i => {
@@ -948,14 +942,8 @@ fn slow_readers_test(kind: Kind) {
         };
         // A few Gets for every block, and not one byte read.
         for req_id in 2..5 {
-            c.send(&Frame::Get(Get {
-                req_id,
-                handle: info.handle,
-                version: info.version,
-                first_block: 0,
-                block_count: info.block_count() as u32,
-            }))
-            .unwrap();
+            c.send(&get_request(req_id, &info, 0, info.block_count() as u32))
+                .unwrap();
         }
         slow.push(c);
     }
@@ -1068,14 +1056,8 @@ fn non_readers_make_the_node_hold_at_most_a_mebibyte_unsent_each() {
                 Ok(Frame::Info(i)) => i,
                 other => panic!("{what}: non-reader {k}: info {other:?}{}", rig.diagnose()),
             };
-            c.send(&Frame::Get(Get {
-                req_id: 2,
-                handle: info.handle,
-                version: info.version,
-                first_block: 0,
-                block_count: info.block_count() as u32,
-            }))
-            .unwrap();
+            c.send(&get_request(2, &info, 0, info.block_count() as u32))
+                .unwrap();
             spp.push(c);
         } else {
             let mut s = connect_from(rig.attacker(k), target)

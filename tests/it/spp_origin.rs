@@ -192,20 +192,8 @@ fn spp_requests_locate_cancel_version_and_escapes() {
     }
 
     // Pipelined gets answered in order; the last block is short.
-    c.send(&Frame::Get(Get {
-        req_id: 20,
-        handle: info.handle,
-        version: info.version,
-        first_block: 9,
-        block_count: 2,
-    }));
-    c.send(&Frame::Get(Get {
-        req_id: 21,
-        handle: info.handle,
-        version: info.version,
-        first_block: 0,
-        block_count: 1,
-    }));
+    c.send(&get_request(20, &info, 9, 2));
+    c.send(&get_request(21, &info, 0, 1));
     for (req, block, range) in [
         (20, 9, 9 * BS..10 * BS),
         (20, 10, 10 * BS..data.len()),
@@ -224,13 +212,7 @@ fn spp_requests_locate_cancel_version_and_escapes() {
     let big = content(400 * BS, 12);
     write_file(node.dir(), "big.ts", &big);
     let binfo = c.info_ok("h", "big.ts");
-    c.send(&Frame::Get(Get {
-        req_id: 30,
-        handle: binfo.handle,
-        version: binfo.version,
-        first_block: 0,
-        block_count: 400,
-    }));
+    c.send(&get_request(30, &binfo, 0, 400));
     c.send(&Frame::Cancel { req_id: 30 });
     c.send(&Frame::Ping(99));
     let mut data_frames = 0;
@@ -264,13 +246,7 @@ fn spp_requests_locate_cancel_version_and_escapes() {
         first_block: 0,
         block_count: 1,
     }));
-    c.send(&Frame::Get(Get {
-        req_id: 42,
-        handle: info.handle,
-        version: info.version,
-        first_block: 10,
-        block_count: 2,
-    }));
+    c.send(&get_request(42, &info, 10, 2));
     for (req, code) in [
         (40, ErrorCode::VersionChanged),
         (41, ErrorCode::BadRequest),
@@ -511,13 +487,7 @@ fn regression_client_closing_with_gets_outstanding_does_not_spin_its_shard() {
         let mut c = Spp::connect(node.addr);
         let info = c.info_ok("cdn.example.com", "big.bin");
         for i in 0..4u32 {
-            c.send(&Frame::Get(Get {
-                req_id: 100 + i,
-                handle: info.handle,
-                version: info.version,
-                first_block: u64::from(i) * 64,
-                block_count: 64,
-            }));
+            c.send(&get_request(100 + i, &info, u64::from(i) * 64, 64));
         }
         // Half-close, then go away without reading a byte: the node reads the
         // end-of-file first, with the Gets still streaming (the case that spun).
@@ -556,13 +526,7 @@ fn overwrite_in_place(path: &std::path::Path, at: u64, bytes: &[u8]) {
 /// Sends Gets for every block of `info`'s version and collects what comes back: the
 /// blocks' bytes, or the error code that ended the answer.
 fn get_all(c: &mut Spp, info: &Info, blocks: u64) -> Result<Vec<u8>, ErrorCode> {
-    c.send(&Frame::Get(Get {
-        req_id: 500,
-        handle: info.handle,
-        version: info.version,
-        first_block: 0,
-        block_count: blocks as u32,
-    }));
+    c.send(&get_request(500, info, 0, blocks as u32));
     let mut out = Vec::new();
     for _ in 0..blocks {
         match c.recv() {

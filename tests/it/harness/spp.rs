@@ -86,13 +86,7 @@ impl Spp {
     /// Every block of `info`, each checked against its digest.
     pub fn get_all(&mut self, info: &Info) -> Result<Vec<u8>, String> {
         let blocks = info.block_count();
-        self.send(&Frame::Get(Get {
-            req_id: 77,
-            handle: info.handle,
-            version: info.version,
-            first_block: 0,
-            block_count: blocks as u32,
-        }))?;
+        self.send(&get_request(77, info, 0, blocks as u32))?;
         let mut out = Vec::new();
         let mut d = [0u8; MAX_DIGEST_BYTES];
         for i in 0..blocks {
@@ -137,13 +131,7 @@ impl Spp {
         first: u64,
         count: u32,
     ) -> Result<(Vec<u64>, Option<ErrorFrame>), String> {
-        self.send(&Frame::Get(Get {
-            req_id,
-            handle: info.handle,
-            version: info.version,
-            first_block: first,
-            block_count: count,
-        }))?;
+        self.send(&get_request(req_id, info, first, count))?;
         let mut got = Vec::new();
         let mut d = [0u8; MAX_DIGEST_BYTES];
         while got.len() < count as usize {
@@ -188,5 +176,17 @@ pub fn info_request(req_id: u32, host: &str, path: &str, digests: u32) -> Frame 
         },
         digest_start: 0,
         digest_count: digests,
+    })
+}
+
+/// A Get for blocks `first..first + count` of the file `info` describes (its handle and
+/// version on this connection).
+pub fn get_request(req_id: u32, info: &Info, first: u64, count: u32) -> Frame {
+    Frame::Get(Get {
+        req_id,
+        handle: info.handle,
+        version: info.version,
+        first_block: first,
+        block_count: count,
     })
 }
