@@ -10,11 +10,11 @@ use bytes::Bytes;
 use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use p2pd::cache::{BlockCache, BlockKey};
-use p2pd::digest::{DigestAlgo, ALL_ALGOS, MAX_DIGEST_BYTES};
-use p2pd::index::FileIndex;
-use p2pd::protocol::limits::MIN_BLOCK_BYTES;
-use p2pd::shard::{mix64, owner_of};
+use p2pd::disk::origin_index::FileIndex;
+use p2pd::node::shard::{mix64, owner_of};
+use p2pd::pure::digest::{DigestAlgo, ALL_ALGOS, MAX_DIGEST_BYTES};
+use p2pd::pure::lru::{BlockCache, BlockKey};
+use p2pd::pure::protocol::limits::MIN_BLOCK_BYTES;
 
 /// Block sizes an origin may plausibly publish with, from the protocol's minimum up.
 const BLOCK_SIZES: [(usize, &str); 5] = [

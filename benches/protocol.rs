@@ -3,8 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use p2pd::digest::DigestAlgo;
-use p2pd::protocol::{encode, encode_data_header, Data, Decoder, Frame, Get, Info};
+use p2pd::pure::digest::DigestAlgo;
+use p2pd::pure::protocol::{encode, encode_data_header, Data, Decoder, Frame, Get, Info};
 
 fn encoded(frame: &Frame) -> BytesMut {
     let mut b = BytesMut::new();

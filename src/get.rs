@@ -8,12 +8,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::GetConfig;
-use crate::fetch::client::FetchError;
-use crate::fetch::multi::{self, FetchReport, MultiError};
-use crate::fetch::sched::SourceClass;
-use crate::fetch::upstream::{UpstreamConfig, UpstreamPool};
-use crate::protocol::{ErrorCode, FileRef, Role};
+use crate::cli::GetConfig;
+use crate::pure::protocol::{ErrorCode, FileRef, Role};
+use crate::pure::sched::SourceClass;
+use crate::upstream::connection::FetchError;
+use crate::upstream::pool::{UpstreamConfig, UpstreamPool};
+use crate::upstream::range::{self, FetchReport, MultiError};
 
 /// A block outstanding this long at one source is asked of another (capped by
 /// `--timeout`).
@@ -38,7 +38,7 @@ pub struct Target {
 /// Splits an `spp://host[:port]/path` URL with the CLI's own parser and resolves its
 /// host.
 pub fn resolve(url: &str) -> Result<Target, String> {
-    let u = crate::config::SppUrl::parse(url)?;
+    let u = crate::cli::SppUrl::parse(url)?;
     let (host, port) = (u.origin.host, u.origin.port);
     let path = percent_encoding::percent_decode_str(u.path.trim_start_matches('/'))
         .decode_utf8()
@@ -199,7 +199,7 @@ async fn fetch(cfg: GetConfig, target: Target) -> Result<(u64, FetchReport), (St
     });
     // The file's info from the first of the URL's addresses that answers, and every
     // source it knows of (itself, its -l nodes, peers), plus the URL's other addresses.
-    let (file, sources) = multi::discover(&pool, &target.file, &target.addrs)
+    let (file, sources) = range::discover(&pool, &target.file, &target.addrs)
         .await
         .map_err(fail)?;
     let total = file.block_count();
@@ -235,8 +235,8 @@ async fn fetch(cfg: GetConfig, target: Target) -> Result<(u64, FetchReport), (St
     });
 
     let mut written = 0u64;
-    let sched = multi::sched_config(file.block_size, timeout.min(STALL_TIMEOUT));
-    let result = multi::fetch_blocks(
+    let sched = range::sched_config(file.block_size, timeout.min(STALL_TIMEOUT));
+    let result = range::fetch_blocks(
         &pool,
         &target.file,
         &file,

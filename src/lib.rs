@@ -1,30 +1,23 @@
 //! p2pd: a video-on-demand content distribution daemon (origin, site cache, client
 //! proxy) speaking the SPP block protocol between nodes and HTTP to players.
 //!
-//! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
+//! The modules are layers, each using only those listed before it:
+//! [`pure`] (no I/O, no clock, no async), [`cli`], [`runtime`] (the only glommio user),
+//! [`metrics`], [`disk`], [`upstream`] (the SPP client side), [`node`] (shards, the
+//! origin and cache roles), [`server`] (the front ends), [`get`] and [`entry`]. See
+//! `ARCHITECTURE.md` for the bird's-eye view and the code map.
 
 pub mod bench;
-pub mod cache;
 pub mod cli;
-pub mod config;
-pub mod content;
-pub mod digest;
-pub mod fetch;
+pub mod disk;
+pub mod entry;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod geometry;
 pub mod get;
-pub mod http;
-pub mod index;
 pub mod metrics;
+pub mod node;
 pub mod panics;
-pub mod pathsafe;
-pub mod peers;
-pub mod protocol;
-pub mod publish;
-pub mod ratelimit;
-pub mod router;
+pub mod pure;
 pub mod runtime;
 pub mod server;
-pub mod shard;
-pub mod store;
+pub mod upstream;

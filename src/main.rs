@@ -3,5 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(p2pd::cli::main(std::env::args_os()) as u8)
+    ExitCode::from(p2pd::entry::main(std::env::args_os()) as u8)
 }

@@ -136,7 +136,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self, files_published: usize, publish: &crate::publish::PublishStats) -> String {
+    pub fn render(
+        &self,
+        files_published: usize,
+        publish: &crate::node::origin::publisher::PublishStats,
+    ) -> String {
         let mut o = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -11,9 +11,9 @@ use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::Title;
-use crate::fetch::client::{Connection, FetchError, RemoteFile};
-use crate::protocol::{limits, ErrorCode, FileRef, Frame, Role};
+use crate::pure::protocol::{limits, ErrorCode, FileRef, Frame, Role};
 use crate::runtime::{self, TcpStream};
+use crate::upstream::connection::{Connection, FetchError, RemoteFile};
 
 /// Most bytes of an HTTP response head.
 const MAX_HTTP_HEAD_BYTES: usize = 16 * 1024;

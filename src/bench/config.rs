@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::model::Popularity;
-use crate::protocol::FileRef;
+use crate::pure::protocol::FileRef;
 
 /// The most titles a run takes (each viewer picks one; the list is held in memory).
 pub const MAX_TITLES: usize = 100_000;
@@ -265,7 +265,7 @@ impl BenchConfig {
             Popularity::parse(&a.popularity).map_err(|e| format!("--popularity: {e}"))?;
         let chunk_bytes = match &a.chunk {
             Some(s) => {
-                let n = crate::config::parse_size_bytes(s).map_err(|e| format!("--chunk: {e}"))?;
+                let n = crate::cli::parse_size_bytes(s).map_err(|e| format!("--chunk: {e}"))?;
                 if n == 0 {
                     return Err("--chunk: must be more than zero".into());
                 }

@@ -16,8 +16,8 @@ use super::client::{BenchError, OpenOptions, Piece, Session};
 use super::config::{BenchConfig, Title};
 use super::model::{exp_gap, Arrivals, Playout, PlayoutEvent, TitlePicker};
 use super::stats::{cpu_times, record_secs, Live, Report, RunFacts, Stats};
-use crate::fetch::client::FetchError;
 use crate::runtime;
+use crate::upstream::connection::FetchError;
 
 /// How often the calling thread samples the number of active viewers.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);

@@ -10,16 +10,16 @@ use bytes::{Buf, BytesMut};
 use futures::stream::StreamExt;
 
 use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
-use crate::content::Content;
-use crate::http::plan::{file_answer, method_not_allowed, route, FileFacts, Route};
-use crate::http::request::{parse_request, Method, Request, Target};
-use crate::http::response::{
+use crate::metrics::ShardMetrics;
+use crate::node::content::Content;
+use crate::node::origin::publisher::FileEntry;
+use crate::node::shard::Shard;
+use crate::pure::http::plan::{file_answer, method_not_allowed, route, FileFacts, Route};
+use crate::pure::http::request::{parse_request, Method, Request, Target};
+use crate::pure::http::response::{
     content_type_for, playlist_body, write_error, write_head, PLAYLIST_CONTENT_TYPE,
 };
-use crate::metrics::ShardMetrics;
-use crate::publish::FileEntry;
 use crate::runtime::{self, TcpStream};
-use crate::shard::Shard;
 
 /// Time allowed for the rest of a request head once its first byte arrived.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);

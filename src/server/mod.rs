@@ -15,18 +15,18 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tracing::Instrument;
 
-use crate::config::{CacheConfig, HostPort, NodeRole, ServeConfig};
-use crate::content::{Content, Refusal};
-use crate::fetch::upstream::UpstreamConfig;
+use crate::cli::{CacheConfig, HostPort, NodeRole, ServeConfig};
+use crate::disk::cache_dir::StoreDir;
+use crate::disk::FileKey;
 use crate::metrics::{Metrics, ShardMetrics};
-use crate::protocol::Role;
-use crate::publish::{default_index_dir, LookupError, PublishConfig, Publisher};
-use crate::router::{self, Router};
+use crate::node::cache::{CachedFile, Fill, FillConfig};
+use crate::node::content::{Content, Refusal};
+use crate::node::origin::publisher::{default_index_dir, LookupError, PublishConfig, Publisher};
+use crate::node::router::{self, Router};
+use crate::node::shard::{ReadPolicy, Shard, ShardRole};
+use crate::pure::protocol::Role;
 use crate::runtime::{self, TcpListener, TcpStream};
-use crate::shard::fill::{CachedFile, Fill, FillConfig};
-use crate::shard::{ReadPolicy, Shard, ShardRole};
-use crate::store::dir::StoreDir;
-use crate::store::FileKey;
+use crate::upstream::pool::UpstreamConfig;
 
 /// How long a new connection may take to send its first byte.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +58,7 @@ pub struct Context {
     pub startup: std::sync::Barrier,
     /// `-i`: the peers that reported blocks (Have), handed out in Locate answers.
     /// Touched on Have and Locate only (control frames), never per block.
-    pub peers: Option<Mutex<crate::peers::Registry>>,
+    pub peers: Option<Mutex<crate::pure::registry::Registry>>,
 }
 
 /// The role-specific part of the shared context.
@@ -132,8 +132,8 @@ impl Context {
                 let key = FileKey::new(host, port, path);
                 match runtime::timeout(LOOKUP_TIMEOUT, shard.lookup_cached(key, may_fetch)).await {
                     Ok(r) => r.map(Content::Cached),
-                    Err(_) => Err(Refusal::Upstream(crate::content::UpstreamError {
-                        kind: crate::content::UpstreamErrorKind::TimedOut,
+                    Err(_) => Err(Refusal::Upstream(crate::node::content::UpstreamError {
+                        kind: crate::node::content::UpstreamErrorKind::TimedOut,
                         message: "the upstream did not describe the file in time".into(),
                     })),
                 }
@@ -154,7 +154,7 @@ impl Context {
     /// The capability bits of this node's Hello: with `-i` it keeps a registry and
     /// takes PeerReports about the peers it hands out; without, neither.
     pub fn capabilities(&self) -> u32 {
-        use crate::protocol::capability;
+        use crate::pure::protocol::capability;
         if self.peers.is_some() {
             capability::P2P_REGISTRY | capability::PEER_REPORT | capability::HOLDINGS
         } else {
@@ -299,9 +299,9 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         max_connections_per_shard,
         startup: std::sync::Barrier::new(shards),
         peers: p2p.then(|| {
-            Mutex::new(crate::peers::Registry::with_expiry(Duration::from_millis(
-                peer_expiry_ms,
-            )))
+            Mutex::new(crate::pure::registry::Registry::with_expiry(
+                Duration::from_millis(peer_expiry_ms),
+            ))
         }),
     });
     let listeners = Arc::new(Mutex::new(listeners));
@@ -613,9 +613,9 @@ async fn handle_connection(shard: Rc<Shard>, ctx: Ctx, mut stream: TcpStream) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _guard = OpenGuard(shard.clone());
     let _ = stream.set_nodelay(true);
-    // The kernel's send queue has a byte budget too (see `shard::budget`): a client
+    // The kernel's send queue has a byte budget too (see `node::budget`): a client
     // that stops reading makes this node hold at most this much unsent for it.
-    runtime::limit_unsent(stream.as_raw_fd(), crate::shard::budget::UNSENT_LIMIT);
+    runtime::limit_unsent(stream.as_raw_fd(), crate::node::budget::UNSENT_LIMIT);
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -636,11 +636,13 @@ async fn handle_connection(shard: Rc<Shard>, ctx: Ctx, mut stream: TcpStream) {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }
-        match crate::protocol::sniff(buf[0]) {
-            crate::protocol::Sniffed::Http => {
+        match crate::pure::protocol::sniff(buf[0]) {
+            crate::pure::protocol::Sniffed::Http => {
                 http::serve(shard, ctx, stream, buf, peer, local).await
             }
-            crate::protocol::Sniffed::Spp => spp::serve(shard, ctx, stream, buf, peer, local).await,
+            crate::pure::protocol::Sniffed::Spp => {
+                spp::serve(shard, ctx, stream, buf, peer, local).await
+            }
         }
     }
     .instrument(span)

@@ -13,15 +13,15 @@ use futures::stream::StreamExt;
 use futures_lite::io::{ReadHalf, WriteHalf};
 
 use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
-use crate::content::Content;
 use crate::metrics::ShardMetrics;
-use crate::protocol::session::{Event, Session, SessionConfig};
-use crate::protocol::{
+use crate::node::content::Content;
+use crate::node::shard::{BlockError, PinnedBlock, Shard, PIN_WAIT_TIMEOUT};
+use crate::pure::protocol::session::{Event, Session, SessionConfig};
+use crate::pure::protocol::{
     encode, encode_info_head, frame_type, limits, try_encode_data_header, Decoder, ErrorCode,
     ErrorFrame, Frame, Hello, Holds, Info, Locate, Location, Role, PROTOCOL_VERSION,
 };
 use crate::runtime::{self, TcpStream};
-use crate::shard::{BlockError, PinnedBlock, Shard, PIN_WAIT_TIMEOUT};
 
 /// What the reader hands the writer, in the order it must go out.
 enum Out {
@@ -59,7 +59,7 @@ struct ConnState {
     reader_waker: Option<std::task::Waker>,
 }
 
-impl crate::protocol::session::SessionFile for Content {
+impl crate::pure::protocol::session::SessionFile for Content {
     fn version(&self) -> u64 {
         Content::version(self)
     }
@@ -734,7 +734,7 @@ fn record_have(
     conn: &Conn<'_>,
     content: &Content,
     listen: SocketAddr,
-    ranges: &[crate::protocol::BlockRange],
+    ranges: &[crate::pure::protocol::BlockRange],
     replace: bool,
 ) {
     let Some(peers) = &conn.ctx.peers else { return };
@@ -755,14 +755,14 @@ fn record_have(
 /// Acts on a PeerReport the session let through (`-i`; a peer handed to this
 /// connection, listed for a file it opened, within the per-connection cap): the
 /// registry removes the peer and refuses it for a while if it lists it for the file
-/// (see `peers::Registry::report`).
+/// (see `pure::registry::Registry::report`).
 fn record_peer_report(
     conn: &Conn<'_>,
     content: &Content,
     reported: SocketAddr,
-    problem: crate::protocol::PeerProblem,
+    problem: crate::pure::protocol::PeerProblem,
 ) {
-    use crate::protocol::PeerProblem;
+    use crate::pure::protocol::PeerProblem;
     let Some(peers) = &conn.ctx.peers else { return };
     let m = conn.shard.m();
     ShardMetrics::add(
@@ -831,7 +831,7 @@ enum Job {
 /// Get boundaries: a client that asks for one block per Get (a cache filling itself)
 /// keeps as many disk reads or upstream fetches going as one that asks for long runs.
 /// Each block is pinned in the shard's budget from before it is produced until it is
-/// written (see `shard::budget`); a connection that holds pins without reading while
+/// written (see `node::budget`); a connection that holds pins without reading while
 /// the shard is short is shed.
 /// Frames up to this long are gathered with the ready ones after them into one send.
 const GATHER_FRAME_BYTES: usize = 4 * 1024;
@@ -1050,7 +1050,7 @@ fn block_error_answer(e: BlockError, idx: u64) -> (ErrorCode, String) {
             format!("block {idx} is not cached here, and this node will not fetch it for you"),
         ),
         BlockError::Upstream(u) => (
-            crate::content::Refusal::Upstream(u.clone()).spp_code(),
+            crate::node::content::Refusal::Upstream(u.clone()).spp_code(),
             format!("block {idx}: upstream: {u}"),
         ),
         BlockError::Busy => (

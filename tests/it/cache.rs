@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use p2pd::protocol::*;
+use p2pd::pure::protocol::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use p2pd::digest::DigestAlgo;
-use p2pd::protocol::*;
+use p2pd::pure::digest::DigestAlgo;
+use p2pd::pure::protocol::*;
 
 type Target = fn(&[u8]);
 

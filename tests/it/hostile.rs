@@ -36,8 +36,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use p2pd::digest::MAX_DIGEST_BYTES;
-use p2pd::protocol::*;
+use p2pd::pure::digest::MAX_DIGEST_BYTES;
+use p2pd::pure::protocol::*;
 
 use crate::harness::*;
 

@@ -6,7 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use p2pd::protocol::{BlockRange, ErrorCode, Frame, Have, Info, PeerProblem, PeerReport, Role};
+use p2pd::pure::protocol::{
+    BlockRange, ErrorCode, Frame, Have, Info, PeerProblem, PeerReport, Role,
+};
 
 use crate::harness::*;
 
@@ -295,7 +297,7 @@ fn rss_bytes(pid: u32) -> u64 {
 /// and the origin goes on serving.
 #[test]
 fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
-    use p2pd::protocol::{BlockRange, Frame, Have, Holds};
+    use p2pd::pure::protocol::{BlockRange, Frame, Have, Holds};
     let data = content(2 * 1024 * 1024, 2803);
     let net = subnet();
     let origin = origin_with(net, "f.bin", &data, &["-i"]);
@@ -345,7 +347,7 @@ fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
         rss_after / 1024
     );
     assert!(
-        known <= p2pd::peers::MAX_PEERS_PER_FILE as u64,
+        known <= p2pd::pure::registry::MAX_PEERS_PER_FILE as u64,
         "{known} peers kept"
     );
     assert!(known >= 200, "the newest peers are kept: {known}");
@@ -368,8 +370,8 @@ fn the_registry_holds_its_bounds_under_a_flood_of_reports() {
         .filter(|l| matches!(l.holds, Holds::Ranges(_)))
         .count();
     assert!(
-        peers <= p2pd::peers::MAX_PEERS_PER_ANSWER
-            && locs.len() <= p2pd::protocol::limits::MAX_LOCATIONS,
+        peers <= p2pd::pure::registry::MAX_PEERS_PER_ANSWER
+            && locs.len() <= p2pd::pure::protocol::limits::MAX_LOCATIONS,
         "{} locations, {peers} peers",
         locs.len()
     );
@@ -740,7 +742,7 @@ fn a_silent_peer_costs_one_attempt_and_is_reported() {
 /// while it fetched.
 #[test]
 fn evicted_blocks_stop_being_handed_out() {
-    use p2pd::protocol::Holds;
+    use p2pd::pure::protocol::Holds;
     let data = content(2 * 1024 * 1024, 2808);
     let net = subnet();
     let origin = origin_with(net, "long.mp4", &data, &["-i"]);

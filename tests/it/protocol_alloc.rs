@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::BytesMut;
-use p2pd::protocol::{frame_type, limits, Decoder};
+use p2pd::pure::protocol::{frame_type, limits, Decoder};
 use proptest::prelude::*;
 
 /// Forwards to the system allocator; on a thread that is measuring, remembers the

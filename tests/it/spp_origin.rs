@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use p2pd::digest::{DigestAlgo, MAX_DIGEST_BYTES};
-use p2pd::protocol::*;
+use p2pd::pure::digest::{DigestAlgo, MAX_DIGEST_BYTES};
+use p2pd::pure::protocol::*;
 
 use crate::harness::{self, *};
 

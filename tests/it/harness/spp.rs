@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
 use bytes::BytesMut;
-use p2pd::digest::MAX_DIGEST_BYTES;
-use p2pd::protocol::*;
+use p2pd::pure::digest::MAX_DIGEST_BYTES;
+use p2pd::pure::protocol::*;
 
 use super::connect_from;
 
