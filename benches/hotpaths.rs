@@ -11,9 +11,9 @@ use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use p2pd::disk::origin_index::FileIndex;
-use p2pd::node::shard::{mix64, owner_of};
 use p2pd::pure::digest::{DigestAlgo, ALL_ALGOS, MAX_DIGEST_BYTES};
 use p2pd::pure::lru::{BlockCache, BlockKey};
+use p2pd::pure::placement::{mix64, owner_of};
 use p2pd::pure::protocol::limits::MIN_BLOCK_BYTES;
 
 /// Block sizes an origin may plausibly publish with, from the protocol's minimum up.

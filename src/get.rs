@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::cli::GetConfig;
 use crate::pure::protocol::{ErrorCode, FileRef, Role};
 use crate::pure::sched::SourceClass;
+use crate::upstream::attempt::Deadlines;
 use crate::upstream::connection::FetchError;
 use crate::upstream::pool::{UpstreamConfig, UpstreamPool};
 use crate::upstream::range::{self, FetchReport, MultiError};
@@ -19,15 +20,7 @@ use crate::upstream::range::{self, FetchReport, MultiError};
 /// `--timeout`).
 const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Exit codes, so scripts can tell failures apart.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const NOT_FOUND: i32 = 3;
-    pub const CONNECT: i32 = 4;
-    pub const TIMEOUT: i32 = 5;
-    pub const INTEGRITY: i32 = 6;
-}
+pub use crate::error::exit;
 
 pub struct Target {
     pub file: FileRef,
@@ -60,19 +53,6 @@ pub fn resolve(url: &str) -> Result<Target, String> {
         addrs,
         url: url.to_string(),
     })
-}
-
-fn exit_code(e: &FetchError) -> i32 {
-    match e {
-        FetchError::Remote {
-            code: ErrorCode::NotFound,
-            ..
-        } => exit::NOT_FOUND,
-        FetchError::Connect { .. } => exit::CONNECT,
-        FetchError::Timeout { .. } => exit::TIMEOUT,
-        FetchError::Digest { .. } => exit::INTEGRITY,
-        _ => exit::FAILED,
-    }
 }
 
 /// Runs the command; returns the process exit code after printing one line on failure.
@@ -181,7 +161,7 @@ impl Sink {
 async fn fetch(cfg: GetConfig, target: Target) -> Result<(u64, FetchReport), (String, i32)> {
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let fail = |e: FetchError| {
-        let code = exit_code(&e);
+        let code = e.exit_code();
         let msg = match &e {
             FetchError::Remote {
                 code: ErrorCode::NotFound,
@@ -242,7 +222,7 @@ async fn fetch(cfg: GetConfig, target: Target) -> Result<(u64, FetchReport), (St
         &file,
         &sources,
         0..total,
-        sched,
+        (sched, Deadlines::new(timeout, sources.len() > 1)),
         |_, b| {
             sink.write(&b)
                 .map_err(|e| format!("cannot write output: {e}"))?;

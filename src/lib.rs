@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod disk;
 pub mod entry;
+pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod get;

@@ -1147,7 +1147,7 @@ fn session_frame(inp: &mut Input<'_>, handles: u32) -> Option<Frame> {
 /// a close, and the per-connection bounds (outstanding requests, handles, handed-out
 /// peers, counted reports) hold after every step.
 pub fn spp_session(data: &[u8]) {
-    use crate::node::content::Refusal;
+    use crate::error::Refusal;
     use crate::pure::protocol::session::{
         Event, Session, SessionConfig, MAX_HANDED_OUT, MAX_HANDLES_PER_CONNECTION,
         MAX_REPORTS_PER_CONNECTION,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use crate::node::cache::CachedFile;
 use crate::node::origin::publisher::FileEntry;
 use crate::pure::digest::DigestAlgo;
-use crate::pure::protocol::ErrorCode;
 
 /// A served file. Cloning copies a pointer.
 #[derive(Clone, Debug)]
@@ -118,85 +117,6 @@ impl Content {
             (Content::Published(a), Content::Published(b)) => Arc::ptr_eq(a, b),
             (Content::Cached(a), Content::Cached(b)) => Arc::ptr_eq(a, b),
             _ => false,
-        }
-    }
-}
-
-/// How an upstream failed, as far as the downstream needs to know: what to answer
-/// (SPP error code, HTTP status) and whether trying again later may help.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
-    /// No connection could be made, or it broke.
-    Unreachable,
-    /// The upstream did not answer in time.
-    TimedOut,
-    /// The upstream refused us (forbidden, not cached there).
-    Refused,
-    /// The upstream does not have the file.
-    NotFound,
-    /// Anything else: bad data, protocol errors, internal errors upstream.
-    Failed,
-}
-
-/// An upstream failure with a message for logs and error bodies.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct UpstreamError {
-    pub kind: UpstreamErrorKind,
-    pub message: String,
-}
-
-/// Why a file cannot be served to a requester: one type for both servers, which turn
-/// it into an SPP error code or an HTTP status.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The requester may not have it (`-A`, or not allowed to make this node fetch).
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    /// Not held here, and this node will not fetch it for this requester.
-    #[error("not cached here: {0}")]
-    NotCached(String),
-    /// Try again later (indexing, limits).
-    #[error("busy: {0}")]
-    Busy(String),
-    #[error("upstream: {0}")]
-    Upstream(UpstreamError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl Refusal {
-    /// The SPP error code for this refusal.
-    pub fn spp_code(&self) -> ErrorCode {
-        match self {
-            Refusal::NotFound(_) => ErrorCode::NotFound,
-            Refusal::Forbidden(_) => ErrorCode::Forbidden,
-            Refusal::NotCached(_) => ErrorCode::NotCachedHere,
-            Refusal::Busy(_) => ErrorCode::Busy,
-            Refusal::Upstream(u) => match u.kind {
-                UpstreamErrorKind::Refused => ErrorCode::Forbidden,
-                UpstreamErrorKind::NotFound => ErrorCode::NotFound,
-                _ => ErrorCode::UpstreamFailed,
-            },
-            Refusal::Internal(_) => ErrorCode::Internal,
-        }
-    }
-
-    /// The HTTP status for this refusal (a proxy's: 502/504 for upstream trouble).
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Refusal::NotFound(_) => 404,
-            Refusal::Forbidden(_) | Refusal::NotCached(_) => 403,
-            Refusal::Busy(_) => 503,
-            Refusal::Upstream(u) => match u.kind {
-                UpstreamErrorKind::Refused => 403,
-                UpstreamErrorKind::NotFound => 404,
-                UpstreamErrorKind::TimedOut => 504,
-                UpstreamErrorKind::Unreachable | UpstreamErrorKind::Failed => 502,
-            },
-            Refusal::Internal(_) => 500,
         }
     }
 }

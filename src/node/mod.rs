@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod cache;
 pub mod content;
+pub mod inbox;
 pub mod origin;
 pub mod router;
 pub mod shard;

@@ -6,16 +6,15 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::disk::FileKey;
+use crate::error::{BlockError, Refusal};
 use crate::node::cache::CachedFile;
-use crate::node::content::{Content, Refusal};
-use crate::node::shard::{BlockError, Shard};
+use crate::node::content::Content;
 use crate::pure::protocol::{FileRef, PeerProblem};
 use crate::runtime::{self, Full, MeshBuilder, Receivers, Senders};
 
@@ -208,80 +207,35 @@ impl Router {
             .await
     }
 
-    /// Starts one task per peer that serves its requests and delivers its answers.
-    pub fn serve(shard: Rc<Shard>, mut receivers: Receivers<RouterMsg>) {
-        for (_peer, rx) in receivers.streams() {
-            let shard = shard.clone();
-            runtime::spawn_detached(async move {
-                while let Some(msg) = rx.recv().await {
-                    match msg {
-                        RouterMsg::Read {
-                            req,
-                            from,
-                            content,
-                            index,
-                            may_fetch,
-                        } => {
-                            answer(&shard, from, async move |shard: Rc<Shard>| {
-                                let result = shard.local_block(content, index, may_fetch).await;
-                                RouterMsg::Done { req, result }
-                            });
-                        }
-                        RouterMsg::Done { req, result } => {
-                            if let Some(tx) = shard.router.pending.borrow_mut().remove(&req) {
-                                let _ = tx.send(result);
-                            }
-                        }
-                        RouterMsg::Lookup {
-                            req,
-                            from,
-                            key,
-                            may_fetch,
-                        } => {
-                            answer(&shard, from, async move |shard: Rc<Shard>| {
-                                let result = shard.local_lookup(key, may_fetch).await;
-                                RouterMsg::LookupDone { req, result }
-                            });
-                        }
-                        RouterMsg::LookupDone { req, result } => {
-                            if let Some(tx) = shard.router.lookups.borrow_mut().remove(&req) {
-                                let _ = tx.send(result);
-                            }
-                        }
-                        RouterMsg::Ping { req, from } => {
-                            answer(&shard, from, async move |_| RouterMsg::Pong { req });
-                        }
-                        RouterMsg::Pong { req } => {
-                            if let Some(tx) = shard.router.pings.borrow_mut().remove(&req) {
-                                let _ = tx.send(Ok(()));
-                            }
-                        }
-                        RouterMsg::Stall { ms } => {
-                            std::thread::sleep(std::time::Duration::from_millis(ms));
-                        }
-                        RouterMsg::ReportPeer {
-                            to,
-                            file,
-                            version,
-                            peer,
-                            problem,
-                        } => shard.report_peer_here(to, &file, version, peer, problem),
-                    }
+    /// Takes an answer to one of this shard's requests (a block, a lookup, a pong) to
+    /// the request that waits for it; hands anything else (a request from another
+    /// shard) back to the caller, the shard's inbox.
+    pub fn settle(&self, msg: RouterMsg) -> Option<RouterMsg> {
+        match msg {
+            RouterMsg::Done { req, result } => {
+                if let Some(tx) = self.pending.borrow_mut().remove(&req) {
+                    let _ = tx.send(result);
                 }
-            });
+                None
+            }
+            RouterMsg::LookupDone { req, result } => {
+                if let Some(tx) = self.lookups.borrow_mut().remove(&req) {
+                    let _ = tx.send(result);
+                }
+                None
+            }
+            RouterMsg::Pong { req } => {
+                if let Some(tx) = self.pings.borrow_mut().remove(&req) {
+                    let _ = tx.send(Ok(()));
+                }
+                None
+            }
+            request => Some(request),
         }
     }
-}
 
-/// Serves one request on its own task and sends what `work` produces back to shard
-/// `from`, so a slow request never holds up the others from that shard.
-fn answer<F>(shard: &Rc<Shard>, from: usize, work: F)
-where
-    F: AsyncFnOnce(Rc<Shard>) -> RouterMsg + 'static,
-{
-    let shard = shard.clone();
-    runtime::spawn_detached(async move {
-        let reply = work(shard.clone()).await;
-        let _ = shard.router.senders.send_to(from, reply).await;
-    });
+    /// Sends `msg` to shard `to` (an answer to its request).
+    pub async fn reply(&self, to: usize, msg: RouterMsg) {
+        let _ = self.senders.send_to(to, msg).await;
+    }
 }

@@ -12,18 +12,17 @@ use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use futures::stream::{Stream, StreamExt};
 
 use super::budget;
-use super::cache;
-use super::content::{Content, UpstreamError};
+use super::cache::CacheRole;
+use super::content::Content;
+use super::origin::reads::OriginRole;
+use super::router::Router;
+pub use crate::error::BlockError;
 use crate::metrics::{Metrics, ShardMetrics};
-use crate::node::origin::publisher::{FileEntry, Publisher};
-use crate::node::router::Router;
 use crate::pure::lru::{BlockCache, BlockKey};
+use crate::pure::placement::owner_of;
 use crate::pure::ratelimit::TokenBucket;
-use crate::runtime::{self, BlockFile};
+use crate::runtime;
 
-/// Consecutive blocks kept on one shard, so read-ahead from disk stays sequential while
-/// a single hot title still spreads over every core.
-pub const STRIPE_BLOCKS: u64 = 4;
 /// Blocks a connection of an origin produces ahead of the one it is writing, at most;
 /// fewer when they would be over [`READAHEAD_BYTES`].
 pub const READAHEAD_BLOCKS: usize = 4;
@@ -35,8 +34,6 @@ pub const CACHE_READAHEAD_BLOCKS: usize = 8;
 pub const READAHEAD_BYTES: u64 = 1 << 20;
 /// The same on a cache.
 pub const CACHE_READAHEAD_BYTES: u64 = 2 << 20;
-/// Open media files kept per shard.
-pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
 /// Blocks one shard produces at once at most (disk reads, upstream fetches). Each
 /// runs in its own task to its end or its deadline, whether or not anyone still waits
 /// for it, so requesters that hang up cannot leave work behind without bound: beyond
@@ -45,51 +42,7 @@ pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
 /// one shard at once).
 pub const MAX_INFLIGHT_BLOCKS_PER_SHARD: usize = 4096;
 
-/// Why a block could not be produced.
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BlockError {
-    #[error("read failed: {0}")]
-    Io(String),
-    /// The bytes on disk no longer match the published digest (file changed).
-    #[error("content changed on disk")]
-    Changed,
-    #[error("shard unavailable")]
-    ShardGone,
-    /// A cache does not hold the block and the requester may not make it fetch.
-    #[error("not cached here")]
-    NotCached,
-    /// A cache could not get the block from its upstream.
-    #[error("{0}")]
-    Upstream(UpstreamError),
-    /// The shard already produces [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] blocks: try later.
-    #[error("busy: {MAX_INFLIGHT_BLOCKS_PER_SHARD} blocks already in production on this shard")]
-    Busy,
-}
-
 pub use crate::upstream::verify_block;
-
-/// The shard that owns block `index` of file `file_id`.
-pub fn owner_of(file_id: u64, index: u64, shards: usize) -> usize {
-    let stripe = index / STRIPE_BLOCKS;
-    (mix64(file_id ^ stripe.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % shards as u64) as usize
-}
-
-/// splitmix64's finaliser: cheap, and spreads consecutive stripes evenly.
-pub fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// How blocks are read from published files.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ReadPolicy {
-    /// `--verify-reads`: hash every block read from disk (otherwise the file's
-    /// identity is checked against its index on every read).
-    pub verify: bool,
-    /// `--buffered-reads`: page-cache reads instead of direct I/O.
-    pub buffered: bool,
-}
 
 /// Most time a connection waits for room in the shard's pinned-bytes budget.
 pub const PIN_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -113,18 +66,15 @@ struct Production {
 
 /// What a shard does besides streaming: publish (origin) or cache (SCC, LHC).
 pub enum ShardRole {
-    Origin {
-        publisher: Publisher,
-        reads: ReadPolicy,
-    },
-    Cache(Box<cache::Fill>),
+    Origin(Rc<OriginRole>),
+    Cache(Rc<CacheRole>),
 }
 
 pub struct Shard {
     pub id: usize,
     pub shards: usize,
     pub metrics: Metrics,
-    pub router: Router,
+    pub router: Rc<Router>,
     pub role: ShardRole,
     cache: RefCell<BlockCache>,
     /// One production (disk read, upstream fetch) per missing block, however many
@@ -132,7 +82,6 @@ pub struct Shard {
     /// ends. At most [`MAX_INFLIGHT_BLOCKS_PER_SHARD`] entries.
     inflight: RefCell<HashMap<BlockKey, Production>>,
     next_production: std::cell::Cell<u64>,
-    files: RefCell<HashMap<(u64, u64), Rc<BlockFile>>>,
     /// `--upload-rate`, this shard's share: file data sent over SPP and HTTP.
     upload: Option<RefCell<TokenBucket>>,
     /// Block bytes this shard's connection writers may hold (see `budget`).
@@ -156,7 +105,7 @@ impl Shard {
         shards: usize,
         cache_bytes: u64,
         metrics: Metrics,
-        router: Router,
+        router: Rc<Router>,
         role: ShardRole,
         upload_rate_bytes_per_s: Option<u64>,
         block_size_bytes: u32,
@@ -171,7 +120,6 @@ impl Shard {
             cache: RefCell::new(BlockCache::new(cache_bytes)),
             inflight: RefCell::new(HashMap::new()),
             next_production: std::cell::Cell::new(0),
-            files: RefCell::new(HashMap::new()),
             upload: upload_rate_bytes_per_s
                 .map(|rate| RefCell::new(TokenBucket::new(rate, Instant::now()))),
         })
@@ -205,7 +153,7 @@ impl Shard {
     /// they stay within [`READAHEAD_BYTES`] ([`CACHE_READAHEAD_BYTES`]); one at least.
     pub fn readahead_window(&self, block_size: u32) -> usize {
         let (blocks, bytes) = match self.role {
-            ShardRole::Origin { .. } => (READAHEAD_BLOCKS, READAHEAD_BYTES),
+            ShardRole::Origin(_) => (READAHEAD_BLOCKS, READAHEAD_BYTES),
             ShardRole::Cache(_) => (CACHE_READAHEAD_BLOCKS, CACHE_READAHEAD_BYTES),
         };
         let fit = bytes / u64::from(block_size.max(1));
@@ -307,7 +255,7 @@ impl Shard {
             let inflight = self.inflight.borrow();
             if inflight.len() >= MAX_INFLIGHT_BLOCKS_PER_SHARD && !inflight.contains_key(&key) {
                 ShardMetrics::add(&self.m().productions_refused, 1);
-                return Err(BlockError::Busy);
+                return Err(BlockError::Busy(MAX_INFLIGHT_BLOCKS_PER_SHARD));
             }
         }
         ShardMetrics::add(&self.m().memory_cache_misses, 1);
@@ -361,104 +309,22 @@ impl Shard {
         index: u64,
         may_fetch: bool,
     ) -> LocalBoxFuture<'static, Result<Bytes, BlockError>> {
-        let me = self.clone();
-        match content.clone() {
-            Content::Published(entry) => async move { me.load(&entry, index).await }.boxed_local(),
-            Content::Cached(file) => me.fill_block(file, index, may_fetch).boxed_local(),
+        match (&self.role, content.clone()) {
+            (ShardRole::Origin(origin), Content::Published(entry)) => {
+                let origin = origin.clone();
+                async move { origin.load(&entry, index).await }.boxed_local()
+            }
+            (ShardRole::Cache(cache), Content::Cached(file)) => cache
+                .clone()
+                .fill_block(file, index, may_fetch)
+                .boxed_local(),
+            // A node has one role and makes its Content itself (`Context::resolve`),
+            // so the pairs above are the only ones that occur.
+            (_, content) => {
+                let name = content.name().to_string();
+                async move { Err(BlockError::Io(format!("{name}: content of another role"))) }
+                    .boxed_local()
+            }
         }
-    }
-
-    /// The publisher, on an origin.
-    pub fn publisher(&self) -> Option<&Publisher> {
-        match &self.role {
-            ShardRole::Origin { publisher, .. } => Some(publisher),
-            ShardRole::Cache(_) => None,
-        }
-    }
-
-    fn reads(&self) -> ReadPolicy {
-        match &self.role {
-            ShardRole::Origin { reads, .. } => *reads,
-            ShardRole::Cache(_) => ReadPolicy::default(),
-        }
-    }
-
-    async fn open_file(&self, entry: &FileEntry) -> Result<Rc<BlockFile>, BlockError> {
-        let k = (entry.file_id, entry.version());
-        if let Some(f) = self.files.borrow().get(&k) {
-            return Ok(f.clone());
-        }
-        let f = Rc::new(
-            BlockFile::open(&entry.abs_path, !self.reads().buffered)
-                .await
-                .map_err(|e| BlockError::Io(e.to_string()))?,
-        );
-        let mut files = self.files.borrow_mut();
-        if files.len() >= MAX_OPEN_FILES_PER_SHARD {
-            // Dropping an Rc closes the file once no read uses it any more.
-            files.clear();
-        }
-        files.insert(k, f.clone());
-        Ok(f)
-    }
-
-    /// Reads a block from disk, making sure it is the content the index vouches for:
-    /// the open file must still be the indexed one (same size, modification time and
-    /// inode, checked on every read, so a file edited in place is caught here), and
-    /// with `--verify-reads` the block must also match its digest.
-    async fn load(&self, entry: &FileEntry, index: u64) -> Result<Bytes, BlockError> {
-        let file = self.open_file(entry).await?;
-        let len = entry.index.block_len(index);
-        let offset = entry.index.geometry().block_offset(index);
-        let data = file
-            .read_block(offset, len)
-            .await
-            .map_err(|e| BlockError::Io(e.to_string()))?;
-        ShardMetrics::add(&self.m().disk_read_bytes, data.len() as u64);
-        // The identity is taken after the read: a write that raced with it has already
-        // moved the modification time.
-        let same_file = file.source_stat().is_ok_and(|now| now == entry.index.stat);
-        if data.len() != len || !same_file {
-            tracing::warn!(path = %entry.rel_path, block = index, "published file changed on disk; re-indexing");
-            return Err(self.changed(entry));
-        }
-        if self.reads().verify
-            && !verify_block(entry.index.algo, &data, entry.index.digest(index)).await
-        {
-            ShardMetrics::add(&self.m().digest_failures, 1);
-            tracing::warn!(path = %entry.rel_path, block = index, "block on disk does not match its digest; re-indexing");
-            return Err(self.changed(entry));
-        }
-        Ok(data)
-    }
-
-    /// Forgets the open file of a changed entry and asks for it to be re-indexed.
-    fn changed(&self, entry: &FileEntry) -> BlockError {
-        self.files
-            .borrow_mut()
-            .remove(&(entry.file_id, entry.version()));
-        if let Some(p) = self.publisher() {
-            p.report_stale(&entry.rel_path, entry.version());
-        }
-        BlockError::Changed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_spreads_stripes_over_shards() {
-        let mut counts = [0usize; 4];
-        for i in 0..4000 {
-            counts[owner_of(42, i, 4)] += 1;
-        }
-        for c in counts {
-            assert!(c > 700, "{counts:?}");
-        }
-        // A stripe stays on one shard.
-        assert_eq!(owner_of(7, 0, 8), owner_of(7, STRIPE_BLOCKS - 1, 8));
-        assert_eq!(owner_of(7, 5, 1), 0);
     }
 }

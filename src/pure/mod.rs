@@ -7,6 +7,7 @@ pub mod geometry;
 pub mod http;
 pub mod lru;
 pub mod pathsafe;
+pub mod placement;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;

@@ -18,12 +18,14 @@ use tracing::Instrument;
 use crate::cli::{CacheConfig, HostPort, NodeRole, ServeConfig};
 use crate::disk::cache_dir::StoreDir;
 use crate::disk::FileKey;
+use crate::error::{Refusal, UpstreamError, UpstreamErrorKind};
 use crate::metrics::{Metrics, ShardMetrics};
-use crate::node::cache::{CachedFile, Fill, FillConfig};
-use crate::node::content::{Content, Refusal};
+use crate::node::cache::{CacheRole, CacheRoleConfig, CachedFile};
+use crate::node::content::Content;
 use crate::node::origin::publisher::{default_index_dir, LookupError, PublishConfig, Publisher};
+use crate::node::origin::reads::{OriginRole, ReadPolicy};
 use crate::node::router::{self, Router};
-use crate::node::shard::{ReadPolicy, Shard, ShardRole};
+use crate::node::shard::{Shard, ShardRole};
 use crate::pure::protocol::Role;
 use crate::runtime::{self, TcpListener, TcpStream};
 use crate::upstream::pool::UpstreamConfig;
@@ -69,7 +71,7 @@ pub enum RoleContext {
     Cache {
         /// Holds the cache directory's lock for the life of the process.
         _store: StoreDir,
-        fill: Arc<FillConfig>,
+        fill: Arc<CacheRoleConfig>,
         /// `-n`: requesters that may make this node fetch (empty on an LHC).
         subnets: Vec<ipnet::IpNet>,
         /// Files found in the store at start-up, handed to the shards once.
@@ -118,9 +120,9 @@ impl Context {
         path: &str,
         may_fetch: bool,
     ) -> Result<Content, Refusal> {
-        match &self.role {
-            RoleContext::Origin { publisher } => {
-                match runtime::timeout(INDEX_WAIT_TIMEOUT, publisher.lookup(path)).await {
+        match &shard.role {
+            ShardRole::Origin(origin) => {
+                match runtime::timeout(INDEX_WAIT_TIMEOUT, origin.publisher.lookup(path)).await {
                     Ok(Ok(e)) => Ok(Content::Published(e)),
                     Ok(Err(LookupError::NotFound)) => Err(Refusal::NotFound(path.to_string())),
                     Ok(Err(LookupError::Busy)) => Err(Refusal::Busy("indexer busy, retry".into())),
@@ -128,12 +130,12 @@ impl Context {
                     Err(_) => Err(Refusal::Busy("file is still being indexed, retry".into())),
                 }
             }
-            RoleContext::Cache { .. } => {
+            ShardRole::Cache(cache) => {
                 let key = FileKey::new(host, port, path);
-                match runtime::timeout(LOOKUP_TIMEOUT, shard.lookup_cached(key, may_fetch)).await {
+                match runtime::timeout(LOOKUP_TIMEOUT, cache.lookup(key, may_fetch)).await {
                     Ok(r) => r.map(Content::Cached),
-                    Err(_) => Err(Refusal::Upstream(crate::node::content::UpstreamError {
-                        kind: crate::node::content::UpstreamErrorKind::TimedOut,
+                    Err(_) => Err(Refusal::Upstream(UpstreamError {
+                        kind: UpstreamErrorKind::TimedOut,
                         message: "the upstream did not describe the file in time".into(),
                     })),
                 }
@@ -412,7 +414,7 @@ fn start_cache(
         own_addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
         own_addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
     }
-    let fill = Arc::new(FillConfig {
+    let fill = Arc::new(CacheRoleConfig {
         dir: store.path().to_path_buf(),
         parent,
         info_ttl: Duration::from_millis(config.info_ttl_ms),
@@ -462,19 +464,37 @@ async fn shard_main(
 ) -> Result<(), String> {
     let (id, router, receivers) = Router::join(mesh).await?;
     let cache_bytes = ctx.config.memory_cache_bytes / ctx.config.threads as u64;
+    let router = Rc::new(router);
+    let threads = ctx.config.threads;
     let role = match &ctx.role {
-        RoleContext::Origin { publisher } => ShardRole::Origin {
-            publisher: publisher.clone(),
-            reads: ReadPolicy {
+        RoleContext::Origin { publisher } => ShardRole::Origin(Rc::new(OriginRole::new(
+            publisher.clone(),
+            ReadPolicy {
                 verify: ctx.config.verify_reads,
                 buffered: ctx.config.buffered_reads,
             },
-        },
-        RoleContext::Cache { fill, .. } => ShardRole::Cache(Box::new(Fill::new(fill.clone()))),
+            id,
+            ctx.metrics.clone(),
+        ))),
+        RoleContext::Cache { fill, stored, .. } => {
+            if let Err(e) = runtime::settle_direct_io(&fill.dir).await {
+                tracing::warn!(dir = %fill.dir.display(), error = %e, "cannot probe direct I/O in the cache directory");
+            }
+            let cache = Rc::new(CacheRole::new(
+                fill.clone(),
+                id,
+                threads,
+                ctx.metrics.clone(),
+                router.clone(),
+            ));
+            cache.adopt_stored(stored).await;
+            runtime::spawn_detached(cache.clone().housekeeping());
+            ShardRole::Cache(cache)
+        }
     };
     let shard = Shard::new(
         id,
-        ctx.config.threads,
+        threads,
         cache_bytes,
         ctx.metrics.clone(),
         router,
@@ -482,22 +502,15 @@ async fn shard_main(
         // Each shard sends its share of the node's rate.
         ctx.config
             .upload_rate_bytes_per_s
-            .map(|r| (r / ctx.config.threads as u64).max(1)),
+            .map(|r| (r / threads as u64).max(1)),
         ctx.config.block_size_bytes,
     );
-    if let RoleContext::Cache { stored, fill, .. } = &ctx.role {
-        if let Err(e) = runtime::settle_direct_io(&fill.dir).await {
-            tracing::warn!(dir = %fill.dir.display(), error = %e, "cannot probe direct I/O in the cache directory");
-        }
-        shard.adopt_stored(stored).await;
-        runtime::spawn_detached(shard.clone().housekeeping());
-    }
     // No shard serves a request before every shard has taken its part of the store:
     // a lookup reaching a metadata owner that has not yet adopted its files would
     // start their versions afresh, losing what the store held. Every shard has joined
     // the mesh already, so none waits here for one that cannot arrive.
     ctx.startup.wait();
-    Router::serve(shard.clone(), receivers);
+    crate::node::inbox::serve(shard.clone(), receivers);
     if id == 0 && ctx.peers.is_some() {
         // One shard forgets the peers that stopped reporting.
         let ctx = ctx.clone();

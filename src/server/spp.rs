@@ -15,7 +15,7 @@ use futures_lite::io::{ReadHalf, WriteHalf};
 use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::metrics::ShardMetrics;
 use crate::node::content::Content;
-use crate::node::shard::{BlockError, PinnedBlock, Shard, PIN_WAIT_TIMEOUT};
+use crate::node::shard::{PinnedBlock, Shard, ShardRole, PIN_WAIT_TIMEOUT};
 use crate::pure::protocol::session::{Event, Session, SessionConfig};
 use crate::pure::protocol::{
     encode, encode_info_head, frame_type, limits, try_encode_data_header, Decoder, ErrorCode,
@@ -677,13 +677,14 @@ async fn locate(
         role: ctx.spp_role(),
         holds: Holds::All,
     });
-    let mut locations = match content {
-        Content::Published(_) => me.into_iter().collect(),
-        Content::Cached(file) => {
-            shard
-                .cache_locations(file, me, first_block, block_count, may_fetch)
+    let mut locations = match (&shard.role, content) {
+        (ShardRole::Cache(cache), Content::Cached(file)) => {
+            cache
+                .locations(file, me, first_block, block_count, may_fetch)
                 .await
         }
+        // An origin (or a mirror, below) serves all of a published file.
+        _ => me.into_iter().collect(),
     };
     // `-l` nodes serve every file (mirrors, or caches that fetch recursively).
     for m in &ctx.mirrors {
@@ -1018,7 +1019,7 @@ async fn writer_loop(
                     Some(Err(e)) => {
                         // The rest of this Get is not produced or sent.
                         state.borrow_mut().session.get_failed(req_id);
-                        let (code, msg) = block_error_answer(e.clone(), idx);
+                        let (code, msg) = e.clone().spp_answer(idx);
                         writer
                             .write(&mut wr, &[&error_frame(req_id, code, msg)], WRITE_TIMEOUT)
                             .await
@@ -1036,27 +1037,4 @@ async fn writer_loop(
         }
     }
     let _ = futures_lite::AsyncWriteExt::close(&mut wr).await;
-}
-
-/// The SPP error that ends a Get whose block `idx` could not be produced.
-fn block_error_answer(e: BlockError, idx: u64) -> (ErrorCode, String) {
-    match e {
-        BlockError::Changed => (
-            ErrorCode::VersionChanged,
-            "the file changed on the origin; ask for its info again".to_string(),
-        ),
-        BlockError::NotCached => (
-            ErrorCode::NotCachedHere,
-            format!("block {idx} is not cached here, and this node will not fetch it for you"),
-        ),
-        BlockError::Upstream(u) => (
-            crate::node::content::Refusal::Upstream(u.clone()).spp_code(),
-            format!("block {idx}: upstream: {u}"),
-        ),
-        BlockError::Busy => (
-            ErrorCode::Busy,
-            format!("block {idx}: {}", BlockError::Busy),
-        ),
-        other => (ErrorCode::Internal, other.to_string()),
-    }
 }

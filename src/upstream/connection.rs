@@ -19,43 +19,7 @@ use crate::runtime::{self, TcpStream};
 /// Bytes read from the socket per call; a Data frame needs up to a block plus header.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
-/// Why a fetch failed, with where it came from, so callers can decide to retry
-/// elsewhere (upstream faults) or give up (the file does not exist).
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("timed out after {ms} ms waiting for {what} from {addr}")]
-    Timeout {
-        addr: SocketAddr,
-        what: &'static str,
-        ms: u64,
-    },
-    #[error("{addr} answered: {code}: {message}")]
-    Remote {
-        addr: SocketAddr,
-        code: ErrorCode,
-        message: String,
-    },
-    #[error("{addr} broke the protocol: {message}")]
-    Protocol { addr: SocketAddr, message: String },
-    #[error("{addr} closed the connection")]
-    Closed { addr: SocketAddr },
-    #[error("block {block} from {addr} failed its {algo} digest check")]
-    Digest {
-        addr: SocketAddr,
-        block: u64,
-        algo: &'static str,
-    },
-    #[error("connection to {addr} failed: {source}")]
-    Io {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
+pub use crate::error::{FetchError, CONNECT_WHAT};
 
 /// A file as the upstream described it.
 #[derive(Debug, Clone)]
@@ -203,9 +167,6 @@ pub struct Connection {
     /// The capability bits of the remote's Hello.
     pub remote_capabilities: u32,
 }
-
-/// What a [`FetchError::Timeout`] names when the connection itself was not made.
-pub const CONNECT_WHAT: &str = "the connection";
 
 impl Connection {
     /// Connects and exchanges Hellos.

@@ -3,6 +3,7 @@
 //! share; [`range`] drives a block range over several sources at once, with
 //! [`crate::pure::sched`] deciding which source gets which block.
 
+pub mod attempt;
 pub mod connection;
 pub mod pool;
 pub mod range;

@@ -14,10 +14,11 @@ use futures::channel::oneshot;
 use futures::future::{self, Either, FutureExt, LocalBoxFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use super::attempt::{self, Deadlines, Expected};
 use super::connection::{FetchError, RemoteFile};
 use super::pool::UpstreamPool;
 use crate::pure::protocol::{ErrorCode, FileRef, Holds, PeerProblem, Role};
-use crate::pure::sched::{Assignment, Failure, SchedConfig, Scheduler, SourceClass, SourceId};
+use crate::pure::sched::{Assignment, SchedConfig, Scheduler, SourceClass, SourceId};
 use crate::runtime;
 
 /// Block bytes the window ahead of the playback position may hold at most (blocks
@@ -185,39 +186,6 @@ pub async fn discover(
 /// What a request brought back.
 type Outcome = (Assignment, Instant, Result<Bytes, FetchError>);
 
-/// How a failed block request counts for its source (for the scheduler).
-pub fn failure_kind(e: &FetchError) -> Failure {
-    match e {
-        FetchError::Remote { code, .. } => match code {
-            ErrorCode::NotCachedHere | ErrorCode::NotFound | ErrorCode::Forbidden => {
-                Failure::NotHeld
-            }
-            // Another version there: nothing it has is of use for this one.
-            ErrorCode::VersionChanged => Failure::BadBlock,
-            _ => Failure::Error,
-        },
-        FetchError::Connect { .. } | FetchError::Closed { .. } | FetchError::Io { .. } => {
-            Failure::Closed
-        }
-        FetchError::Timeout { .. } => Failure::Error,
-        FetchError::Protocol { .. } | FetchError::Digest { .. } => Failure::BadBlock,
-    }
-}
-
-/// Whether a failed request shows the source cannot be reached at all (worth a
-/// PeerReport when the source is a peer someone handed out): the connection could
-/// not be made, or not in time.
-pub fn unreachable(e: &FetchError) -> bool {
-    matches!(
-        e,
-        FetchError::Connect { .. }
-            | FetchError::Timeout {
-                what: super::connection::CONNECT_WHAT,
-                ..
-            }
-    )
-}
-
 /// Fetches blocks `range` of `file` from `sources` and calls `deliver` with each one,
 /// verified, in order. Returns when every block was delivered, or with why not.
 pub async fn fetch_blocks(
@@ -226,7 +194,7 @@ pub async fn fetch_blocks(
     file: &RemoteFile,
     sources: &[Located],
     range: std::ops::Range<u64>,
-    cfg: SchedConfig,
+    (cfg, deadlines): (SchedConfig, Deadlines),
     mut deliver: impl FnMut(u64, Bytes) -> Result<(), String>,
 ) -> Result<FetchReport, MultiError> {
     let mut sched = Scheduler::new(cfg, range.start, range.end.min(file.block_count()));
@@ -278,14 +246,23 @@ pub async fn fetch_blocks(
         for a in sched.assign(now) {
             let (tx, rx) = oneshot::channel::<()>();
             cancels.insert((a.block, a.source), tx);
-            let addr = addrs[a.source];
+            let source = &sources[a.source];
             let version = file.version;
-            let fref = fref.clone();
+            let expected = Expected {
+                len: file.block_len(a.block),
+                algo: file.algo,
+                digest: file.digest(a.block),
+            };
             let fut = async move {
-                let req = async {
-                    let up = pool.get(addr).await?;
-                    up.block(&fref, version, a.block).await
-                };
+                let req = attempt::one_block(
+                    pool,
+                    (source.addr, source.class),
+                    fref,
+                    version,
+                    a.block,
+                    expected,
+                    deadlines,
+                );
                 match future::select(req.boxed_local(), rx).await {
                     Either::Left((r, _)) => Some((a, Instant::now(), r)),
                     // Cancelled: another source delivered the block, or it stalled.
@@ -318,27 +295,9 @@ pub async fn fetch_blocks(
             continue;
         }
         let addr = addrs[a.source];
+        let class = sources[a.source].class;
         match result {
             Ok(data) => {
-                let ok = data.len() == file.block_len(a.block)
-                    && super::verify_block(file.algo, &data, file.digest(a.block)).await;
-                if !ok {
-                    report.bad_blocks += 1;
-                    last_error = format!(
-                        "block {} from {addr} failed its {} digest check",
-                        a.block,
-                        file.algo.name()
-                    );
-                    last_was_digest = true;
-                    tracing::warn!(source = %addr, block = a.block, "block failed its digest check; the source is dropped for this file");
-                    if sources[a.source].class == SourceClass::Peer {
-                        running.push(report_peer(addr, PeerProblem::BadData));
-                    }
-                    for c in sched.on_failure(a.source, a.block, Failure::BadBlock) {
-                        cancel(&mut cancels, &c);
-                    }
-                    continue;
-                }
                 let bytes = data.len() as u64;
                 for c in sched.on_verified(a.source, a.block, bytes, at, Instant::now()) {
                     cancel(&mut cancels, &c);
@@ -369,13 +328,20 @@ pub async fn fetch_blocks(
                 }
             }
             Err(e) => {
-                if sources[a.source].class == SourceClass::Peer && unreachable(&e) {
-                    running.push(report_peer(addr, PeerProblem::Unreachable));
+                if class == SourceClass::Peer {
+                    if let Some(problem) = e.peer_problem() {
+                        running.push(report_peer(addr, problem));
+                    }
                 }
-                let kind = failure_kind(&e);
+                let kind = e.source_failure(class);
+                last_was_digest = matches!(e, FetchError::Digest { .. });
+                if last_was_digest {
+                    report.bad_blocks += 1;
+                    tracing::warn!(source = %addr, block = a.block, "block failed its digest check; the source is dropped for this file");
+                } else {
+                    tracing::debug!(source = %addr, block = a.block, error = %e, ?kind, "block request failed");
+                }
                 last_error = e.to_string();
-                last_was_digest = false;
-                tracing::debug!(source = %addr, block = a.block, error = %e, ?kind, "block request failed");
                 let was_dropped = sched.source(a.source).dropped;
                 for c in sched.on_failure(a.source, a.block, kind) {
                     cancel(&mut cancels, &c);

@@ -2,3 +2,4 @@
 //! published blocks from disk.
 
 pub mod publisher;
+pub mod reads;

@@ -1,0 +1,445 @@
+//! The fill path of a block this shard owns: a write in progress, the disk (verified),
+//! else one fetch from the file's sources with failover, verified before anyone sees
+//! it; and the Have and PeerReport hints that go upstream with it.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{self, Either};
+
+use super::file::CachedFile;
+use super::locate::LOCATE_ON_MISS;
+use super::role::CacheRole;
+use super::sources::{
+    merge_sources, sched_config, FileSources, Pick, SourceSlot, MAX_FILES_WITH_SOURCES,
+    MAX_SOURCES_PER_FILE,
+};
+use crate::error::{BlockError, FetchError, Refusal, UpstreamError, UpstreamErrorKind};
+use crate::metrics::ShardMetrics;
+use crate::node::shard::verify_block;
+use crate::pure::lru::BlockKey;
+use crate::pure::protocol::{ErrorCode, FileRef, PeerProblem};
+use crate::pure::sched::{Failure, SourceClass};
+use crate::runtime::{self, DataFile};
+use crate::upstream::attempt::{self, Deadlines, Expected};
+use crate::upstream::range::Located;
+
+/// Sources tried for one block before its fetch fails.
+pub(super) const MAX_ATTEMPTS_PER_BLOCK: usize = 6;
+
+/// How long a fetch waits before asking again for a source, when every source that
+/// may have its block is busy with other blocks.
+pub(super) const SOURCE_WAIT: Duration = Duration::from_millis(10);
+
+/// The most one block fetch may take in all, in upstream timeouts (`--upstream-timeout`):
+/// every attempt, waiting for a free source, connecting, verifying. A single source
+/// gets its whole timeout and a second try; several get as many failover attempts as
+/// fit. Fetches run on whether or not anyone still waits for them, so each must end.
+pub(super) const FETCH_DEADLINE_TIMEOUTS: u32 = 2;
+
+/// The deadline of one block fetch (see [`FETCH_DEADLINE_TIMEOUTS`]).
+pub(super) fn fetch_deadline(upstream_timeout: Duration) -> Duration {
+    upstream_timeout * FETCH_DEADLINE_TIMEOUTS
+}
+
+/// Blocks at most this long are copied out of the connection's read buffer before
+/// they are kept (see [`own_allocation`]).
+pub(super) const COPY_BLOCKS_UP_TO_BYTES: usize = 128 * 1024;
+
+/// A fetched block in an allocation of its own. A block decoded from an upstream
+/// connection is a slice of the connection's read buffer, which holds several small
+/// frames (at least 64 KiB): kept in the memory cache, each 16 KiB block held its
+/// whole buffer, and a cache with `-M 32M` grew to 200 MiB and more. Copying a small
+/// block costs far less than the digest check it just passed.
+pub(super) fn own_allocation(data: Bytes) -> Bytes {
+    if data.len() <= COPY_BLOCKS_UP_TO_BYTES {
+        Bytes::copy_from_slice(&data)
+    } else {
+        data
+    }
+}
+
+impl CacheRole {
+    /// Produces a block of a cached file on its owning shard: from a write in
+    /// progress, from disk (verified; a bad copy is dropped), or from the upstream
+    /// when the requester may make us fetch.
+    pub async fn fill_block(
+        self: Rc<Self>,
+        file: Arc<CachedFile>,
+        index: u64,
+        may_fetch: bool,
+    ) -> Result<Bytes, BlockError> {
+        let key = BlockKey {
+            file_id: file.file_id,
+            version: file.meta().version,
+            index,
+        };
+        if let Some(b) = self.writing.borrow().get(&key) {
+            return Ok(b.clone());
+        }
+        if file.index.has(index) {
+            match self.read_stored(&file, index).await {
+                Ok(b) => {
+                    ShardMetrics::add(&self.m().disk_cache_hits, 1);
+                    self.disk.borrow_mut().get(&key);
+                    return Ok(b);
+                }
+                Err(why) => {
+                    ShardMetrics::add(&self.m().disk_cache_corrupt, 1);
+                    ShardMetrics::add(&self.m().digest_failures, 1);
+                    tracing::warn!(url = %file.key.url(), block = index, why, "cached block is damaged; dropping it");
+                    file.index.clear(index);
+                    let removed = self.disk.borrow_mut().remove(&key);
+                    if let Some(w) = removed {
+                        let len = DataFile::aligned(file.index.block_len(index));
+                        self.evict(key, w, len).await;
+                    }
+                    self.update_disk_gauges();
+                }
+            }
+        }
+        ShardMetrics::add(&self.m().cache_misses, 1);
+        if !may_fetch {
+            ShardMetrics::add(&self.m().recursive_refused, 1);
+            return Err(BlockError::NotCached);
+        }
+        let deadline = fetch_deadline(self.cfg.upstream.timeout);
+        let data = match runtime::timeout(deadline, self.fetch_block(&file, index)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                ShardMetrics::add(&self.m().upstream_errors, 1);
+                tracing::debug!(url = %file.key.url(), block = index, ?deadline, "block fetch ran out of time");
+                return Err(BlockError::Upstream(UpstreamError {
+                    kind: UpstreamErrorKind::TimedOut,
+                    message: format!(
+                        "block {index}: no source delivered it within {} ms",
+                        deadline.as_millis()
+                    ),
+                }));
+            }
+        };
+        ShardMetrics::add(&self.m().upstream_fetches, 1);
+        ShardMetrics::add(&self.m().upstream_bytes, data.len() as u64);
+        if !file.is_retired() {
+            self.writing.borrow_mut().insert(key, data.clone());
+            let me = self.clone();
+            let (f, d) = (file.clone(), data.clone());
+            runtime::spawn_detached(async move {
+                me.store_block(&f, key, d).await;
+                me.writing.borrow_mut().remove(&key);
+            });
+        }
+        Ok(data)
+    }
+
+    /// Reads a stored block and checks it against the origin's digest: the cache's
+    /// disk is not trusted (a crash, a flipped bit, a torn write are all caught here).
+    pub(super) async fn read_stored(
+        &self,
+        file: &Arc<CachedFile>,
+        index: u64,
+    ) -> Result<Bytes, &'static str> {
+        let df = self
+            .data_file(file)
+            .await
+            .map_err(|_| "cannot open the data file")?;
+        let len = file.index.block_len(index);
+        let data = df
+            .read_block(file.index.block_offset(index), len)
+            .await
+            .map_err(|_| "read error")?;
+        ShardMetrics::add(&self.m().disk_read_bytes, data.len() as u64);
+        if data.len() != len {
+            return Err("short read");
+        }
+        if !verify_block(file.meta().algo, &data, file.index.digest(index)).await {
+            return Err("digest mismatch");
+        }
+        Ok(data)
+    }
+
+    /// The sources a block of `file` may come from: the upstream (the parent, else the
+    /// URL's addresses) and the nodes the upstream's Locate answer named: mirrors and
+    /// peers without a parent, peers only with one (a hierarchy shields the servers
+    /// above it).
+    pub(super) async fn block_sources(
+        &self,
+        file: &Arc<CachedFile>,
+    ) -> Result<Vec<Located>, Refusal> {
+        let mut out: Vec<Located> = self
+            .upstream_addrs(&file.key)
+            .await?
+            .into_iter()
+            .map(Located::server)
+            .collect();
+        // Below a parent only peers join it: the servers above stay shielded.
+        let parent = self.cfg.parent.is_some();
+        for l in file.located.load().nodes.iter() {
+            if out.len() >= MAX_SOURCES_PER_FILE {
+                break;
+            }
+            if (!parent || l.class == SourceClass::Peer) && !out.iter().any(|o| o.addr == l.addr) {
+                out.push(l.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetches one block and verifies it, from the best of the file's sources (see
+    /// `pure::sched`), failing over to the others: a source that errors, closes,
+    /// stalls past the attempt deadline or sends a bad block loses the block to the
+    /// next one, and one that sent a bad block is not asked again for this file. When
+    /// every source that may have the block is busy with others, it waits for one. The
+    /// caller bounds the whole of it ([`fetch_deadline`]); each attempt's place at its
+    /// source is given back however the attempt ends ([`SourceSlot`]).
+    pub(super) async fn fetch_block(
+        self: &Rc<Self>,
+        file: &Arc<CachedFile>,
+        index: u64,
+    ) -> Result<Bytes, BlockError> {
+        let fref = file.file_ref();
+        let version = file.meta().version;
+        let sources = self.block_sources(file).await.map_err(BlockError::from)?;
+        let upstream = sources.first().map(|l| l.addr);
+        // Peers found bad or unreachable are reported to the node that named them,
+        // over the connection that was handed them (that shard's).
+        let report_to = {
+            let located = file.located.load();
+            match located.from {
+                Some(from) => Some((from, located.by_shard)),
+                None => upstream.map(|u| (u, self.id)),
+            }
+        };
+        // p2p: no peer is known to hold this block; peers ahead in the film may have
+        // it by now, so ask the registry again (in the background) for the next ones.
+        if upstream.is_some_and(|u| self.pool.is_registry(u))
+            && !sources
+                .iter()
+                .any(|l| l.class == SourceClass::Peer && l.has(index))
+        {
+            self.refresh_located(file, LOCATE_ON_MISS);
+        }
+        let deadlines = Deadlines::new(self.cfg.upstream.timeout, sources.len() > 1);
+        let key = (file.file_id, version);
+        let mut last: Option<BlockError> = None;
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS_PER_BLOCK {
+            let (src, addr, class, cancelled) = match self.pick_source(key, &sources, index) {
+                Pick::Source {
+                    src,
+                    addr,
+                    class,
+                    cancelled,
+                } => (src, addr, class, cancelled),
+                Pick::Busy => {
+                    runtime::sleep(SOURCE_WAIT).await;
+                    continue;
+                }
+                Pick::NoSource => break,
+            };
+            attempts += 1;
+            let slot = SourceSlot {
+                sources: &self.sources,
+                file: key,
+                src,
+                index,
+                open: true,
+            };
+            let started = Instant::now();
+            let expected = Expected {
+                len: file.index.block_len(index),
+                algo: file.meta().algo,
+                digest: file.index.digest(index),
+            };
+            let request = attempt::one_block(
+                &self.pool,
+                (addr, class),
+                &fref,
+                version,
+                index,
+                expected,
+                deadlines,
+            );
+            let r = match future::select(std::pin::pin!(request), cancelled).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => {
+                    // Taken away: the source stalled past the scheduler's timeout, or
+                    // failed another block and lost all of its blocks.
+                    slot.taken_away();
+                    ShardMetrics::add(&self.m().upstream_errors, 1);
+                    tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, "block taken from a stalled or failed source; trying another");
+                    last = Some(BlockError::Upstream(
+                        FetchError::Timeout {
+                            addr,
+                            what: "block data",
+                            ms: started.elapsed().as_millis() as u64,
+                        }
+                        .to_upstream_error(),
+                    ));
+                    continue;
+                }
+            };
+            let outcome = match r {
+                Ok(data) => {
+                    slot.verified(data.len() as u64, started);
+                    let m = self.m();
+                    m.add_upstream_bytes_from(addr, data.len() as u64);
+                    ShardMetrics::add(
+                        match class {
+                            SourceClass::Peer => &m.peer_bytes,
+                            SourceClass::Server => &m.server_bytes,
+                        },
+                        data.len() as u64,
+                    );
+                    // p2p: tell the node that hands out locations that this one
+                    // now holds the block (batched; sent only to a p2p registry).
+                    if let Some(u) = upstream {
+                        self.report_have(u, &fref, version, index);
+                    }
+                    return Ok(own_allocation(data));
+                }
+                Err(FetchError::Remote {
+                    code: ErrorCode::VersionChanged,
+                    ..
+                }) => {
+                    // The origin has a new version: the next lookup fetches its info.
+                    slot.failed(Failure::NotHeld);
+                    file.validated_ms.store(0, Relaxed);
+                    return Err(BlockError::Changed);
+                }
+                Err(e) => {
+                    ShardMetrics::add(&self.m().upstream_errors, 1);
+                    if let FetchError::Digest { .. } = e {
+                        ShardMetrics::add(&self.m().digest_failures, 1);
+                        tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded, and the source is not used again for this file");
+                    } else {
+                        tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
+                    }
+                    if class == SourceClass::Peer {
+                        if let Some(problem) = e.peer_problem() {
+                            file.forget_located(addr);
+                            self.report_peer(report_to, &fref, version, addr, problem);
+                        }
+                    }
+                    last = Some(BlockError::Upstream(e.to_upstream_error()));
+                    e.source_failure(class)
+                }
+            };
+            slot.failed(outcome);
+        }
+        Err(last.unwrap_or_else(|| BlockError::Io("no upstream".into())))
+    }
+
+    /// Tells `to`, soon and batched, that this node now holds block `index` (p2p: the
+    /// node that hands out locations), in the background: a connection to make never
+    /// delays the block, nor eats into its fetch's deadline.
+    pub(super) fn report_have(
+        self: &Rc<Self>,
+        to: SocketAddr,
+        file: &FileRef,
+        version: u64,
+        index: u64,
+    ) {
+        let (me, file) = (self.clone(), file.clone());
+        runtime::spawn_detached(async move {
+            if let Ok(up) = me.pool.get(to).await {
+                up.report_have(&file, version, index);
+            }
+        });
+    }
+
+    /// Tells the node that handed out `peer` (the file's first upstream) that the peer
+    /// is unreachable or sent a bad block, in the background: it stops handing the
+    /// peer out (p2p mode). At most once per peer and problem every few seconds. The
+    /// report goes over the connection of shard `by`, the one the peer was handed to
+    /// (the registry ignores reports about peers a connection was not given): from
+    /// another shard it is passed there.
+    pub(super) fn report_peer(
+        self: &Rc<Self>,
+        to: Option<(SocketAddr, usize)>,
+        file: &FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    ) {
+        let Some((to, by)) = to else { return };
+        if by != self.id {
+            let (me, file) = (self.clone(), file.clone());
+            runtime::spawn_detached(async move {
+                me.router
+                    .report_peer(by, to, file, version, peer, problem)
+                    .await;
+            });
+            return;
+        }
+        self.report_peer_here(to, file, version, peer, problem);
+    }
+
+    /// Reports `peer` as `report_peer` does, over this shard's connection to `to`.
+    pub fn report_peer_here(
+        self: &Rc<Self>,
+        to: SocketAddr,
+        file: &FileRef,
+        version: u64,
+        peer: SocketAddr,
+        problem: PeerProblem,
+    ) {
+        let (me, file) = (self.clone(), file.clone());
+        runtime::spawn_detached(async move {
+            if me.pool.report_peer(to, &file, version, peer, problem).await {
+                ShardMetrics::add(&me.m().peer_reports_sent, 1);
+            }
+        });
+    }
+
+    /// The source to ask for block `index` of file version `key` among `sources`;
+    /// the scheduler is (re)built when the sources changed, or when every source was
+    /// dropped (a source that recovered gets another chance). Requests outstanding
+    /// past the stall timeout are taken from their sources first, as `p2pd get` does.
+    pub(super) fn pick_source(&self, key: (u64, u64), sources: &[Located], index: u64) -> Pick {
+        let mut all = self.sources.borrow_mut();
+        let cfg = sched_config(self.cfg.upstream.timeout);
+        if all.len() >= MAX_FILES_WITH_SOURCES && !all.contains_key(&key) {
+            all.clear();
+        }
+        let entry = all
+            .entry(key)
+            .or_insert_with(|| FileSources::new(sources, cfg.clone()));
+        if entry.sources != sources && !merge_sources(entry, sources) {
+            *entry = FileSources::new(sources, cfg.clone());
+        }
+        let now = Instant::now();
+        entry.check_stalls(now);
+        let src = match entry.sched.pick_block(index, now) {
+            Some(s) => s,
+            None if entry.sched.stuck_on(index) => {
+                *entry = FileSources::new(sources, cfg);
+                match entry.sched.pick_block(index, now) {
+                    Some(s) => s,
+                    None if entry.sched.stuck_on(index) => return Pick::NoSource,
+                    None => return Pick::Busy,
+                }
+            }
+            None => return Pick::Busy,
+        };
+        let cancelled = entry.started(src, index);
+        let chosen = &entry.sources[src];
+        let (addr, class) = (chosen.addr, chosen.class);
+        if entry.last_pick != Some(src) {
+            if let Some(prev) = entry.last_pick {
+                tracing::debug!(from = %entry.sources[prev].addr, to = %addr, block = index, "switching source");
+            }
+            entry.last_pick = Some(src);
+        }
+        Pick::Source {
+            src,
+            addr,
+            class,
+            cancelled,
+        }
+    }
+}
