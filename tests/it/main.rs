@@ -12,6 +12,7 @@ mod cli;
 mod fuzz_corpus;
 mod hostile;
 mod http_origin;
+mod layout;
 mod p2p;
 mod protocol_alloc;
 mod sources;
