@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures::stream::StreamExt;
 
-use super::{Ctx, IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 use crate::metrics::ShardMetrics;
 use crate::node::content::Content;
 use crate::node::origin::publisher::FileEntry;
@@ -20,6 +19,8 @@ use crate::pure::http::response::{
     content_type_for, playlist_body, write_error, write_head, PLAYLIST_CONTENT_TYPE,
 };
 use crate::runtime::{self, TcpStream};
+use crate::server::context::Ctx;
+use crate::server::limits::{IDLE_TIMEOUT, READ_CHUNK_BYTES, WRITE_TIMEOUT};
 
 /// Time allowed for the rest of a request head once its first byte arrived.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,7 +153,7 @@ async fn operator(
     let (body, ctype) = match op {
         // Healthy only when every shard's reactor answers: a stuck shard hangs
         // the connections the kernel hands it, so the node is not ok.
-        "health" => match super::silent_shards(shard).await.as_slice() {
+        "health" => match crate::server::health::silent_shards(shard).await.as_slice() {
             [] => ("ok\n".to_string(), "text/plain"),
             silent => {
                 let msg = format!("shard {silent:?} does not answer");
@@ -160,7 +161,7 @@ async fn operator(
             }
         },
         "metrics" => (ctx.render_metrics(), "text/plain; version=0.0.4"),
-        test if test.starts_with("test/") && super::test_hooks_enabled() => {
+        test if test.starts_with("test/") && crate::server::health::test_hooks_enabled() => {
             return test_hook(shard, stream, req, test, keep_alive).await;
         }
         _ => {

@@ -2,8 +2,16 @@
 //! each shard's accept loop. A connection's first byte decides whether it speaks HTTP
 //! (an ASCII capital letter, the start of a method) or SPP (anything else).
 
+pub mod context;
+pub mod health;
 mod http;
+pub mod limits;
 mod spp;
+
+use context::Ctx;
+pub use context::{Context, RoleContext, LOOKUP_TIMEOUT};
+use health::contained;
+use limits::{FIRST_BYTE_TIMEOUT, READ_CHUNK_BYTES};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
@@ -17,12 +25,9 @@ use tracing::Instrument;
 
 use crate::cli::{CacheConfig, HostPort, NodeRole, ServeConfig};
 use crate::disk::cache_dir::StoreDir;
-use crate::disk::FileKey;
-use crate::error::{Refusal, UpstreamError, UpstreamErrorKind};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::node::cache::{CacheRole, CacheRoleConfig, CachedFile};
-use crate::node::content::Content;
-use crate::node::origin::publisher::{default_index_dir, LookupError, PublishConfig, Publisher};
+use crate::node::origin::publisher::{default_index_dir, PublishConfig, Publisher};
 use crate::node::origin::reads::{OriginRole, ReadPolicy};
 use crate::node::router::{self, Router};
 use crate::node::shard::{Shard, ShardRole};
@@ -30,174 +35,10 @@ use crate::pure::protocol::Role;
 use crate::runtime::{self, TcpListener, TcpStream};
 use crate::upstream::pool::UpstreamConfig;
 
-/// How long a new connection may take to send its first byte.
-pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle keep-alive connections (HTTP) and SPP connections with nothing outstanding are
-/// closed after this long.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A single socket write that makes no progress for this long ends the connection.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A request waiting for its file to be indexed gets "busy" after this long.
-pub const INDEX_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes read from a socket per call.
-/// Requests are small (an HTTP head, an SPP Get): a small read keeps the per-connection
-/// buffer small and the zeroing of its free space cheap with thousands of viewers.
-pub const READ_CHUNK_BYTES: usize = 8 * 1024;
 const LISTEN_BACKLOG: i32 = 1024;
-
-/// What every shard shares, immutable after start-up.
-pub struct Context {
-    pub config: ServeConfig,
-    pub role: RoleContext,
-    pub metrics: Metrics,
-    /// The port we accept on (the real one when `-P 0` asked for any).
-    pub port: u16,
-    /// `-l` mirrors, resolved once at start-up.
-    pub mirrors: Vec<SocketAddr>,
-    /// Connections each shard accepts at most.
-    pub max_connections_per_shard: usize,
-    /// Every shard waits here once, after its start-up work, before serving.
-    pub startup: std::sync::Barrier,
-    /// `-i`: the peers that reported blocks (Have), handed out in Locate answers.
-    /// Touched on Have and Locate only (control frames), never per block.
-    pub peers: Option<Mutex<crate::pure::registry::Registry>>,
-}
-
-/// The role-specific part of the shared context.
-pub enum RoleContext {
-    Origin {
-        publisher: Publisher,
-    },
-    Cache {
-        /// Holds the cache directory's lock for the life of the process.
-        _store: StoreDir,
-        fill: Arc<CacheRoleConfig>,
-        /// `-n`: requesters that may make this node fetch (empty on an LHC).
-        subnets: Vec<ipnet::IpNet>,
-        /// Files found in the store at start-up, handed to the shards once.
-        stored: Vec<Arc<CachedFile>>,
-    },
-}
-
-impl Context {
-    /// Our role in SPP Hellos and Locate answers.
-    pub fn spp_role(&self) -> Role {
-        match &self.role {
-            RoleContext::Origin { .. } => Role::Origin,
-            RoleContext::Cache { subnets, .. } if subnets.is_empty() => Role::Lhc,
-            RoleContext::Cache { .. } => Role::Scc,
-        }
-    }
-
-    /// Whether a requester at `peer`, which reached us at `local`, may make this node
-    /// fetch from its upstream: an SCC fetches for its `-n` subnets, an LHC for the
-    /// local machine only. A requester on the local machine comes from the address it
-    /// connected to, or from the loopback address the kernel picks by default; several
-    /// simulated hosts on distinct 127.x addresses are therefore told apart.
-    pub fn may_fetch(&self, peer: IpAddr, local: Option<IpAddr>) -> bool {
-        let peer = canonical_ip(peer);
-        match &self.role {
-            RoleContext::Origin { .. } => true,
-            RoleContext::Cache { subnets, .. } if !subnets.is_empty() => {
-                subnets.iter().any(|n| n.contains(&peer))
-            }
-            RoleContext::Cache { .. } => {
-                local.map(canonical_ip) == Some(peer)
-                    || peer == IpAddr::V4(Ipv4Addr::LOCALHOST)
-                    || peer == IpAddr::V6(Ipv6Addr::LOCALHOST)
-            }
-        }
-    }
-
-    /// The file `host:port/path` names on this node (`path` already normalized): the
-    /// published file on an origin; on a cache, its cached copy, whose info is fetched
-    /// or revalidated upstream when the requester may make us fetch.
-    pub async fn resolve(
-        &self,
-        shard: &Rc<Shard>,
-        host: &str,
-        port: u16,
-        path: &str,
-        may_fetch: bool,
-    ) -> Result<Content, Refusal> {
-        match &shard.role {
-            ShardRole::Origin(origin) => {
-                match runtime::timeout(INDEX_WAIT_TIMEOUT, origin.publisher.lookup(path)).await {
-                    Ok(Ok(e)) => Ok(Content::Published(e)),
-                    Ok(Err(LookupError::NotFound)) => Err(Refusal::NotFound(path.to_string())),
-                    Ok(Err(LookupError::Busy)) => Err(Refusal::Busy("indexer busy, retry".into())),
-                    Ok(Err(LookupError::Failed(m))) => Err(Refusal::Internal(m)),
-                    Err(_) => Err(Refusal::Busy("file is still being indexed, retry".into())),
-                }
-            }
-            ShardRole::Cache(cache) => {
-                let key = FileKey::new(host, port, path);
-                match runtime::timeout(LOOKUP_TIMEOUT, cache.lookup(key, may_fetch)).await {
-                    Ok(r) => r.map(Content::Cached),
-                    Err(_) => Err(Refusal::Upstream(UpstreamError {
-                        kind: UpstreamErrorKind::TimedOut,
-                        message: "the upstream did not describe the file in time".into(),
-                    })),
-                }
-            }
-        }
-    }
-
-    pub fn is_cache(&self) -> bool {
-        matches!(self.role, RoleContext::Cache { .. })
-    }
-
-    /// The `-A` rule: without `-A` every host is accepted.
-    pub fn host_allowed(&self, host: &str) -> bool {
-        let allowed = &self.config.allowed_hosts;
-        allowed.is_empty() || allowed.iter().any(|h| h.eq_ignore_ascii_case(host))
-    }
-
-    /// The capability bits of this node's Hello: with `-i` it keeps a registry and
-    /// takes PeerReports about the peers it hands out; without, neither.
-    pub fn capabilities(&self) -> u32 {
-        use crate::pure::protocol::capability;
-        if self.peers.is_some() {
-            capability::P2P_REGISTRY | capability::PEER_REPORT | capability::HOLDINGS
-        } else {
-            0
-        }
-    }
-
-    /// Prometheus text of the node's metrics.
-    pub fn render_metrics(&self) -> String {
-        let mut text = match &self.role {
-            RoleContext::Origin { publisher } => self
-                .metrics
-                .render(publisher.file_count(), &publisher.stats),
-            RoleContext::Cache { .. } => self.metrics.render(0, &Default::default()),
-        };
-        if let Some(Ok(g)) = self.peers.as_ref().map(|p| p.lock()) {
-            use std::fmt::Write as _;
-            let _ = writeln!(
-                text,
-                "# HELP p2pd_peers_known p2p mode: peers that reported blocks, not yet expired.\n# TYPE p2pd_peers_known gauge\np2pd_peers_known {}",
-                g.peers()
-            );
-        }
-        text
-    }
-}
-
-/// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
 
 /// How often peers that stopped reporting are looked for and forgotten.
 const PEER_EXPIRY_CHECK: Duration = Duration::from_secs(10);
-
-/// Most time a request waits for a cached file's info (the upstream's own deadline
-/// applies to each attempt; this bounds them all).
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds one listening socket per shard on the same address and port with
 /// `SO_REUSEPORT`, so the kernel spreads connections. The port is probed first (see
@@ -561,52 +402,6 @@ async fn shard_main(
         }
     }
 }
-
-/// Runs work done for one connection under the panic policy (see `panics`): a panic
-/// in it closes that connection only (its future is dropped), is counted in
-/// `p2pd_panics_total` and logged once with its backtrace; `None` then.
-pub(crate) async fn contained<T>(
-    shard: &Shard,
-    fut: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    match crate::panics::contain(fut).await {
-        Ok(v) => Some(v),
-        Err(p) => {
-            ShardMetrics::add(&shard.m().panics, 1);
-            tracing::error!(shard = shard.id, panic = %p.0, "panic contained; the connection is closed and the shard goes on");
-            None
-        }
-    }
-}
-
-/// How long `/_p2pd/health` waits for each shard to answer.
-pub const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The shards that do not answer a ping within [`HEALTH_PING_TIMEOUT`] (all asked at
-/// once); this shard answers by running this.
-pub(crate) async fn silent_shards(shard: &Rc<Shard>) -> Vec<usize> {
-    let pings = (0..shard.shards)
-        .filter(|&i| i != shard.id)
-        .map(|i| async move { (i, shard.router.ping(i, HEALTH_PING_TIMEOUT).await) });
-    futures::future::join_all(pings)
-        .await
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(i, _)| i)
-        .collect()
-}
-
-/// Whether the test-only hooks are on (`P2PD_TEST_HOOKS=1` in the environment): the
-/// endpoints under `/_p2pd/test/` that force a panic or a stall, for the tests of
-/// the panic policy and of health. Off in every normal run.
-pub fn test_hooks_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("P2PD_TEST_HOOKS").is_ok_and(|v| v == "1"))
-}
-
-/// Shard code holds the shared context through an `Arc`: one atomic increment per
-/// connection, never touched on the per-block path.
-type Ctx = Arc<Context>;
 
 /// Keeps `p2pd_connections_open` right however a connection ends.
 struct OpenGuard(Rc<Shard>);

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::frame::*;
 use super::limits::*;
 use super::rules::*;
-use super::{FRAME_HEADER_LEN, MAGIC};
+use super::wire::MAGIC;
 use crate::pure::digest::DigestAlgo;
 
 /// Why a byte stream is not valid SPP v1. Every one is fatal to the connection: the

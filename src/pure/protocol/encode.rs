@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use super::frame::*;
 use super::limits::*;
 use super::rules::*;
-use super::{DATA_HEADER_LEN, FRAME_HEADER_LEN, MAGIC};
+use super::wire::MAGIC;
 
 /// A frame the encoder refused: sending it would break a v1 rule the peer checks.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]

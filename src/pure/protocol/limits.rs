@@ -4,8 +4,13 @@
 //! writes, so a peer can never make us allocate or compute past them. Changing any value
 //! here changes the wire protocol: see "Versioning" in `docs/PROTOCOL.md`.
 
-use super::FRAME_HEADER_LEN;
 use crate::pure::digest::MAX_DIGEST_BYTES;
+
+/// Frame header: type u8, flags u8 (must be 0 in v1), payload length u32 big-endian.
+pub const FRAME_HEADER_LEN: usize = 6;
+/// Frame header plus the fixed Data fields (req_id u32, block u64): what
+/// [`encode_data_header`](super::encode_data_header) writes before a block's bytes.
+pub const DATA_HEADER_LEN: usize = FRAME_HEADER_LEN + DATA_FIXED_BYTES;
 
 /// Longest host name in a file reference (its length travels in one byte).
 pub const MAX_HOST_BYTES: usize = 255;

@@ -8,6 +8,7 @@
 //! - `limits`: every numeric bound, named with its unit.
 //! - `rules`: the checks encoder and decoder share.
 //! - `encode` / `decode`: the two directions.
+//! - `wire`: the magic, the version and its negotiation, and telling SPP from HTTP.
 
 mod decode;
 mod encode;
@@ -15,6 +16,7 @@ mod frame;
 pub mod limits;
 mod rules;
 pub mod session;
+mod wire;
 
 #[cfg(test)]
 mod proptests;
@@ -27,39 +29,6 @@ pub use encode::{
     EncodeError,
 };
 pub use frame::*;
+pub use limits::{DATA_HEADER_LEN, FRAME_HEADER_LEN};
 pub use rules::{payload_bounds, type_name};
-
-/// First 4 bytes of the Hello payload: tells SPP from anything else on the port.
-pub const MAGIC: [u8; 4] = *b"SPP\x01";
-/// The version this code speaks, sent in Hello.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Frame header: type u8, flags u8 (must be 0 in v1), payload length u32 big-endian.
-pub const FRAME_HEADER_LEN: usize = 6;
-/// Frame header plus the fixed Data fields (req_id u32, block u64): what
-/// [`encode_data_header`] writes before a block's bytes.
-pub const DATA_HEADER_LEN: usize = FRAME_HEADER_LEN + limits::DATA_FIXED_BYTES;
-
-/// The version to answer a peer's Hello with: the highest both speak, or `None` (answer
-/// Error UnsupportedVersion and close). A peer announcing version N may speak any
-/// version up to N; this code speaks only 1, so any N >= 1 gives 1.
-pub fn negotiate_version(peer_version: u16) -> Option<u16> {
-    (peer_version >= 1).then_some(PROTOCOL_VERSION.min(peer_version))
-}
-
-/// What a connection on the shared port speaks, told from its first byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sniffed {
-    Http,
-    Spp,
-}
-
-/// HTTP requests start with a method in ASCII capitals (`GET`, `HEAD`, ...); every SPP
-/// frame type byte is outside `A..=Z` (an SPP stream starts with Hello, 0x01). Anything
-/// that is not HTTP goes to the SPP decoder, which rejects garbage (BadMagic & co).
-pub fn sniff(first_byte: u8) -> Sniffed {
-    if first_byte.is_ascii_uppercase() {
-        Sniffed::Http
-    } else {
-        Sniffed::Spp
-    }
-}
+pub use wire::{negotiate_version, sniff, Sniffed, MAGIC, PROTOCOL_VERSION};
