@@ -8,6 +8,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+/// Indexing counters, for `/_p2pd/metrics`.
+#[derive(Default, Debug)]
+pub struct PublishStats {
+    /// Indexes built by hashing a file.
+    pub index_builds: AtomicU64,
+    /// Indexes found current on disk and reused without hashing.
+    pub index_reuses: AtomicU64,
+}
+
 /// A counter of the node: (name, help, the per-shard field it sums).
 type CounterDef = (&'static str, &'static str, fn(&ShardMetrics) -> &AtomicU64);
 
@@ -136,11 +145,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(
-        &self,
-        files_published: usize,
-        publish: &crate::node::origin::publisher::PublishStats,
-    ) -> String {
+    pub fn render(&self, files_published: usize, publish: &PublishStats) -> String {
         let mut o = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");

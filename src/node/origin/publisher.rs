@@ -18,6 +18,7 @@ use futures::channel::oneshot;
 use sha2::{Digest as _, Sha256};
 
 use crate::disk::origin_index::{FileIndex, IndexError, SourceStat};
+pub use crate::metrics::PublishStats;
 use crate::pure::digest::DigestAlgo;
 
 /// Requests the coordinator queues at most; shards get `Busy` beyond it.
@@ -101,15 +102,6 @@ pub struct Publisher {
     catalog: Arc<ArcSwap<Catalog>>,
     requests: Sender<Request>,
     pub stats: Arc<PublishStats>,
-}
-
-/// Indexing counters, for `/_p2pd/metrics`.
-#[derive(Default, Debug)]
-pub struct PublishStats {
-    /// Indexes built by hashing a file.
-    pub index_builds: std::sync::atomic::AtomicU64,
-    /// Indexes found current on disk and reused without hashing.
-    pub index_reuses: std::sync::atomic::AtomicU64,
 }
 
 /// Stable 64-bit id of a relative path.
