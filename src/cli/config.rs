@@ -1,11 +1,10 @@
 //! What a valid command line yields: [`Command`] with the node's [`ServeConfig`] (its
 //! [`NodeRole`] and [`CacheConfig`]) or `p2pd get`'s [`GetConfig`].
 
-use super::values::HostPort;
-
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use super::values::HostPort;
 use crate::pure::digest::DigestAlgo;
 
 /// What a node is, from `-p` / `-c` / `-n` (spec section 2).

@@ -1,9 +1,9 @@
 //! [`CliError`]: a command line that cannot be run (one line naming the option), or
 //! `--help`/`--version` output.
 
-use super::defaults::USAGE_EXIT_CODE;
-
 use std::fmt;
+
+use super::defaults::USAGE_EXIT_CODE;
 
 /// Prefix of every error line about the node's command line.
 pub(super) const PREFIX: &str = "p2pd";

@@ -1,17 +1,17 @@
 //! The entry point [`parse_args`]: argv through clap, then validation; clap's reports
 //! turned into one line.
 
+use std::ffi::{OsStr, OsString};
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches};
+
 use super::args;
 use super::{
     config::Command,
     error::{CliError, PREFIX},
     validate::{validate_get, validate_serve},
 };
-
-use std::ffi::{OsStr, OsString};
-
-use clap::error::ErrorKind;
-use clap::{CommandFactory, FromArgMatches};
 
 /// Parses and validates argv (including `argv[0]`). Never panics and never exits the process itself.
 ///

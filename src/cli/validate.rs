@@ -1,6 +1,13 @@
 //! Validation of parsed arguments into a config: role rules (options of the other
 //! role refused), the node's and `p2pd get`'s option checks, directories, defaults.
 
+use std::ffi::OsStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+
 use super::args;
 use super::{
     config::{CacheConfig, GetConfig, NodeRole, ServeConfig},
@@ -14,14 +21,6 @@ use super::{
         parse_subnet, parse_upload_rate, HostPort, SppUrl,
     },
 };
-
-use std::ffi::OsStr;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
-
-use clap::parser::ValueSource;
-use clap::ArgMatches;
-
 use crate::pure::digest::DigestAlgo;
 
 /// Options that a later release implements: (clap id, option label).

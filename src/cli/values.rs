@@ -1,14 +1,14 @@
 //! Option values with rules of their own, parsed from text: [`HostPort`], [`SppUrl`],
 //! sizes (`-b`, `-C`, `--upload-rate`), subnets, ports, host names.
 
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
 use super::defaults::{
     BLOCK_SIZE_ALIGN_BYTES, DEFAULT_PORT, MAX_BLOCK_SIZE_BYTES, MIN_BLOCK_SIZE_BYTES,
     MIN_DISK_CACHE_BYTES, MIN_UPLOAD_RATE_BYTES_PER_S,
 };
-
-use std::fmt;
-use std::net::Ipv6Addr;
-use std::str::FromStr;
 
 /// Longest DNS name (RFC 1035), for host name checks.
 const MAX_HOST_NAME_LEN: usize = 253;

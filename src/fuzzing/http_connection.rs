@@ -1,11 +1,10 @@
 //! The `http_connection` fuzz target: one HTTP connection as the server runs it,
 //! without the socket, against a synthetic file; responses are checked as HTTP.
 
-use super::http_checks::{check_request, check_safe_path};
-use super::input::Input;
-
 use bytes::BytesMut;
 
+use super::http_checks::{check_request, check_safe_path};
+use super::input::Input;
 use crate::pure::http::request::{parse_request, HttpError, Method, Request};
 use crate::pure::http::response::{content_type_for, write_error};
 use crate::pure::protocol::limits::MAX_FILE_BYTES;

@@ -2,7 +2,6 @@
 //! included, each parsed request checked as the server would use it.
 
 use super::http_checks::check_request;
-
 use crate::pure::http::request::parse_request;
 use crate::pure::http::MAX_HEAD_BYTES;
 use crate::pure::protocol::limits::MAX_FILE_BYTES;

@@ -1,14 +1,13 @@
 //! The `registry` fuzz target: the p2p registry driven by generated operations and
 //! checked against a simple model of what it must answer.
 
-use super::input::Input;
-
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use super::input::Input;
 use crate::pure::protocol::limits::{MAX_BLOCKS_PER_FILE, MAX_LOCATIONS};
 use crate::pure::protocol::{encode, BlockRange, Frame, Holds, Locate, PeerProblem};
 use crate::pure::registry::{self, Bounds, Registry};

@@ -1,12 +1,11 @@
 //! The `spp_session` fuzz target: the serving side's SPP session rules
 //! (`protocol::session`) driven by generated client frames and a simulated driver.
 
-use super::input::Input;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::BytesMut;
 
+use super::input::Input;
 use crate::pure::protocol::limits::MAX_RANGES;
 use crate::pure::protocol::{encode, BlockRange, Frame, Locate, PeerProblem};
 

@@ -2,12 +2,12 @@
 //! [`DataFile`] (a cache's direct-I/O data file) and the direct-I/O probe
 //! ([`settle_direct_io`]).
 
-use super::exec::blocking;
-
 use std::io;
 use std::path::Path;
 
 use bytes::Bytes;
+
+use super::exec::blocking;
 
 /// A media file opened for block reads: with direct I/O (`O_DIRECT`, the default;
 /// tmpfs and some others do not allow it and glommio falls back to buffered reads

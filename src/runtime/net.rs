@@ -2,16 +2,15 @@
 //! reads and writes, and the socket options on unsent bytes (`SIOCOUTQNSD`,
 //! `TCP_NOTSENT_LOWAT`).
 
-use super::{exec::blocking, time::timeout};
-
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-
 use glommio::net::{TcpListener, TcpStream};
+
+use super::{exec::blocking, time::timeout};
 
 /// Bytes a TCP socket holds that it has not sent yet (`SIOCOUTQNSD`): what its peer's
 /// window or the path's congestion window keeps back. `None` if the socket cannot say.

@@ -1,15 +1,13 @@
 //! Tests of cache nodes: their defaults, the cache directory (given, or the client
 //! cache's default under `$HOME`), `-C`, `-n` and `-S` (which must not name this node).
 
-use super::helpers::*;
-
 use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::pure::digest::DigestAlgo;
-
+use super::helpers::*;
 use crate::cli::{config::*, defaults::*, validate::*, values::*};
+use crate::pure::digest::DigestAlgo;
 
 #[test]
 fn cache_defaults() {

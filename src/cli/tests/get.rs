@@ -1,9 +1,8 @@
 //! Tests of `p2pd get`'s command line: forms, defaults, `spp://` URLs and refusals.
 
-use super::helpers::*;
-
 use std::path::PathBuf;
 
+use super::helpers::*;
 use crate::cli::{defaults::*, values::*};
 
 #[test]

@@ -1,14 +1,12 @@
 //! Tests of the node's options on an origin: defaults, every option's accepted forms
 //! and the refusals of bad values.
 
-use super::helpers::*;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::pure::digest::DigestAlgo;
-
+use super::helpers::*;
 use crate::cli::{config::*, defaults::*, validate::*, values::*};
+use crate::pure::digest::DigestAlgo;
 
 #[test]
 fn defaults() {

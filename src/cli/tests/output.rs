@@ -2,10 +2,8 @@
 //! `--version` on stdout, and the man page (hidden subcommand, complete, current).
 
 use super::helpers::*;
-
-use crate::cli::man_page;
-
 use crate::cli::config::*;
+use crate::cli::man_page;
 
 #[test]
 fn clap_errors_are_one_line() {

@@ -1,10 +1,9 @@
 //! Tests of the role rules: options of the other role, and of a later release, refused
 //! in one line naming the option given first, and still validated.
 
-use super::helpers::*;
-
 use std::net::IpAddr;
 
+use super::helpers::*;
 use crate::cli::defaults::*;
 
 #[test]

@@ -1,6 +1,13 @@
 //! [`CacheIndex`]: one cached file version's index, created whole or opened and
 //! checked, mapped read-write and shared; its have-bitmap is touched only atomically.
 
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
 use super::{
     error::{io_err, StoreError},
     files::{data_path_of, file_stem, paths_for, sync_dir, tmp_path, INDEX_EXT},
@@ -9,14 +16,6 @@ use super::{
         BITS_PER_WORD, CHECKSUM_AT, CREATE_BUFFER_BYTES, HEADER_LEN, ZERO_CHUNK_BYTES,
     },
 };
-
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use memmap2::{MmapOptions, MmapRaw};
-
 use crate::disk::identity::{FileKey, FileMeta};
 use crate::pure::geometry::FileGeometry;
 

@@ -6,12 +6,11 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::{error::*, files::*, format::*, index::*};
+use crate::disk::identity::{FileKey, FileMeta};
 use crate::pure::digest::DigestAlgo;
 use crate::pure::geometry::FileGeometry;
 use crate::pure::protocol::limits::MAX_FILE_BYTES;
-
-use super::{error::*, files::*, format::*, index::*};
-use crate::disk::identity::{FileKey, FileMeta};
 
 pub(crate) fn key() -> FileKey {
     FileKey::new("Cdn.Example.com", 1111, "/movies/a.mp4")

@@ -1,14 +1,13 @@
 //! The [`Scheduler`] of one file's (or one range's) blocks: which source gets which
 //! block ([`Assignment`]), and what each outcome the driver reports changes.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
 use super::{
     config::SchedConfig,
     source::{Failure, SourceClass, SourceId, SourceState},
 };
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
-
 use crate::pure::protocol::Holds;
 
 /// One request the driver is to send.

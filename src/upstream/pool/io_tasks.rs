@@ -1,8 +1,6 @@
 //! The tasks of one upstream connection: the reader hands each answer to the request
 //! that waits for it, the writer sends requests in order.
 
-use super::{config::READ_CHUNK_BYTES, state::Inner};
-
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +9,7 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use futures_lite::io::{ReadHalf, WriteHalf};
 
+use super::{config::READ_CHUNK_BYTES, state::Inner};
 use crate::pure::protocol::{limits, Decoder, Frame};
 use crate::runtime::{self, TcpStream};
 use crate::upstream::connection::FetchError;

@@ -1,14 +1,13 @@
 //! p2p mode's reports on an [`Upstream`]: blocks fetched (Have, batched), holdings
 //! announced, and peers reported.
 
-use super::upstream::Upstream;
-
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use super::upstream::Upstream;
 use crate::pure::protocol::{
     encode, limits, BlockRange, FileRef, Frame, Have, PeerProblem, PeerReport,
 };

@@ -1,12 +1,6 @@
 //! [`UpstreamPool`]: a shard's upstream connections, one per address, opened on demand
 //! and replaced when broken, idle or full of handles; peer reports without repeats.
 
-use super::{
-    config::{UpstreamConfig, MAX_UPSTREAMS_PER_SHARD},
-    fetch_error::duplicate,
-    upstream::Upstream,
-};
-
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 
+use super::{
+    config::{UpstreamConfig, MAX_UPSTREAMS_PER_SHARD},
+    fetch_error::duplicate,
+    upstream::Upstream,
+};
 use crate::pure::protocol::{FileRef, PeerProblem};
 use crate::runtime::{self};
 use crate::upstream::connection::FetchError;

@@ -1,8 +1,6 @@
 //! What the reader and the requests of one connection share (`Inner`: pending
 //! requests, death, request slots), and a request's slot, freed on drop.
 
-use super::fetch_error::duplicate;
-
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -11,6 +9,7 @@ use std::time::Instant;
 
 use futures::channel::oneshot;
 
+use super::fetch_error::duplicate;
 use crate::pure::protocol::Frame;
 use crate::upstream::connection::FetchError;
 

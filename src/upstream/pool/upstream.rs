@@ -1,16 +1,6 @@
 //! [`Upstream`]: one multiplexed connection to one upstream node, and its requests
 //! (info, blocks, Locate) with their deadlines.
 
-use super::{
-    config::{
-        UpstreamConfig, MAX_HANDLES_PER_CONNECTION, MAX_INFO_DIGEST_BYTES,
-        MAX_PENDING_PER_CONNECTION, REUSE_IDLE_LIMIT,
-    },
-    fetch_error::duplicate,
-    io_tasks::{reader, writer},
-    state::{Inner, Slot},
-};
-
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,6 +11,15 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
 
+use super::{
+    config::{
+        UpstreamConfig, MAX_HANDLES_PER_CONNECTION, MAX_INFO_DIGEST_BYTES,
+        MAX_PENDING_PER_CONNECTION, REUSE_IDLE_LIMIT,
+    },
+    fetch_error::duplicate,
+    io_tasks::{reader, writer},
+    state::{Inner, Slot},
+};
 use crate::disk::FileMeta;
 use crate::pure::protocol::{
     capability, encode, ErrorCode, FileRef, Frame, Get, InfoRequest, LocateRequest, Location,

@@ -1,14 +1,14 @@
 //! [`parse_request`]: one request head from the front of a buffer (with httparse)
 //! into a [`Request`], within the head's size and field-count limits.
 
+use httparse::Status;
+
 use super::{
     authority::parse_authority,
     error::{malformed, HttpError},
     head::{Method, Request},
     target::parse_target,
 };
-
-use httparse::Status;
 
 /// Largest request head, in bytes, that we buffer. A head still incomplete at this size
 /// is answered with 431; honest players and proxies send a few hundred bytes.

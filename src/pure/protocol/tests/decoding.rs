@@ -1,11 +1,10 @@
 //! Tests of decoding: DATA headers, zero-copy payloads, frames split anywhere, and the
 //! header-first error reporting the connection handlers rely on.
 
-use super::helpers::*;
-use super::vectors::vectors;
-
 use bytes::{Bytes, BytesMut};
 
+use super::helpers::*;
+use super::vectors::vectors;
 use crate::pure::protocol::limits::*;
 use crate::pure::protocol::*;
 

@@ -1,10 +1,9 @@
 //! One test per limit, from both sides: the encoder refuses it and the decoder rejects
 //! its bytes.
 
-use super::helpers::*;
-
 use bytes::{Bytes, BytesMut};
 
+use super::helpers::*;
 use crate::pure::digest::DigestAlgo;
 use crate::pure::protocol::limits::*;
 use crate::pure::protocol::*;

@@ -3,7 +3,6 @@
 
 use super::helpers::*;
 use super::vectors::vectors;
-
 use crate::pure::protocol::*;
 
 #[test]

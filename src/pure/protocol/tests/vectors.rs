@@ -1,10 +1,9 @@
 //! The test vectors of `docs/PROTOCOL.md`: each encodes to its hex and decodes from it,
 //! and the document lists exactly these.
 
-use super::helpers::*;
-
 use bytes::Bytes;
 
+use super::helpers::*;
 use crate::pure::digest::DigestAlgo;
 use crate::pure::protocol::*;
 
