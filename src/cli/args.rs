@@ -1,7 +1,7 @@
 //! The clap definitions of p2pd's command line: the one source for `--help` and p2pd.8.
 //!
 //! Values that need more than a type check (sizes, subnets, host:port, digest names)
-//! are taken as text here and validated in `config/mod.rs`, so that every error names
+//! are taken as text here and validated in `validate.rs`, so that every error names
 //! its option as `-b/--block-size` in one line instead of clap's multi-line report.
 
 use std::net::IpAddr;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, ColorChoice, Parser, Subcommand};
 
-use super::{
+use super::defaults::{
     DEFAULT_ANNOUNCE_INTERVAL_MS, DEFAULT_GET_TIMEOUT_MS, DEFAULT_INFO_TTL_MS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_PEER_EXPIRY_MS, DEFAULT_PORT, DEFAULT_RESCAN_INTERVAL_MS,
     DEFAULT_UPSTREAM_TIMEOUT_MS,
