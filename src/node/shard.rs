@@ -16,7 +16,7 @@ use super::cache::CacheRole;
 use super::content::Content;
 use super::origin::reads::OriginRole;
 use super::router::Router;
-pub use crate::error::BlockError;
+use crate::error::BlockError;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::pure::lru::{BlockCache, BlockKey};
 use crate::pure::placement::owner_of;
@@ -41,8 +41,6 @@ pub const CACHE_READAHEAD_BYTES: u64 = 2 << 20;
 /// (a connection reads 8 blocks ahead: 512 streaming connections' worth of misses on
 /// one shard at once).
 pub const MAX_INFLIGHT_BLOCKS_PER_SHARD: usize = 4096;
-
-pub use crate::upstream::verify_block;
 
 /// Most time a connection waits for room in the shard's pinned-bytes budget.
 pub const PIN_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

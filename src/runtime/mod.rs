@@ -5,7 +5,8 @@
 //!
 //! Files: `exec` (executors, spawning, tasks), `request_budget` (the shard's budget for
 //! request work and its turns), `time` (sleep, timeout), `net` (sockets, TCP options,
-//! unsent bytes), `file` (`BlockFile`, `DataFile`, the direct-I/O probe), `tests`.
+//! unsent bytes), `file` (`BlockFile`, `DataFile`, the direct-I/O probe), `verify` (digest checks
+//! that yield), `tests`.
 
 mod exec;
 mod file;
@@ -14,6 +15,7 @@ mod request_budget;
 #[cfg(test)]
 mod tests;
 mod time;
+mod verify;
 
 pub use exec::{
     blocking, preflight, run_pool, run_shards, run_single, spawn, spawn_background, spawn_detached,
@@ -31,3 +33,4 @@ pub use request_budget::{
     charge_request, charged, polled, request_owner, request_turn, spawn_request, RequestOwner,
 };
 pub use time::{sleep, timeout, Elapsed};
+pub use verify::verify_block;

@@ -16,7 +16,7 @@ use crate::error::{FetchError, CONNECT_WHAT};
 use crate::pure::digest::DigestAlgo;
 use crate::pure::protocol::FileRef;
 use crate::pure::sched::SourceClass;
-use crate::runtime;
+use crate::runtime::{self, verify_block};
 
 /// The most a connection (and handshake) to a peer may take before the peer counts as
 /// unreachable: two round trips of a slow intercontinental path, with room to spare.
@@ -101,9 +101,7 @@ pub async fn one_block(
             ms: deadlines.attempt.as_millis() as u64,
         })
     })?;
-    if data.len() != expected.len
-        || !super::verify_block(expected.algo, &data, expected.digest).await
-    {
+    if data.len() != expected.len || !verify_block(expected.algo, &data, expected.digest).await {
         return Err(FetchError::Digest {
             addr,
             block: index,

@@ -20,10 +20,10 @@ use super::sources::{
 };
 use crate::error::{BlockError, FetchError, Refusal, UpstreamError, UpstreamErrorKind};
 use crate::metrics::ShardMetrics;
-use crate::node::shard::verify_block;
 use crate::pure::lru::BlockKey;
 use crate::pure::protocol::{ErrorCode, FileRef, PeerProblem};
 use crate::pure::sched::{Failure, SourceClass};
+use crate::runtime::verify_block;
 use crate::runtime::{self, DataFile};
 use crate::upstream::attempt::{self, Deadlines, Expected};
 use crate::upstream::range::Located;

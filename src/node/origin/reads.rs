@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::publisher::{FileEntry, Publisher};
 use crate::error::BlockError;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::runtime::verify_block;
 use crate::runtime::BlockFile;
-use crate::upstream::verify_block;
 
 /// Open media files kept per shard.
 pub const MAX_OPEN_FILES_PER_SHARD: usize = 256;
