@@ -163,6 +163,47 @@ pub enum BlockError {
     Busy(usize),
 }
 
+/// A copy for every request one failure fails (io errors keep their kind and message).
+impl Clone for FetchError {
+    fn clone(&self) -> FetchError {
+        let io = |s: &std::io::Error| std::io::Error::new(s.kind(), s.to_string());
+        match self {
+            FetchError::Connect { addr, source } => FetchError::Connect {
+                addr: *addr,
+                source: io(source),
+            },
+            FetchError::Timeout { addr, what, ms } => FetchError::Timeout {
+                addr: *addr,
+                what,
+                ms: *ms,
+            },
+            FetchError::Remote {
+                addr,
+                code,
+                message,
+            } => FetchError::Remote {
+                addr: *addr,
+                code: *code,
+                message: message.clone(),
+            },
+            FetchError::Protocol { addr, message } => FetchError::Protocol {
+                addr: *addr,
+                message: message.clone(),
+            },
+            FetchError::Closed { addr } => FetchError::Closed { addr: *addr },
+            FetchError::Digest { addr, block, algo } => FetchError::Digest {
+                addr: *addr,
+                block: *block,
+                algo,
+            },
+            FetchError::Io { addr, source } => FetchError::Io {
+                addr: *addr,
+                source: io(source),
+            },
+        }
+    }
+}
+
 impl FetchError {
     /// The node the failure came from.
     pub fn addr(&self) -> SocketAddr {

@@ -1,11 +1,12 @@
 //! p2pd: a video-on-demand content distribution daemon (origin, site cache, client
 //! proxy) speaking the SPP block protocol between nodes and HTTP to players.
 //!
-//! The modules are layers, each using only those listed before it:
-//! [`pure`] (no I/O, no clock, no async), [`cli`], [`runtime`] (the only glommio user),
-//! [`metrics`], [`disk`], [`upstream`] (the SPP client side), [`node`] (shards, the
-//! origin and cache roles), [`server`] (the front ends), [`get`] and [`entry`]. See
-//! `ARCHITECTURE.md` for the bird's-eye view and the code map.
+//! The modules are layers, each using only those listed before it: [`panics`], [`pure`]
+//! (no I/O, no clock, no async), [`cli`], [`disk`], [`runtime`] (the only glommio
+//! user), [`metrics`], [`error`], [`upstream`] (the SPP client side), [`node`] (shards,
+//! the origin and cache roles), [`server`] (the front ends), [`get`] and [`entry`], with
+//! [`bench`](mod@bench) and `fuzzing` on top. `tests/it/layout` checks it; `ARCHITECTURE.md` has
+//! the bird's-eye view and the code map.
 
 pub mod bench;
 pub mod cli;

@@ -264,3 +264,30 @@ fn block_errors_answer_a_get_with_one_code_each() {
         BlockError::Io(_)
     ));
 }
+
+#[test]
+fn a_copy_for_every_waiting_request_keeps_kind_and_message() {
+    let all = [
+        FetchError::Connect {
+            addr: addr(),
+            source: io(),
+        },
+        FetchError::Io {
+            addr: addr(),
+            source: io(),
+        },
+        FetchError::Closed { addr: addr() },
+        data_timeout(),
+        remote(ErrorCode::Busy),
+        digest(),
+    ];
+    for e in all {
+        let c = e.clone();
+        assert_eq!(c.to_string(), e.to_string());
+        assert_eq!(c.to_upstream_error(), e.to_upstream_error());
+        assert_eq!(
+            c.source_failure(SourceClass::Peer),
+            e.source_failure(SourceClass::Peer)
+        );
+    }
+}

@@ -10,10 +10,9 @@
 //!
 //! Files: `upstream` (one connection and its requests), `reports` (its p2p reports),
 //! `io_tasks` (its reader and writer), `state` (what they share), `shard_pool` (the
-//! shard's set of connections), `config` (settings and bounds), `fetch_error`.
+//! shard's set of connections), `config` (settings and bounds).
 
 mod config;
-mod fetch_error;
 mod io_tasks;
 mod reports;
 mod shard_pool;
@@ -24,6 +23,5 @@ pub use config::{
     UpstreamConfig, MAX_HANDLES_PER_CONNECTION, MAX_INFO_DIGEST_BYTES, MAX_PENDING_PER_CONNECTION,
     MAX_UPSTREAMS_PER_SHARD,
 };
-pub use fetch_error::duplicate;
 pub use shard_pool::{UpstreamPool, PEER_REPORT_REPEAT};
 pub use upstream::Upstream;

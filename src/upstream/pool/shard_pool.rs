@@ -11,7 +11,6 @@ use futures::future::{FutureExt, LocalBoxFuture, Shared};
 
 use super::{
     config::{UpstreamConfig, MAX_UPSTREAMS_PER_SHARD},
-    fetch_error::duplicate,
     upstream::Upstream,
 };
 use crate::pure::protocol::{FileRef, PeerProblem};
@@ -148,6 +147,6 @@ impl UpstreamPool {
                 }
             }
         }
-        r.map_err(|e| duplicate(&e))
+        r.map_err(|e| FetchError::clone(&e))
     }
 }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use futures::channel::oneshot;
 
-use super::fetch_error::duplicate;
 use crate::pure::protocol::Frame;
 use crate::upstream::connection::FetchError;
 
@@ -39,7 +38,7 @@ impl Inner {
     }
 
     pub(super) fn death(&self) -> Option<FetchError> {
-        self.dead.borrow().as_ref().map(duplicate)
+        self.dead.borrow().clone()
     }
 }
 

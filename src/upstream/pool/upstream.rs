@@ -16,7 +16,6 @@ use super::{
         UpstreamConfig, MAX_HANDLES_PER_CONNECTION, MAX_INFO_DIGEST_BYTES,
         MAX_PENDING_PER_CONNECTION, REUSE_IDLE_LIMIT,
     },
-    fetch_error::duplicate,
     io_tasks::{reader, writer},
     state::{Inner, Slot},
 };
@@ -173,7 +172,7 @@ impl Upstream {
                 self.inner.pending.borrow_mut().remove(&req_id);
                 let err = self.timed_out(what);
                 if self.inner.last_rx.get() < sent_at {
-                    self.inner.kill(duplicate(&err));
+                    self.inner.kill(err.clone());
                 } else if matches!(frame, Frame::Get(_)) {
                     // The upstream is alive but slow with this block: stop it from
                     // sending what nobody waits for any more.

@@ -197,3 +197,102 @@ fn the_cycle_finder_finds_a_known_cycle_and_not_a_facade() {
          b.rs:3 names `crate::a::x` (a.rs)\n"
     );
 }
+
+/// The layers of `src/`, lowest first: a file may use its own layer and the ones before
+/// it, never one after (`lib.rs` says the same in words). Crate roots (`lib.rs`,
+/// `main.rs`, `src/bin/*`) sit above all.
+const LAYERS: &[&str] = &[
+    "panics", "pure", "cli", "disk", "runtime", "metrics", "error", "upstream", "node", "server",
+    "get", "entry", "bench", "fuzzing",
+];
+
+/// The layer of a file under `src/`: its first path component or file stem.
+fn layer_of(rel: &str) -> Option<usize> {
+    let top = rel.split('/').next().unwrap_or(rel);
+    let top = top.strip_suffix(".rs").unwrap_or(top);
+    LAYERS.iter().position(|l| *l == top)
+}
+
+#[test]
+fn the_layers_depend_only_downward() {
+    let files = sources();
+    let mut unknown = Vec::new();
+    for (rel, _) in &files {
+        let root = matches!(rel.as_str(), "lib.rs" | "main.rs") || rel.starts_with("bin/");
+        if !root && layer_of(rel).is_none() {
+            unknown.push(format!("  src/{rel}"));
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "files in no layer (add their folder to LAYERS in tests/it/layout/mod.rs and to \
+         ARCHITECTURE.md):\n{}",
+        unknown.join("\n")
+    );
+    let g = graph(&files);
+    let mut upward = Vec::new();
+    for (from, targets) in &g {
+        let Some(lf) = layer_of(from) else { continue };
+        for (to, (line, path)) in targets {
+            if layer_of(to).is_some_and(|lt| lt > lf) {
+                upward.push(format!(
+                    "  {from}:{line} ({}) names `{path}` ({}, a higher layer)",
+                    LAYERS[lf],
+                    LAYERS[layer_of(to).unwrap_or(0)]
+                ));
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "{} reference(s) up the layers ({}):\n{}",
+        upward.len(),
+        LAYERS.join(" < "),
+        upward.join("\n")
+    );
+}
+
+/// ARCHITECTURE.md's code map names every source file (unit tests apart: `tests.rs`,
+/// `proptests.rs` and `tests/` folders beside the code they test), and every `src/`
+/// path it names exists: the map matches the tree file for file.
+#[test]
+fn the_code_map_names_every_source_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let arch = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let map = arch
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a '## Code map' section");
+    let named: std::collections::BTreeSet<String> = map
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("src/") && s.ends_with(".rs"))
+        .map(|s| s.trim_start_matches("src/").to_string())
+        .collect();
+    // Unit-test files are named by the rule the map states, not one by one.
+    let test_only = |rel: &str| {
+        rel.ends_with("/tests.rs") || rel.ends_with("/proptests.rs") || rel.contains("/tests/")
+    };
+    let files: std::collections::BTreeSet<String> = sources()
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .filter(|rel| !test_only(rel))
+        .collect();
+    let missing: Vec<String> = files
+        .difference(&named)
+        .map(|f| format!("  src/{f}"))
+        .collect();
+    let stale: Vec<String> = named
+        .difference(&files)
+        .map(|f| format!("  src/{f}"))
+        .collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "ARCHITECTURE.md's code map (each file as `src/...rs` in backticks) is out of \
+         step with the tree.\nNot in the map:\n{}\nIn the map, not in the tree:\n{}",
+        missing.join("\n"),
+        stale.join("\n")
+    );
+}
