@@ -19,7 +19,7 @@ pub(super) const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// twice the interval).
 pub(super) const ANNOUNCE_MIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Files one shard announces per round at most (see [`Shard::announce_held`]).
+/// Files one shard announces per round at most (see [`CacheRole::announce_held`]).
 pub(super) const MAX_ANNOUNCED_FILES: usize = 4096;
 
 /// Runs of held blocks announced per file at most (16 Have frames).
@@ -30,7 +30,7 @@ impl CacheRole {
     /// the file versions that were retired (replaced at the origin, gone there) or
     /// dropped: their blocks leave the disk LRU and their data file is closed.
     /// Every `--announce-interval` it also announces the blocks held (see
-    /// `Shard::announce_held`).
+    /// `CacheRole::announce_held`).
     pub async fn housekeeping(self: Rc<Self>) {
         let Some(every) = Some(self.cfg.announce_interval) else {
             return;

@@ -82,15 +82,13 @@ impl CacheRole {
 
     /// Notes that this shard holds (or is about to hold) blocks of `file`.
     pub(super) fn remember_known(&self, file: &Arc<CachedFile>) {
-        {
-            self.known
-                .borrow_mut()
-                .entry((file.file_id, file.meta().version))
-                .or_insert_with(|| KnownFile {
-                    file: Arc::downgrade(file),
-                    block_count: file.index.block_count(),
-                });
-        }
+        self.known
+            .borrow_mut()
+            .entry((file.file_id, file.meta().version))
+            .or_insert_with(|| KnownFile {
+                file: Arc::downgrade(file),
+                block_count: file.index.block_count(),
+            });
     }
 
     pub(super) async fn forget_retired(&self) {
@@ -130,12 +128,10 @@ impl CacheRole {
     }
 
     pub(super) fn update_disk_gauges(&self) {
-        {
-            let m = self.m();
-            m.disk_cache_bytes
-                .store(self.disk.borrow().used_bytes() as i64, Relaxed);
-            m.files_cached.store(self.files() as i64, Relaxed);
-        }
+        let m = self.m();
+        m.disk_cache_bytes
+            .store(self.disk.borrow().used_bytes() as i64, Relaxed);
+        m.files_cached.store(self.files() as i64, Relaxed);
     }
 
     /// Writes a verified block to the data file and only then marks it held and puts

@@ -81,7 +81,7 @@ impl FileSources {
     }
 }
 
-/// What [`Shard::pick_source`] found for a block.
+/// What [`CacheRole::pick_source`](super::role::CacheRole::pick_source) found for a block.
 pub(super) enum Pick {
     /// Ask this source; the receiver resolves if the block is taken from it.
     Source {
@@ -199,7 +199,7 @@ mod tests {
         RefCell::new(HashMap::from([((1, 2), entry)]))
     }
 
-    /// Takes a source for `index` as `Shard::pick_source` does.
+    /// Takes a source for `index` as `CacheRole::pick_source` does.
     pub(super) fn take(
         all: &RefCell<HashMap<(u64, u64), FileSources>>,
         index: u64,
