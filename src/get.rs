@@ -17,7 +17,9 @@ use crate::upstream::pool::{UpstreamConfig, UpstreamPool};
 use crate::upstream::range::{self, FetchReport, MultiError};
 
 /// A block outstanding this long at one source is asked of another (capped by
-/// `--timeout`).
+/// `--timeout`); each attempt has its own, shorter deadlines besides
+/// (`upstream::attempt::Deadlines`: 3 s with other sources, 1.5 s for a peer's
+/// connection).
 const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use crate::error::exit;

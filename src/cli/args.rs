@@ -209,7 +209,9 @@ pub(super) struct GetArgs {
         value_name = "MS",
         default_value_t = DEFAULT_GET_TIMEOUT_MS,
         long_help = "Give up when connecting, or any single wait for an answer, takes \
-        longer than MS milliseconds. At least 1."
+        longer than MS milliseconds. At least 1. With other sources to fail over to, one \
+        attempt at a block ends after at most 3 s (a peer's connection after 1.5 s) and \
+        the block is asked of another."
     )]
     pub(super) timeout: u64,
 

@@ -1,6 +1,7 @@
 //! One attempt: one block from one source, the step `p2pd get` and the caches share.
-//! It connects (a peer within [`PEER_CONNECT_TIMEOUT`]), asks for the block, and checks
-//! its length and digest, all within one deadline ([`Deadlines`]); what goes wrong comes
+//! It connects (a peer within [`PEER_CONNECT_TIMEOUT`]) and asks for the block within
+//! one deadline ([`Deadlines`]) ([`request`]), then checks its length and digest
+//! ([`check`]); [`one_block`] is the two in a row. What goes wrong comes
 //! back as a [`FetchError`] whose methods (see [`crate::error`]) say how it counts for
 //! the source and what to report about a peer. Choosing the source, cancelling an
 //! attempt that another source overtook, and reporting are the callers'.
@@ -61,17 +62,33 @@ pub struct Expected<'a> {
     pub digest: &'a [u8],
 }
 
-/// Block `index` of version `version` of `file` from the source at `addr`, verified against
-/// `expected`: a block of the wrong length or digest is [`FetchError::Digest`]; an
-/// attempt past its deadline is [`FetchError::Timeout`] naming the connection when it
-/// never got one (the source is unreachable, not merely slow with this block).
+/// Block `index` of version `version` of `file` from the source at `addr`, verified
+/// against `expected`: [`request`], then [`check`].
 pub async fn one_block(
+    pool: &UpstreamPool,
+    source: (SocketAddr, SourceClass),
+    file: &FileRef,
+    version: u64,
+    index: u64,
+    expected: Expected<'_>,
+    deadlines: Deadlines,
+) -> Result<Bytes, FetchError> {
+    let data = request(pool, source, file, version, index, deadlines).await?;
+    check(source.0, index, data, expected).await
+}
+
+/// The request half of an attempt: block `index` of version `version` of `file` from
+/// the source at `addr`, within `deadlines`. An attempt past its deadline is
+/// [`FetchError::Timeout`] naming the connection when it never got one (the source is
+/// unreachable, not merely slow with this block). Callers that may cancel an attempt
+/// (another source overtook it) race this half only: a block that arrived is checked
+/// whatever happens meanwhile.
+pub async fn request(
     pool: &UpstreamPool,
     (addr, class): (SocketAddr, SourceClass),
     file: &FileRef,
     version: u64,
     index: u64,
-    expected: Expected<'_>,
     deadlines: Deadlines,
 ) -> Result<Bytes, FetchError> {
     let connected = Cell::new(false);
@@ -90,7 +107,7 @@ pub async fn one_block(
         connected.set(true);
         up.block(file, version, index).await
     });
-    let data = request.await.unwrap_or_else(|_| {
+    request.await.unwrap_or_else(|_| {
         Err(FetchError::Timeout {
             addr,
             what: if connected.get() {
@@ -100,7 +117,18 @@ pub async fn one_block(
             },
             ms: deadlines.attempt.as_millis() as u64,
         })
-    })?;
+    })
+}
+
+/// The check half of an attempt: `data`, block `index` from `addr`, is what `expected`
+/// says, or [`FetchError::Digest`] (wrong length or digest; the source is not to be
+/// trusted with this file).
+pub async fn check(
+    addr: SocketAddr,
+    index: u64,
+    data: Bytes,
+    expected: Expected<'_>,
+) -> Result<Bytes, FetchError> {
     if data.len() != expected.len || !verify_block(expected.algo, &data, expected.digest).await {
         return Err(FetchError::Digest {
             addr,

@@ -248,19 +248,13 @@ pub async fn fetch_blocks(
             cancels.insert((a.block, a.source), tx);
             let source = &sources[a.source];
             let version = file.version;
-            let expected = Expected {
-                len: file.block_len(a.block),
-                algo: file.algo,
-                digest: file.digest(a.block),
-            };
             let fut = async move {
-                let req = attempt::one_block(
+                let req = attempt::request(
                     pool,
                     (source.addr, source.class),
                     fref,
                     version,
                     a.block,
-                    expected,
                     deadlines,
                 );
                 match future::select(req.boxed_local(), rx).await {
@@ -296,6 +290,15 @@ pub async fn fetch_blocks(
         }
         let addr = addrs[a.source];
         let class = sources[a.source].class;
+        let expected = Expected {
+            len: file.block_len(a.block),
+            algo: file.algo,
+            digest: file.digest(a.block),
+        };
+        let result = match result {
+            Ok(data) => attempt::check(addr, a.block, data, expected).await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(data) => {
                 let bytes = data.len() as u64;

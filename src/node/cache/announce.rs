@@ -32,9 +32,7 @@ impl CacheRole {
     /// Every `--announce-interval` it also announces the blocks held (see
     /// `CacheRole::announce_held`).
     pub async fn housekeeping(self: Rc<Self>) {
-        let Some(every) = Some(self.cfg.announce_interval) else {
-            return;
-        };
+        let every = self.cfg.announce_interval;
         let mut last_announce = Instant::now();
         loop {
             runtime::sleep(HOUSEKEEPING_INTERVAL.min(every)).await;

@@ -22,7 +22,7 @@ use crate::error::{BlockError, FetchError, Refusal, UpstreamError, UpstreamError
 use crate::metrics::ShardMetrics;
 use crate::pure::lru::BlockKey;
 use crate::pure::protocol::{ErrorCode, FileRef, PeerProblem};
-use crate::pure::sched::{Failure, SourceClass};
+use crate::pure::sched::SourceClass;
 use crate::runtime::verify_block;
 use crate::runtime::{self, DataFile};
 use crate::upstream::attempt::{self, Deadlines, Expected};
@@ -255,15 +255,8 @@ impl CacheRole {
                 algo: file.meta().algo,
                 digest: file.index.digest(index),
             };
-            let request = attempt::one_block(
-                &self.pool,
-                (addr, class),
-                &fref,
-                version,
-                index,
-                expected,
-                deadlines,
-            );
+            let request =
+                attempt::request(&self.pool, (addr, class), &fref, version, index, deadlines);
             let r = match future::select(std::pin::pin!(request), cancelled).await {
                 Either::Left((r, _)) => r,
                 Either::Right(_) => {
@@ -282,6 +275,10 @@ impl CacheRole {
                     ));
                     continue;
                 }
+            };
+            let r = match r {
+                Ok(data) => attempt::check(addr, index, data, expected).await,
+                Err(e) => Err(e),
             };
             let outcome = match r {
                 Ok(data) => {
@@ -302,12 +299,14 @@ impl CacheRole {
                     }
                     return Ok(own_allocation(data));
                 }
-                Err(FetchError::Remote {
-                    code: ErrorCode::VersionChanged,
-                    ..
-                }) => {
+                Err(
+                    e @ FetchError::Remote {
+                        code: ErrorCode::VersionChanged,
+                        ..
+                    },
+                ) => {
                     // The origin has a new version: the next lookup fetches its info.
-                    slot.failed(Failure::NotHeld);
+                    slot.failed(e.source_failure(class));
                     file.validated_ms.store(0, Relaxed);
                     return Err(BlockError::Changed);
                 }

@@ -57,7 +57,7 @@ pub(super) type Resolved = (Vec<SocketAddr>, Instant);
 pub(super) type LookupFuture = Shared<LocalBoxFuture<'static, Result<Arc<CachedFile>, Refusal>>>;
 
 /// The upstream's Locate answer for a whole file version, shared by every downstream
-/// Locate relayed within [`RELAY_FRESH`] (the ones that arrive while it is asked wait
+/// Locate relayed within [`RELAY_FRESH`](super::locate::RELAY_FRESH) (the ones that arrive while it is asked wait
 /// for it).
 pub(super) struct Relayed {
     pub(super) asked: Instant,

@@ -249,7 +249,7 @@ pub(super) async fn writer_loop(
                     Some(Err(e)) => {
                         // The rest of this Get is not produced or sent.
                         state.borrow_mut().session.get_failed(req_id);
-                        let (code, msg) = e.clone().spp_answer(idx);
+                        let (code, msg) = e.spp_answer(idx);
                         writer
                             .write(&mut wr, &[&error_frame(req_id, code, msg)], WRITE_TIMEOUT)
                             .await
