@@ -325,10 +325,13 @@ impl Writer {
         }
     }
 
-    /// Whether the writer's socket holds more than `limit` bytes it has not sent.
+    /// Whether the writer's socket holds more than `limit` bytes it has not sent. A
+    /// socket the client reset is not backed up but dead (it keeps counting what it
+    /// never sent): the writer goes on, and its next write fails and ends the
+    /// connection at once instead of waiting out the pin deadline.
     fn socket_backed_up(&self, limit: u64) -> bool {
         let Some(fd) = self.socket else { return false };
-        runtime::unsent_bytes(fd).is_some_and(|n| n > limit)
+        runtime::unsent_bytes(fd).is_some_and(|n| n > limit) && !runtime::socket_closed(fd)
     }
 
     /// Waits until this writer's turn moves on.

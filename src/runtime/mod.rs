@@ -26,7 +26,7 @@ pub use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders}
 pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::Task;
 pub use net::{
-    connect, connect_from, limit_unsent, listener_from_std, read_some, unsent_bytes,
+    connect, connect_from, limit_unsent, listener_from_std, read_some, socket_closed, unsent_bytes,
     write_all_parts,
 };
 pub use request_budget::{

@@ -24,6 +24,29 @@ pub fn unsent_bytes(fd: std::os::fd::RawFd) -> Option<u64> {
     (r == 0).then(|| u64::try_from(n).unwrap_or(0))
 }
 
+/// Whether TCP socket `fd` is closed (`TCP_CLOSE`: reset by the peer, or closed both
+/// ways): it sends nothing more, and its [`unsent_bytes`] keep counting what was queued
+/// when it died, so they no longer say the client is slow. False when it cannot tell.
+pub fn socket_closed(fd: std::os::fd::RawFd) -> bool {
+    /// `TCP_CLOSE` in the kernel's TCP states (include/net/tcp_states.h).
+    const TCP_CLOSE: u8 = 7;
+    // SAFETY: tcp_info is plain data, valid when zeroed.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes through a valid pointer to `info`
+    // and updates `len`; a bad fd only fails.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    r == 0 && info.tcpi_state == TCP_CLOSE
+}
+
 /// Makes writes to TCP socket `fd` wait while it holds `bytes` or more it has not sent
 /// (`TCP_NOTSENT_LOWAT`); best effort.
 pub fn limit_unsent(fd: std::os::fd::RawFd, bytes: u64) {

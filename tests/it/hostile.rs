@@ -1612,3 +1612,42 @@ fn a_locate_flood_through_a_site_cache_asks_its_upstream_once_per_file_and_secon
         rig.diagnose()
     );
 }
+
+/// A client asks for a film, reads nothing, and resets the connection once the node's
+/// socket holds more than its writer may run ahead of (half of `UNSENT_LIMIT`): the
+/// node frees the connection at once. (A reset socket keeps counting what it never
+/// sent, so the writer took it for a slow client and waited out the 30 s pin deadline:
+/// a client could hold a connection slot for 30 s with one request and one reset.)
+#[test]
+fn a_client_that_resets_with_bytes_queued_frees_its_connection_at_once() {
+    let film = content(24 * MIB as usize, 29);
+    let node = Origin::builder().file("film.bin", &film).start();
+    let addr = node.addr;
+    let mut s = connect(addr);
+    s.write_all(format!("GET /film.bin HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let queued = wait_until(Duration::from_secs(20), || {
+        send_queues(addr).iter().any(|&q| q > 512 * KIB)
+    });
+    assert!(
+        queued,
+        "the node never queued over 512 KiB for a client that reads nothing: {:?}",
+        send_queues(addr)
+    );
+    // Linger 0: close sends a reset.
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    let reset = Instant::now();
+    node.wait_for(
+        "p2pd_connections_open to drop back to 1 after the reset",
+        |n| n.metric("p2pd_connections_open") == 1,
+    );
+    let took = reset.elapsed();
+    eprintln!("a reset client's connection was freed {took:?} after the reset");
+    assert!(
+        took < Duration::from_secs(5),
+        "the connection of a client that reset stayed open {took:?}"
+    );
+}
