@@ -143,7 +143,14 @@ where
         .map(|c| c.get())
         .unwrap_or(1);
     let placement = if pinned && n <= cpus {
-        glommio::PoolPlacement::MaxSpread(n, None)
+        // Only the CPUs this process may use (`taskset`, a cgroup cpuset): glommio's
+        // own choice is every online CPU, so two nodes given CPU 0 and CPU 1 both
+        // pinned their shard to CPU 0.
+        let allowed = allowed_cpus();
+        let set = glommio::CpuSet::online()
+            .ok()
+            .map(|s| s.filter(|l| allowed.as_ref().is_none_or(|a| a.contains(&l.cpu))));
+        glommio::PoolPlacement::MaxSpread(n, set)
     } else {
         // More executors than CPUs (tests, oversubscribed hosts) or asked not to pin.
         glommio::PoolPlacement::Unbound(n)
@@ -169,6 +176,25 @@ where
     }
     out.sort_by_key(|(i, _)| *i);
     Ok(out.into_iter().map(|(_, v)| v).collect())
+}
+
+/// The CPUs this process may run on (its affinity mask, which `taskset` and cgroup
+/// cpusets set), or `None` when it cannot tell.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data, valid when zeroed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most the given size through a valid pointer.
+    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return None;
+    }
+    let max = usize::try_from(libc::CPU_SETSIZE).unwrap_or(0);
+    // SAFETY: CPU_ISSET reads the set for indexes below CPU_SETSIZE.
+    Some(
+        (0..max)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect(),
+    )
 }
 
 /// Runs one future on a single executor on the calling thread (the `get` client).
