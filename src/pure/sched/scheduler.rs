@@ -396,9 +396,11 @@ impl Scheduler {
             .map(|st| st.at)
             .unwrap_or_default()
             .into_iter()
-            .map(|(src, _)| {
+            .map(|(src, since)| {
                 let o = &mut self.sources[src];
                 o.outstanding = o.outstanding.saturating_sub(1);
+                // Overtaken: it did not deliver this block in the time it had it.
+                o.bound_rate(bytes, since, now, cfg_alpha);
                 Assignment { block, source: src }
             })
             .collect();
@@ -471,7 +473,18 @@ impl Scheduler {
             })
             .collect();
         let mut out = Vec::new();
+        let alpha = self.cfg.ewma_alpha;
         for a in stalled {
+            // A block of its usual size did not come in the whole stall timeout.
+            let since = self
+                .outstanding
+                .get(&a.block)
+                .and_then(|st| st.at.iter().find(|(s, _)| *s == a.source))
+                .map(|&(_, t)| t);
+            let s = &mut self.sources[a.source];
+            if let (Some(since), Some(avg)) = (since, s.bytes.checked_div(s.blocks)) {
+                s.bound_rate(avg, since, now, alpha);
+            }
             out.push(a);
             out.extend(self.on_failure(a.source, a.block, Failure::Error));
         }

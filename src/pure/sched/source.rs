@@ -62,6 +62,27 @@ pub struct SourceState {
 }
 
 impl SourceState {
+    /// What a block asked of this source at `since` and still not delivered at `now`
+    /// says about its rate: at most `bytes` over the time it had the block to itself
+    /// (from `since`, or from its previous completion if later). An estimate above
+    /// that bound moves towards it as a measured block would; one below it stays. A
+    /// source that slowed down or went silent is seen so even when all its blocks are
+    /// taken by others before they complete, which are the only ones it would
+    /// otherwise be measured on.
+    pub(super) fn bound_rate(&mut self, bytes: u64, since: Instant, now: Instant, alpha: f64) {
+        let start = self.last_done.map_or(since, |d| d.max(since));
+        let secs = now.saturating_duration_since(start).as_secs_f64();
+        if secs <= 0.0 || bytes == 0 {
+            return;
+        }
+        let bound = bytes as f64 / secs;
+        if let Some(r) = self.rate_bps {
+            if bound < r {
+                self.rate_bps = Some(r + alpha * (bound - r));
+            }
+        }
+    }
+
     pub(super) fn holds(&self, block: u64) -> bool {
         if self.missing.contains(&block) {
             return false;

@@ -476,3 +476,34 @@ fn fresher_holds_replace_what_a_source_was_known_to_hold() {
         "what it said before is forgotten"
     );
 }
+
+/// Source 0 is fast, then after half a second takes 3 s a block (a link throttled
+/// to a trickle); source 1 is steady. Source 0's blocks are taken by source 1 before
+/// they complete (urgent duplicates, stalls), so no block of it is ever measured
+/// slow: what it failed to deliver in the time it had must lower its estimate, or it
+/// stays "the fastest" and keeps getting blocks that wait out the stall timeout.
+#[test]
+fn a_source_that_slows_down_is_seen_slow_though_it_completes_nothing() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 0, 1000);
+    s.add_source(Holds::All);
+    s.add_source(Holds::All);
+    let speed = |i: SourceId, t: Duration| {
+        Some(match i {
+            0 if t < Duration::from_millis(500) => 2,
+            0 => 3000,
+            _ => 10,
+        })
+    };
+    let (per, took) = simulate(&mut s, &speed, t0, Duration::from_secs(120));
+    let r = (s.source(0).rate_bps.unwrap(), s.source(1).rate_bps.unwrap());
+    assert!(
+        r.0 < r.1,
+        "the slowed source still looks faster: {r:?} (blocks {per:?}, {took:?})"
+    );
+    // Source 1 alone would take 10 s for the blocks source 0 did not deliver.
+    assert!(
+        took < Duration::from_secs(16),
+        "took {took:?} (blocks {per:?}, rates {r:?})"
+    );
+}
