@@ -131,20 +131,45 @@ pub fn run(cfg: GetConfig) -> i32 {
     }
 }
 
-/// Where verified bytes go: a `.part` file renamed into place on success, or stdout.
+/// Where verified bytes go: a `.part` file renamed into place on success; straight
+/// into an output that exists and is not a regular file (`/dev/null`, a FIFO, a
+/// terminal: renaming over it would replace the device with a file); or stdout.
 enum Sink {
     File {
         part: PathBuf,
         dest: PathBuf,
         f: std::io::BufWriter<std::fs::File>,
     },
+    Special(std::io::BufWriter<std::fs::File>),
     Stdout(std::io::StdoutLock<'static>),
 }
 
 impl Sink {
+    /// The sink for `-o dest`.
+    fn to_path(dest: &std::path::Path) -> Result<Sink, String> {
+        let special = std::fs::metadata(dest).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        if special {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dest)
+                .map_err(|e| format!("cannot open {}: {e}", dest.display()))?;
+            return Ok(Sink::Special(std::io::BufWriter::with_capacity(1 << 20, f)));
+        }
+        let mut part = dest.to_path_buf().into_os_string();
+        part.push(".part");
+        let part = PathBuf::from(part);
+        let f = std::fs::File::create(&part)
+            .map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+        Ok(Sink::File {
+            part,
+            dest: dest.to_path_buf(),
+            f: std::io::BufWriter::with_capacity(1 << 20, f),
+        })
+    }
+
     fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
         match self {
-            Sink::File { f, .. } => f.write_all(b),
+            Sink::File { f, .. } | Sink::Special(f) => f.write_all(b),
             Sink::Stdout(s) => s.write_all(b),
         }
     }
@@ -155,6 +180,7 @@ impl Sink {
                 f.sync_all()?;
                 std::fs::rename(part, dest)
             }
+            Sink::Special(mut f) => f.flush(),
             Sink::Stdout(mut s) => s.flush(),
         }
     }
@@ -187,22 +213,7 @@ async fn fetch(cfg: GetConfig, target: Target) -> Result<(u64, FetchReport), (St
     let total = file.block_count();
 
     let mut sink = match &cfg.output {
-        Some(dest) => {
-            let mut part = dest.clone().into_os_string();
-            part.push(".part");
-            let part = PathBuf::from(part);
-            let f = std::fs::File::create(&part).map_err(|e| {
-                (
-                    format!("cannot create {}: {e}", part.display()),
-                    exit::FAILED,
-                )
-            })?;
-            Sink::File {
-                part,
-                dest: dest.clone(),
-                f: std::io::BufWriter::with_capacity(1 << 20, f),
-            }
-        }
+        Some(dest) => Sink::to_path(dest).map_err(|m| (m, exit::FAILED))?,
         None => Sink::Stdout(std::io::stdout().lock()),
     };
     let bar = (cfg.output.is_some() && !cfg.quiet && std::io::stderr().is_terminal()).then(|| {

@@ -44,9 +44,9 @@ for b in "${bins[@]}"; do
         sleep 0.1
     done
     # Both index the file before the clock starts.
-    tb_exec viewer "$bin" get -q -o /dev/null "spp://$(tb_ip a):1111/film.bin" --timeout 60000 \
+    tb_exec viewer "$bin" get -q -o "$work/warm.bin" "spp://$(tb_ip a):1111/film.bin" --timeout 60000 \
         >/dev/null 2>&1 || true
-    tb_exec viewer "$bin" get -q -o /dev/null "spp://$(tb_ip b):1111/film.bin" --timeout 60000 \
+    tb_exec viewer "$bin" get -q -o "$work/warm.bin" "spp://$(tb_ip b):1111/film.bin" --timeout 60000 \
         >/dev/null 2>&1 || true
     start=$(date +%s.%N)
     (sleep "$cut_after"; tb_rate a up 10mbit) &

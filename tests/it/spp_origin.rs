@@ -601,3 +601,41 @@ fn buffered_reads_serve_the_same_verified_bytes() {
     assert_eq!(r.status, 206);
     assert!(r.body == data[100..=70000]);
 }
+
+/// `p2pd get -o` into something that is not a regular file (a FIFO here, `/dev/null`
+/// in practice) writes into it and leaves it what it was: the `.part` file and rename
+/// that make a regular output appear whole would replace the device with a file (as
+/// root, `-o /dev/null` turned /dev/null into a regular file, and every later write to
+/// it landed there).
+#[test]
+fn get_into_a_fifo_writes_through_it_and_leaves_it_a_fifo() {
+    use std::os::unix::fs::FileTypeExt;
+    let data = content(700 * 1024 + 3, 41);
+    let node = Origin::builder().file("f.bin", &data).start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+    };
+    let (code, err) = p2pd_get(&node.spp_url("f.bin"), &fifo, &[]);
+    assert_eq!(code, 0, "p2pd get into a FIFO: {err}");
+    // Looked at before the reader is joined: had the FIFO been replaced, nothing would
+    // ever open it for writing and the reader would wait for ever.
+    let meta = std::fs::symlink_metadata(&fifo).unwrap();
+    assert!(
+        meta.file_type().is_fifo(),
+        "the FIFO was replaced: {meta:?}"
+    );
+    let part = dir.path().join("out.part");
+    assert!(!part.exists(), "a .part file was left beside it");
+    let got = reader.join().unwrap();
+    assert!(
+        got == data,
+        "{} bytes came through the FIFO, not the file",
+        got.len()
+    );
+}
