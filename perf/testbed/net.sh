@@ -20,6 +20,9 @@
 #   tb_exec NAME CMD...         runs CMD in NAME's namespace
 #   tb_ip NAME                  prints NAME's address
 #   tb_down                     removes every namespace of the run
+#   tb_wait_started LOG         waits (10 s at most) for a node's startup line in LOG
+#   tb_result KIND              prints the result file's path for scenario KIND:
+#                               perf/results/<date>-<commit>[-dirty]-testbed-KIND.md
 set -euo pipefail
 
 TB_RUN=""
@@ -107,6 +110,23 @@ tb_exec() {
 
 tb_ip() {
     echo "${TB_IP[$1]}"
+}
+
+tb_wait_started() {
+    local _
+    for _ in $(seq 100); do
+        grep -q "publishing\|caching" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "testbed: no startup line in $1" >&2
+    return 1
+}
+
+tb_result() {
+    local commit
+    commit=$(git rev-parse --short HEAD)
+    [ -n "$(git status --porcelain)" ] && commit="$commit-dirty"
+    echo "perf/results/$(date +%Y-%m-%d-%H%M)-$commit-testbed-$1.md"
 }
 
 tb_down() {

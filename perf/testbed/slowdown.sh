@@ -39,10 +39,8 @@ for b in "${bins[@]}"; do
         2> "$work/b.log" &
     tb_exec a "$bin" -p "$work/media" --index-dir "$work/index-a" --bind "$(tb_ip a)" -P 1111 \
         -l "$(tb_ip b):1111" 2> "$work/a.log" &
-    for _ in $(seq 300); do
-        grep -q publishing "$work/a.log" && grep -q publishing "$work/b.log" && break
-        sleep 0.1
-    done
+    tb_wait_started "$work/a.log"
+    tb_wait_started "$work/b.log"
     # Both index the file before the clock starts.
     tb_exec viewer "$bin" get -q -o "$work/warm.bin" "spp://$(tb_ip a):1111/film.bin" --timeout 60000 \
         >/dev/null 2>&1 || true
@@ -68,11 +66,9 @@ done
 
 # Ideal: all of A's 200 and B's 40 Mbit/s until the cut, then 10 + 40.
 ideal=$(echo "c = $cut_after; t = $size_mib * 8 * 1.048576; pre = 240 * c; if (pre >= t) t / 240 else c + (t - pre) / 50" | bc -l)
-commit=$(git rev-parse --short HEAD)
-[ -n "$(git status --porcelain)" ] && commit="$commit-dirty"
-out="perf/results/$(date +%Y-%m-%d-%H%M)-$commit-testbed-slowdown.md"
+out=$(tb_result slowdown)
 {
-    echo "# Testbed: a source that slows down, $(date -u +%Y-%m-%dT%H:%MZ), commit $commit"
+    echo "# Testbed: a source that slows down, $(date -u +%Y-%m-%dT%H:%MZ), $(basename "$out" .md)"
     echo
     echo "perf/testbed/slowdown.sh: origin A (uplink 200 Mbit/s, \`-l B\`), mirror B (40 Mbit/s),"
     echo "viewer (1 Gbit/s) runs \`p2pd get\` of ${size_mib} MiB from A; ${cut_after} s in, A's uplink is cut"

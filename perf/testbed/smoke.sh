@@ -33,10 +33,7 @@ mkdir -p "$work/media"
 head -c $((24 * 1024 * 1024)) /dev/urandom > "$work/media/film.bin"
 tb_exec origin "$bin" -p "$work/media" --index-dir "$work/index" --bind "$(tb_ip origin)" -P 1111 \
     2> "$work/origin.log" &
-for _ in $(seq 100); do
-    grep -q "publishing" "$work/origin.log" && break
-    sleep 0.1
-done
+tb_wait_started "$work/origin.log"
 
 # get_secs: seconds `p2pd get` takes for the film from the viewer host.
 get_secs() {
@@ -80,11 +77,9 @@ else
     fail=1
 fi
 
-commit=$(git rev-parse --short HEAD)
-[ -n "$(git status --porcelain)" ] && commit="$commit-dirty"
-out="perf/results/$(date +%Y-%m-%d-%H%M)-$commit-testbed-smoke.md"
+out=$(tb_result smoke)
 {
-    echo "# Testbed smoke run, $(date -u +%Y-%m-%dT%H:%MZ), commit $commit"
+    echo "# Testbed smoke run, $(date -u +%Y-%m-%dT%H:%MZ), $(basename "$out" .md)"
     echo
     echo "perf/testbed/smoke.sh: hosts in network namespaces on a bridge, links shaped with"
     echo "tc tbf (net.sh); \`p2pd get\` of a 24 MiB file from the origin host to the viewer host."
