@@ -266,7 +266,7 @@ pub async fn fetch_blocks(
             running.push(fut.boxed_local());
         }
         let wait = sched
-            .next_deadline()
+            .next_deadline(now)
             .map(|d| d.saturating_duration_since(now))
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_millis(1));

@@ -413,11 +413,11 @@ impl CacheRole {
         }
         let now = Instant::now();
         entry.check_stalls(now);
-        let src = match entry.sched.pick_block(index, now) {
+        let src = match entry.sched.pick_block(index, None, now) {
             Some(s) => s,
             None if entry.sched.stuck_on(index) => {
                 *entry = FileSources::new(sources, cfg);
-                match entry.sched.pick_block(index, now) {
+                match entry.sched.pick_block(index, None, now) {
                     Some(s) => s,
                     None if entry.sched.stuck_on(index) => return Pick::NoSource,
                     None => return Pick::Busy,

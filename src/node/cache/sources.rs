@@ -206,7 +206,7 @@ mod tests {
     ) -> Option<(SourceSlot<'_>, oneshot::Receiver<()>)> {
         let mut map = all.borrow_mut();
         let e = map.get_mut(&(1, 2)).unwrap();
-        let src = e.sched.pick_block(index, Instant::now())?;
+        let src = e.sched.pick_block(index, None, Instant::now())?;
         let rx = e.started(src, index);
         let slot = SourceSlot {
             sources: all,

@@ -3,25 +3,33 @@
 //! which block; the driver (`upstream::range`) sends the requests, verifies what comes
 //! back and reports every outcome here.
 //!
-//! Policy, in the order it is applied:
+//! Policy:
 //! - Blocks are assigned in playback order, from the first block not yet verified, at
 //!   most `window_blocks` ahead of it, and at most `max_outstanding` per source.
-//! - Each source's throughput is measured (an exponentially weighted average of the
-//!   bytes per second between its completions, so pipelining is accounted for) with
-//!   its latency to first byte. Sources whose rate is within `tolerance` of the best
-//!   share the blocks: each block goes to the one that would finish it first given
-//!   what it already has outstanding. Slower sources get no blocks...
-//! - ...except probes: a source outside that set with nothing outstanding gets one
-//!   block every `probe_interval` (a new source at once), so a new source gets a
-//!   chance and a slow one that recovered is noticed.
+//! - Each source is measured: its throughput (an exponentially weighted average of
+//!   the bytes per second between its completions, so pipelining is accounted for)
+//!   and, while a block is in flight, what it is late with: a source whose head
+//!   request has taken longer than a block at its rate plans with the rate that
+//!   delay implies, so a slow-down or silence is seen within about one block's time.
+//! - From that, each source's queue says when it would deliver one more block. A
+//!   block goes to the source that would deliver it first (a busy one is waited for
+//!   when it would still be first), so every source whose rate adds to the total
+//!   gets work in proportion to its rate and several sources add up.
+//! - A block may have a deadline (when the viewer will need it). Then a peer that
+//!   will deliver it in time is preferred, else the source that delivers it first,
+//!   else any other in time; without one, a peer is preferred when nearly as quick
+//!   (`tolerance`). A source nothing is known of gets only blocks with time to spare
+//!   (`probe_slack`) and one at a time while others are measured.
+//! - A late block (its source will miss its deadline, or without one is due later
+//!   than another source would deliver it by a wide margin, `race_gain`) is raced to
+//!   that source; the first verified copy wins and the driver cancels the other.
+//! - A slow source that gets nothing is probed: one block at the end of the window
+//!   every `probe_interval`, so one that recovered is noticed.
 //! - A source that errors, closes, or sends a block failing its digest loses its
-//!   outstanding blocks to the others; one that failed `max_failures` times in a row
-//!   or sent a bad block is not used again for this file. A block outstanding past
-//!   `stall_timeout` counts as a failure of its source and is assigned again.
-//! - The block at the playback position is urgent: when it has waited past
-//!   `urgent_after` at one source, or sits at a source well below the best rate
-//!   (`slow_factor`), it is also asked of a second source; the first verified copy
-//!   wins and the driver cancels the other.
+//!   outstanding blocks to the others; one that failed `max_failures` times in a row,
+//!   was unreachable or sent a bad block is not used again for this file. A block
+//!   outstanding past `stall_timeout` counts as a failure of its source and is
+//!   assigned again.
 //! - A block is done only when the driver says it was verified.
 //!
 //! Files: `config` (the knobs), `source` (what is known of each source), `scheduler`

@@ -1,5 +1,6 @@
 //! The [`Scheduler`] of one file's (or one range's) blocks: which source gets which
-//! block ([`Assignment`]), and what each outcome the driver reports changes.
+//! block ([`Assignment`]), which late block is raced to a second source, and what
+//! each outcome the driver reports changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -20,8 +21,25 @@ pub struct Assignment {
 /// Where one outstanding block is asked.
 #[derive(Clone, Debug, Default)]
 struct BlockState {
-    /// Sources asked for it, with when (at most two: the urgent duplicate).
+    /// Sources asked for it, with when (at most two: the raced copy).
     at: Vec<(SourceId, Instant)>,
+    /// When it is needed (None: as soon as possible).
+    deadline: Option<Instant>,
+}
+
+/// One source weighed for one block.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    id: SourceId,
+    /// When it would deliver the block if given it now.
+    eta: Instant,
+    /// It may take one more request now.
+    room: bool,
+    /// Its rate was measured (else the prior stands in).
+    measured: bool,
+    /// The rate it is planned with (bytes per second).
+    rate: f64,
+    class: SourceClass,
 }
 
 /// The scheduler of one file's (or one range's) blocks.
@@ -72,6 +90,7 @@ impl Scheduler {
             ttfb: None,
             failures_in_row: 0,
             outstanding: 0,
+            inflight: Vec::new(),
             dropped: false,
             missing: BTreeSet::new(),
             blocks: 0,
@@ -99,20 +118,6 @@ impl Scheduler {
         self.position >= self.end
     }
 
-    /// The best measured rate among usable sources.
-    fn best_rate(&self) -> Option<f64> {
-        self.sources
-            .iter()
-            .filter(|s| !s.dropped)
-            .filter_map(|s| s.rate_bps)
-            .fold(None, |m, r| Some(m.map_or(r, |m: f64| m.max(r))))
-    }
-
-    fn usable(&self, id: SourceId, block: u64) -> bool {
-        let s = &self.sources[id];
-        !s.dropped && s.outstanding < self.cfg.max_outstanding && s.holds(block)
-    }
-
     /// Whether a usable source could ever serve `block` (capacity aside).
     fn servable(&self, block: u64) -> bool {
         self.sources.iter().any(|s| !s.dropped && s.holds(block))
@@ -138,131 +143,126 @@ impl Scheduler {
         ))
     }
 
-    /// Picks the source for `block` (not already asked of `except`): among the peers
-    /// that hold it if any is usable and not too slow, else among the servers.
-    fn pick(&mut self, block: u64, except: Option<SourceId>, now: Instant) -> Option<SourceId> {
-        let peers_hold = (0..self.sources.len()).any(|i| {
-            let s = &self.sources[i];
-            Some(i) != except && s.class == SourceClass::Peer && !s.dropped && s.holds(block)
-        });
-        if peers_hold {
-            if let Some(p) = self.pick_in(block, except, now, Some(SourceClass::Peer)) {
-                return Some(p);
-            }
-            // Every peer that holds it is busy: a server takes it only when the peers
-            // are slower than the servers (otherwise the block waits for a peer).
-            let best = |c: SourceClass| {
-                self.sources
-                    .iter()
-                    .filter(|s| s.class == c && !s.dropped)
-                    .filter_map(|s| s.rate_bps)
-                    .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))
-            };
-            let servers_faster = match (best(SourceClass::Peer), best(SourceClass::Server)) {
-                (Some(p), Some(s)) => s > p / self.cfg.tolerance,
-                // A server not measured yet gets tried, so the comparison can be made.
-                (_, None) => true,
-                // Peers not measured yet: they get the chance first.
-                (None, Some(_)) => false,
-            };
-            if !servers_faster {
-                return None;
-            }
-        }
-        self.pick_in(block, except, now, Some(SourceClass::Server))
-            .or_else(|| self.pick_in(block, except, now, None))
-    }
-
-    /// [`pick`](Self::pick) within one class (or all).
-    fn pick_in(
-        &mut self,
-        block: u64,
-        except: Option<SourceId>,
-        now: Instant,
-        class: Option<SourceClass>,
-    ) -> Option<SourceId> {
-        let candidates: Vec<SourceId> = (0..self.sources.len())
-            .filter(|&i| {
-                Some(i) != except
-                    && self.usable(i, block)
-                    && class.is_none_or(|c| self.sources[i].class == c)
-            })
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        // Rates compare within the class being picked from.
-        let best = self
+    /// The size rates are turned into times with: the blocks measured so far, on
+    /// average, else the configured one.
+    fn block_bytes(&self) -> f64 {
+        let (bytes, blocks) = self
             .sources
             .iter()
-            .filter(|s| !s.dropped && class.is_none_or(|c| s.class == c))
+            .fold((0, 0), |(b, n), s| (b + s.bytes, n + s.blocks));
+        bytes
+            .checked_div(blocks)
+            .unwrap_or(self.cfg.block_bytes)
+            .max(1) as f64
+    }
+
+    /// The rate assumed of a source not measured yet: the best measured rate (a new
+    /// source is given the benefit of the doubt), else the configured prior.
+    fn prior(&self) -> f64 {
+        self.sources
+            .iter()
+            .filter(|s| !s.dropped)
             .filter_map(|s| s.rate_bps)
-            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
-        let eligible = |s: &SourceState| match (s.rate_bps, best) {
-            (Some(r), Some(b)) => r >= b * self.cfg.tolerance,
-            // Nothing measured yet: everyone is worth trying.
-            (None, None) => true,
-            (None, Some(_)) => false,
-            (Some(_), None) => true,
-        };
-        // A probe: a source outside the eligible set, idle, not probed recently; the
-        // one probed longest ago (never-measured ones first).
-        let interval = self.cfg.probe_interval;
-        let probe = candidates
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))
+            .unwrap_or(self.cfg.prior_rate_bps)
+    }
+
+    /// Every source that could take `block` (but `except`), with when it would
+    /// deliver it. A source not yet measured takes one block at a time while others
+    /// are measured; a raced block (`extra`) may exceed a source's limit by one; a
+    /// block without a deadline (`timed` false) is not queued behind `max_queue` of
+    /// work (with one, its deadline says whether a queue is too long).
+    fn candidates(
+        &self,
+        block: u64,
+        except: Option<SourceId>,
+        (extra, timed): (usize, bool),
+        now: Instant,
+    ) -> Vec<Candidate> {
+        let (blk, prior) = (self.block_bytes(), self.prior());
+        let any_measured = self
+            .sources
             .iter()
-            .copied()
-            .filter(|&i| {
+            .any(|s| !s.dropped && s.rate_bps.is_some());
+        (0..self.sources.len())
+            .filter(|&i| Some(i) != except)
+            .filter(|&i| !self.sources[i].dropped && self.sources[i].holds(block))
+            .map(|i| {
                 let s = &self.sources[i];
-                // Measured sources are probed `interval` after they were last heard
-                // from; never-measured ones at once.
-                let last_heard = s.last_probe.max(s.last_done);
-                !eligible(s)
-                    && s.outstanding == 0
-                    && (s.rate_bps.is_none()
-                        || last_heard.is_none_or(|t| now.saturating_duration_since(t) >= interval))
+                let measured = s.rate_bps.is_some();
+                let limit = if measured || !any_measured {
+                    self.cfg.max_outstanding
+                } else {
+                    1
+                };
+                let rate = s.rate_at(blk, prior, now);
+                let queued = s.finish(s.outstanding.saturating_sub(1), rate, blk, now);
+                let short = s.outstanding == 0
+                    || queued.saturating_duration_since(now) <= self.cfg.max_queue;
+                Candidate {
+                    id: i,
+                    eta: s.finish(s.outstanding, rate, blk, now),
+                    room: s.outstanding < limit + extra && (short || extra > 0 || timed),
+                    measured,
+                    rate,
+                    class: s.class,
+                }
             })
-            .min_by_key(|&i| {
-                let s = &self.sources[i];
-                (s.rate_bps.is_some(), s.last_probe)
-            });
-        if let Some(p) = probe {
-            self.sources[p].last_probe = Some(now);
-            return Some(p);
-        }
-        // Among the eligible, the one that would finish this block first.
-        let finish = |s: &SourceState| -> f64 {
-            let rate = s.rate_bps.or(best).unwrap_or(1.0).max(1.0);
-            (s.outstanding as f64 + 1.0) / rate
+            .collect()
+    }
+
+    /// Picks the source for `block` (not already asked of `except`), needed by
+    /// `deadline` (None: as soon as possible). With a deadline: a peer that will
+    /// deliver it in time, else the source that delivers it first, else another that
+    /// is in time. Without: a peer nearly as fast (`tolerance`) as the source that
+    /// delivers it first, else that source. None when the block had better wait for a
+    /// busy source.
+    fn pick(
+        &mut self,
+        block: u64,
+        deadline: Option<Instant>,
+        except: Option<SourceId>,
+        now: Instant,
+    ) -> Option<SourceId> {
+        let cands = self.candidates(block, except, (0, deadline.is_some()), now);
+        let first = |it: &mut dyn Iterator<Item = &Candidate>| {
+            it.min_by(|a, b| a.eta.cmp(&b.eta).then(a.id.cmp(&b.id)))
+                .copied()
         };
-        let chosen = candidates
-            .iter()
-            .copied()
-            .filter(|&i| eligible(&self.sources[i]))
-            .min_by(|&a, &b| {
-                finish(&self.sources[a])
-                    .total_cmp(&finish(&self.sources[b]))
-                    .then(a.cmp(&b))
-            });
-        // When every eligible source is busy, the block waits for one rather than go
-        // to a slow source (unless nobody eligible can ever serve it).
-        chosen.or_else(|| {
-            let any_eligible_holds = self.sources.iter().any(|s| {
-                !s.dropped && class.is_none_or(|c| s.class == c) && eligible(s) && s.holds(block)
-            });
-            if any_eligible_holds {
-                None
-            } else {
-                candidates.iter().copied().min_by(|&a, &b| {
-                    finish(&self.sources[a])
-                        .total_cmp(&finish(&self.sources[b]))
-                        .then(a.cmp(&b))
-                })
+        let best = first(&mut cands.iter())?;
+        let chosen = match deadline {
+            Some(d) => {
+                // A source nothing is known of gets only blocks with time to spare.
+                let may_probe = d.saturating_duration_since(now) >= self.cfg.probe_slack;
+                let in_time = |c: &&Candidate| c.room && c.eta <= d && (c.measured || may_probe);
+                first(
+                    &mut cands
+                        .iter()
+                        .filter(in_time)
+                        .filter(|c| c.class == SourceClass::Peer),
+                )
+                .or(Some(best).filter(|b| b.room))
+                .or_else(|| first(&mut cands.iter().filter(in_time)))
             }
-        })
+            None => {
+                // A peer nearly as fast is waited for when busy: a server serves
+                // what the peers lack or are too slow for.
+                let near = |c: &&Candidate| {
+                    c.class == SourceClass::Peer && c.rate >= best.rate * self.cfg.tolerance
+                };
+                match first(&mut cands.iter().filter(near)) {
+                    Some(p) => Some(p).filter(|p| p.room),
+                    None => Some(best).filter(|b| b.room),
+                }
+            }
+        };
+        chosen.map(|c| c.id)
     }
 
     fn start(&mut self, block: u64, source: SourceId, now: Instant) -> Assignment {
-        self.sources[source].outstanding += 1;
+        let s = &mut self.sources[source];
+        s.outstanding += 1;
+        s.inflight.push((now, block));
         self.outstanding
             .entry(block)
             .or_default()
@@ -271,89 +271,150 @@ impl Scheduler {
         Assignment { block, source }
     }
 
-    /// The requests to send now: blocks not yet verified nor outstanding, in order
-    /// within the window, and the urgent duplicates.
+    /// The requests to send now, walking the window in playback order: a block
+    /// outstanding at one source is raced to a second if late, a block not yet asked
+    /// goes to the source that delivers it first (once one has to wait, later blocks
+    /// wait too, but late ones are still raced); then a probe of a slow source that
+    /// has been idle a while. In order, so the blocks a viewer needs first get the
+    /// quick sources' room first.
     pub fn assign(&mut self, now: Instant) -> Vec<Assignment> {
         let mut out = Vec::new();
-        if let Some(a) = self.urgent_duplicate(now) {
-            out.push(a);
-        }
         let window_end = self
             .end
             .min(self.position.saturating_add(self.cfg.window_blocks));
-        let mut b = self.position;
-        while b < window_end {
-            if !self.verified.contains(&b) && !self.outstanding.contains_key(&b) {
-                match self.pick(b, None, now) {
-                    Some(s) => out.push(self.start(b, s, now)),
-                    // Later blocks wait too: assignment stays in playback order.
-                    None => break,
-                }
+        let mut waiting = None;
+        for b in self.position..window_end {
+            if self.verified.contains(&b) {
+                continue;
             }
-            b += 1;
+            if self.outstanding.contains_key(&b) {
+                if let Some(source) = self.race(b, now) {
+                    out.push(Assignment { block: b, source });
+                }
+                continue;
+            }
+            if waiting.is_some() {
+                continue;
+            }
+            match self.pick(b, None, None, now) {
+                Some(s) => out.push(self.start(b, s, now)),
+                None => waiting = Some(b),
+            }
+        }
+        // The last block of the window waits longest: a slow source may measure
+        // itself on it.
+        if let Some(w) = waiting {
+            let last = (w..window_end)
+                .rev()
+                .find(|x| !self.verified.contains(x) && !self.outstanding.contains_key(x));
+            if let Some(p) = last.and_then(|x| self.probe(x, now).map(|s| (x, s))) {
+                out.push(self.start(p.0, p.1, now));
+            }
         }
         out
     }
 
+    /// A source that would not get `block` otherwise, idle, and never measured or
+    /// not heard from for `probe_interval`; the one probed longest ago.
+    fn probe(&mut self, block: u64, now: Instant) -> Option<SourceId> {
+        let interval = self.cfg.probe_interval;
+        let id = (0..self.sources.len())
+            .filter(|&i| {
+                let s = &self.sources[i];
+                let heard = s.last_probe.max(s.last_done);
+                !s.dropped
+                    && s.outstanding == 0
+                    && s.holds(block)
+                    && heard.is_none_or(|t| now.saturating_duration_since(t) >= interval)
+            })
+            .min_by_key(|&i| self.sources[i].last_probe)?;
+        self.sources[id].last_probe = Some(now);
+        Some(id)
+    }
+
     /// One block on demand, outside any range (a cache's owner shard fetching the
-    /// block a viewer needs): the source to ask, chosen and counted as in [`assign`],
-    /// or None when every source that may have it is dropped or full. Use a scheduler
-    /// made for an empty range, so nothing is tracked per block once it is done.
+    /// block a viewer needs), needed by `deadline` (None: as soon as possible): the
+    /// source to ask, chosen and counted as in [`assign`] (a block that would wait
+    /// may be a probe), or None when every source that may have it is dropped or busy. Use a scheduler made for an empty range,
+    /// so nothing is tracked per block once it is done.
     ///
     /// [`assign`]: Scheduler::assign
-    pub fn pick_block(&mut self, block: u64, now: Instant) -> Option<SourceId> {
-        let s = self.pick(block, None, now)?;
+    pub fn pick_block(
+        &mut self,
+        block: u64,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Option<SourceId> {
+        let s = match self.pick(block, deadline, None, now) {
+            Some(s) => s,
+            // It would wait: unless it is needed soon, a source idle for a while may
+            // measure itself on it.
+            None if deadline
+                .is_none_or(|d| d.saturating_duration_since(now) >= self.cfg.probe_slack) =>
+            {
+                self.probe(block, now)?
+            }
+            None => return None,
+        };
         self.start(block, s, now);
+        self.outstanding.entry(block).or_default().deadline = deadline;
         Some(s)
     }
 
-    /// The block at the playback position, asked of a second source when it waited
-    /// too long or sits at a slow source.
-    fn urgent_duplicate(&mut self, now: Instant) -> Option<Assignment> {
-        let block = self.position;
-        let st = self.outstanding.get(&block)?;
-        if st.at.len() != 1 {
-            return None;
-        }
-        let (src, since) = st.at[0];
-        let waited = now.saturating_duration_since(since);
-        let slow = match (self.sources[src].rate_bps, self.best_rate()) {
-            (Some(r), Some(b)) => r < b * self.cfg.slow_factor,
-            _ => false,
-        };
-        if waited < self.cfg.urgent_after && !slow {
-            return None;
-        }
-        // The most urgent block may exceed a source's outstanding limit by one: the
-        // fastest other source that holds it takes it.
-        let max = self.cfg.max_outstanding + 1;
-        let other = (0..self.sources.len())
-            .filter(|&i| {
-                let s = &self.sources[i];
-                i != src && !s.dropped && s.outstanding < max && s.holds(block)
-            })
-            .max_by(|&a, &b| {
-                let ra = self.sources[a].rate_bps.unwrap_or(0.0);
-                let rb = self.sources[b].rate_bps.unwrap_or(0.0);
-                ra.total_cmp(&rb).then(b.cmp(&a))
-            })?;
-        Some(self.start(block, other, now))
+    /// Whether `block`, asked of one source, should also be asked of a second one
+    /// now: its source is overdue (see `SchedConfig::overdue_factor`), or is
+    /// expected to deliver it after its deadline (without one, at all late) while
+    /// another would deliver it in `race_gain` of the time left. That source, counted
+    /// as asked.
+    pub fn race(&mut self, block: u64, now: Instant) -> Option<SourceId> {
+        let other = self.race_to(block, now)?;
+        self.start(block, other, now);
+        Some(other)
     }
 
-    fn finish_request(&mut self, block: u64, source: SourceId) -> bool {
-        let Some(st) = self.outstanding.get_mut(&block) else {
-            return false;
+    fn race_to(&self, block: u64, now: Instant) -> Option<SourceId> {
+        let st = self.outstanding.get(&block)?;
+        let &[(src, _)] = st.at.as_slice() else {
+            return None;
         };
-        let Some(i) = st.at.iter().position(|(s, _)| *s == source) else {
-            return false;
-        };
-        st.at.remove(i);
+        let s = &self.sources[src];
+        let rank = s.inflight.iter().position(|&(_, b)| b == block)?;
+        let (blk, prior) = (self.block_bytes(), self.prior());
+        let overdue = s.overdue(blk, self.cfg.overdue_factor, self.cfg.overdue_min, now);
+        let arrival = s.finish(rank, s.rate_at(blk, prior, now), blk, now);
+        let left = arrival.saturating_duration_since(now);
+        // Not ahead of an earlier request at the same source: that one is needed
+        // first and comes first.
+        let earlier_waits = s.inflight[..rank]
+            .iter()
+            .any(|(_, b)| self.outstanding.get(b).is_some_and(|o| o.at.len() == 1));
+        if !overdue
+            && (earlier_waits
+                || left < self.cfg.race_min
+                || st.deadline.is_some_and(|d| arrival <= d))
+        {
+            return None;
+        }
+        let best = self
+            .candidates(block, Some(src), (1, st.deadline.is_some()), now)
+            .into_iter()
+            .filter(|c| c.room && c.measured)
+            .min_by(|a, b| a.eta.cmp(&b.eta).then(a.id.cmp(&b.id)))?;
+        let gain = left.mul_f64(self.cfg.race_gain);
+        (overdue || best.eta.saturating_duration_since(now) < gain).then_some(best.id)
+    }
+
+    fn finish_request(&mut self, block: u64, source: SourceId) -> Option<Instant> {
+        let st = self.outstanding.get_mut(&block)?;
+        let i = st.at.iter().position(|(s, _)| *s == source)?;
+        let (_, since) = st.at.remove(i);
         if st.at.is_empty() {
             self.outstanding.remove(&block);
         }
         let s = &mut self.sources[source];
         s.outstanding = s.outstanding.saturating_sub(1);
-        true
+        s.inflight.retain(|&(_, b)| b != block);
+        Some(since)
     }
 
     /// `block` from `source` was verified: `bytes` long, its first byte at
@@ -367,11 +428,7 @@ impl Scheduler {
         first_byte: Instant,
         now: Instant,
     ) -> Vec<Assignment> {
-        let since = self
-            .outstanding
-            .get(&block)
-            .and_then(|st| st.at.iter().find(|(s, _)| *s == source).map(|(_, t)| *t));
-        self.finish_request(block, source);
+        let since = self.finish_request(block, source);
         let cfg_alpha = self.cfg.ewma_alpha;
         let s = &mut self.sources[source];
         s.blocks += 1;
@@ -390,17 +447,17 @@ impl Scheduler {
             });
         }
         s.last_done = Some(now);
-        let others: Vec<Assignment> = self
+        let others: Vec<(SourceId, Instant)> = self
             .outstanding
-            .remove(&block)
-            .map(|st| st.at)
-            .unwrap_or_default()
+            .get(&block)
+            .map(|st| st.at.clone())
+            .unwrap_or_default();
+        let others = others
             .into_iter()
             .map(|(src, since)| {
-                let o = &mut self.sources[src];
-                o.outstanding = o.outstanding.saturating_sub(1);
+                self.finish_request(block, src);
                 // Overtaken: it did not deliver this block in the time it had it.
-                o.bound_rate(bytes, since, now, cfg_alpha);
+                self.sources[src].bound_rate(bytes, since, now, cfg_alpha);
                 Assignment { block, source: src }
             })
             .collect();
@@ -442,11 +499,10 @@ impl Scheduler {
     }
 
     fn take_all_from(&mut self, source: SourceId) -> Vec<Assignment> {
-        let blocks: Vec<u64> = self
-            .outstanding
+        let blocks: Vec<u64> = self.sources[source]
+            .inflight
             .iter()
-            .filter(|(_, st)| st.at.iter().any(|(s, _)| *s == source))
-            .map(|(b, _)| *b)
+            .map(|&(_, b)| b)
             .collect();
         for &b in &blocks {
             self.finish_request(b, source);
@@ -460,7 +516,7 @@ impl Scheduler {
     /// Requests outstanding past `stall_timeout`: each counts as a failure of its
     /// source and goes back to be assigned. Returned so the driver cancels them.
     pub fn check_stalls(&mut self, now: Instant) -> Vec<Assignment> {
-        let stalled: Vec<Assignment> = self
+        let stalled: Vec<(Assignment, Instant)> = self
             .outstanding
             .iter()
             .flat_map(|(&block, st)| {
@@ -469,20 +525,15 @@ impl Scheduler {
                     .filter(|(_, since)| {
                         now.saturating_duration_since(*since) >= self.cfg.stall_timeout
                     })
-                    .map(move |&(source, _)| Assignment { block, source })
+                    .map(move |&(source, since)| (Assignment { block, source }, since))
             })
             .collect();
         let mut out = Vec::new();
         let alpha = self.cfg.ewma_alpha;
-        for a in stalled {
+        for (a, since) in stalled {
             // A block of its usual size did not come in the whole stall timeout.
-            let since = self
-                .outstanding
-                .get(&a.block)
-                .and_then(|st| st.at.iter().find(|(s, _)| *s == a.source))
-                .map(|&(_, t)| t);
             let s = &mut self.sources[a.source];
-            if let (Some(since), Some(avg)) = (since, s.bytes.checked_div(s.blocks)) {
+            if let Some(avg) = s.bytes.checked_div(s.blocks) {
                 s.bound_rate(avg, since, now, alpha);
             }
             out.push(a);
@@ -491,20 +542,19 @@ impl Scheduler {
         out
     }
 
-    /// The earliest time something may change without news from a source (a stall or
-    /// an urgent duplicate falls due), for the driver's timer.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.outstanding
-            .iter()
-            .flat_map(|(&b, st)| {
-                st.at.iter().map(move |&(_, since)| {
-                    if b == self.position && st.at.len() == 1 {
-                        since + self.cfg.urgent_after.min(self.cfg.stall_timeout)
-                    } else {
-                        since + self.cfg.stall_timeout
-                    }
-                })
+    /// The next time the driver should look again without news from a source: a
+    /// stall falls due, or, while anything is in flight, `tick` from `now` (a late
+    /// block may be raced).
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let stall = self
+            .outstanding
+            .values()
+            .flat_map(|st| {
+                st.at
+                    .iter()
+                    .map(|&(_, since)| since + self.cfg.stall_timeout)
             })
-            .min()
+            .min()?;
+        Some(stall.min(now + self.cfg.tick))
     }
 }

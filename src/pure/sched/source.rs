@@ -1,5 +1,7 @@
 //! What the scheduler knows of each source: its [`SourceClass`], holdings, measured
-//! rate and latency, failures ([`Failure`]) and outstanding blocks ([`SourceState`]).
+//! rate and latency, failures ([`Failure`]) and outstanding blocks ([`SourceState`]),
+//! and the model that turns it into times: when the source would deliver each block
+//! in its queue, with its rate bounded by what it is late with right now.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -50,7 +52,11 @@ pub struct SourceState {
     /// Latency to first byte of its last block.
     pub ttfb: Option<Duration>,
     pub failures_in_row: u32,
+    /// Requests outstanding at it (`inflight.len()`).
     pub outstanding: usize,
+    /// Its outstanding requests, oldest first: when each was asked, which block. A
+    /// source serves them in turn.
+    pub(super) inflight: Vec<(Instant, u64)>,
     /// Dropped for this file (bad block, too many failures).
     pub dropped: bool,
     /// Blocks it does not have after all.
@@ -68,7 +74,7 @@ impl SourceState {
     /// that bound moves towards it as a measured block would; one below it stays. A
     /// source that slowed down or went silent is seen so even when all its blocks are
     /// taken by others before they complete, which are the only ones it would
-    /// otherwise be measured on.
+    /// otherwise be measured on. A source never measured takes the bound as its rate.
     pub(super) fn bound_rate(&mut self, bytes: u64, since: Instant, now: Instant, alpha: f64) {
         let start = self.last_done.map_or(since, |d| d.max(since));
         let secs = now.saturating_duration_since(start).as_secs_f64();
@@ -76,11 +82,62 @@ impl SourceState {
             return;
         }
         let bound = bytes as f64 / secs;
-        if let Some(r) = self.rate_bps {
-            if bound < r {
-                self.rate_bps = Some(r + alpha * (bound - r));
-            }
+        match self.rate_bps {
+            Some(r) if bound < r => self.rate_bps = Some(r + alpha * (bound - r)),
+            Some(_) => {}
+            // Never measured: the bound is the best guess there is.
+            None => self.rate_bps = Some(bound),
         }
+    }
+
+    /// When the source started on the request at the head of its queue: when it was
+    /// asked, or when it delivered the one before, whichever is later.
+    fn head_started(&self) -> Option<Instant> {
+        let &(since, _) = self.inflight.first()?;
+        Some(self.last_done.map_or(since, |d| d.max(since)))
+    }
+
+    /// The rate to plan with at `now` (bytes per second): the measured one (`prior`
+    /// if none), bounded by what the request at the head of its queue has failed to
+    /// deliver so far: a source that slows down or goes silent is seen so while its
+    /// block is in flight, within about one block's time.
+    pub fn rate_at(&self, block_bytes: f64, prior: f64, now: Instant) -> f64 {
+        let r = self.rate_bps.unwrap_or(prior).max(1.0);
+        match self.head_started() {
+            Some(start) => {
+                let late = now.saturating_duration_since(start).as_secs_f64();
+                if late > 0.0 {
+                    r.min(block_bytes / late).max(1.0)
+                } else {
+                    r
+                }
+            }
+            None => r,
+        }
+    }
+
+    /// Whether the request at the head of its queue has taken `factor` times a
+    /// block's time at its measured rate, and at least `min`: the source slowed down
+    /// or went silent, and what waits in its queue is better asked elsewhere.
+    pub fn overdue(&self, block_bytes: f64, factor: f64, min: Duration, now: Instant) -> bool {
+        let (Some(start), Some(rate)) = (self.head_started(), self.rate_bps) else {
+            return false;
+        };
+        let late = now.saturating_duration_since(start);
+        late >= min && late.as_secs_f64() >= factor * block_bytes / rate.max(1.0)
+    }
+
+    /// When the source is expected to deliver the request at `rank` in its queue (0
+    /// the oldest; `outstanding` for one more given it now), planning with `rate`.
+    /// A head request already late (it has had a block's time at `rate`) is expected
+    /// to take as long again.
+    pub fn finish(&self, rank: usize, rate: f64, block_bytes: f64, now: Instant) -> Instant {
+        let per = Duration::from_secs_f64((block_bytes / rate.max(1.0)).min(3600.0));
+        let first = match self.head_started() {
+            Some(start) if start + per > now => start + per,
+            _ => now + per,
+        };
+        first + per * rank as u32
     }
 
     pub(super) fn holds(&self, block: u64) -> bool {
