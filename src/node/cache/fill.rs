@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::{self, Either};
+use futures::future::{self, Either, FutureExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::file::CachedFile;
 use super::locate::LOCATE_ON_MISS;
 use super::role::CacheRole;
 use super::sources::{
-    merge_sources, sched_config, FileSources, Pick, SourceSlot, MAX_FILES_WITH_SOURCES,
-    MAX_SOURCES_PER_FILE,
+    merge_sources, sched_config, AttemptContext, Chosen, Ended, FileSources, Pick, SourceSlot,
+    MAX_FILES_WITH_SOURCES, MAX_SOURCES_PER_FILE, RACE_CHECK,
 };
 use crate::error::{BlockError, FetchError, Refusal, UpstreamError, UpstreamErrorKind};
 use crate::metrics::ShardMetrics;
@@ -191,29 +192,22 @@ impl CacheRole {
 
     /// Fetches one block and verifies it, from the best of the file's sources (see
     /// `pure::sched`), failing over to the others: a source that errors, closes,
-    /// stalls past the attempt deadline or sends a bad block loses the block to the
-    /// next one, and one that sent a bad block is not asked again for this file. When
-    /// every source that may have the block is busy with others, it waits for one. The
-    /// caller bounds the whole of it ([`fetch_deadline`]); each attempt's place at its
-    /// source is given back however the attempt ends ([`SourceSlot`]).
+    /// stalls or sends a bad block loses the block to the next one, and one that sent
+    /// a bad block is not asked again for this file. A block late at its source is
+    /// raced to a second one (the first verified copy wins, the other is cancelled).
+    /// After a peer failed it, the block's next attempt goes to a server, and it fails
+    /// only once a server has failed it too (or there is none): a viewer is not cut
+    /// off while a server can serve. When every source that may have the block is
+    /// busy with others, it waits for one. The caller bounds the whole of it
+    /// ([`fetch_deadline`]); each attempt's place at its source is given back however
+    /// the attempt ends ([`SourceSlot`]).
     pub(super) async fn fetch_block(
         self: &Rc<Self>,
         file: &Arc<CachedFile>,
         index: u64,
     ) -> Result<Bytes, BlockError> {
-        let fref = file.file_ref();
-        let version = file.meta().version;
         let sources = self.block_sources(file).await.map_err(BlockError::from)?;
         let upstream = sources.first().map(|l| l.addr);
-        // Peers found bad or unreachable are reported to the node that named them,
-        // over the connection that was handed them (that shard's).
-        let report_to = {
-            let located = file.located.load();
-            match located.from {
-                Some(from) => Some((from, located.by_shard)),
-                None => upstream.map(|u| (u, self.id)),
-            }
-        };
         // p2p: no peer is known to hold this block; peers ahead in the film may have
         // it by now, so ask the registry again (in the background) for the next ones.
         if upstream.is_some_and(|u| self.pool.is_registry(u))
@@ -223,114 +217,177 @@ impl CacheRole {
         {
             self.refresh_located(file, LOCATE_ON_MISS);
         }
-        let deadlines = Deadlines::new(self.cfg.upstream.timeout, sources.len() > 1);
-        let key = (file.file_id, version);
+        let ctx = AttemptContext {
+            file,
+            index,
+            key: (file.file_id, file.meta().version),
+            deadlines: Deadlines::new(self.cfg.upstream.timeout, sources.len() > 1),
+            upstream,
+            // Peers found bad or unreachable are reported to the node that named
+            // them, over the connection that was handed them (that shard's).
+            report_to: {
+                let located = file.located.load();
+                match located.from {
+                    Some(from) => Some((from, located.by_shard)),
+                    None => upstream.map(|u| (u, self.id)),
+                }
+            },
+        };
+        let any_server = sources.iter().any(|l| l.class == SourceClass::Server);
+        let (mut attempts, mut server_tried, mut peer_failed) = (0, false, false);
         let mut last: Option<BlockError> = None;
-        let mut attempts = 0;
-        while attempts < MAX_ATTEMPTS_PER_BLOCK {
-            let (src, addr, class, cancelled) = match self.pick_source(key, &sources, index) {
-                Pick::Source {
-                    src,
-                    addr,
-                    class,
-                    cancelled,
-                } => (src, addr, class, cancelled),
-                Pick::Busy => {
-                    runtime::sleep(SOURCE_WAIT).await;
-                    continue;
+        let mut running = FuturesUnordered::new();
+        loop {
+            if running.is_empty() {
+                if attempts >= MAX_ATTEMPTS_PER_BLOCK && (server_tried || !any_server) {
+                    break;
                 }
-                Pick::NoSource => break,
-            };
-            attempts += 1;
-            let slot = SourceSlot {
-                sources: &self.sources,
-                file: key,
-                src,
-                index,
-                open: true,
-            };
-            let started = Instant::now();
-            let expected = Expected {
-                len: file.index.block_len(index),
-                algo: file.meta().algo,
-                digest: file.index.digest(index),
-            };
-            let request =
-                attempt::request(&self.pool, (addr, class), &fref, version, index, deadlines);
-            let r = match future::select(std::pin::pin!(request), cancelled).await {
-                Either::Left((r, _)) => r,
+                let only = (peer_failed && any_server).then_some(SourceClass::Server);
+                match self.pick_source(ctx.key, &sources, index, only) {
+                    Pick::Source(chosen) => {
+                        attempts += 1;
+                        server_tried |= chosen.class == SourceClass::Server;
+                        running.push(self.attempt(&ctx, chosen).boxed_local());
+                    }
+                    Pick::Busy => {
+                        runtime::sleep(SOURCE_WAIT).await;
+                        continue;
+                    }
+                    Pick::NoSource => break,
+                }
+            }
+            let tick = runtime::sleep(RACE_CHECK);
+            match future::select(running.next(), std::pin::pin!(tick)).await {
+                Either::Left((Some(end), _)) => match end {
+                    Ended::Done(data) => return Ok(data),
+                    Ended::Changed => return Err(BlockError::Changed),
+                    Ended::Failed { error, peer } => {
+                        peer_failed |= peer;
+                        last = Some(error);
+                    }
+                },
+                Either::Left((None, _)) => {}
+                // Late at its source: a second source may deliver it sooner.
                 Either::Right(_) => {
-                    // Taken away: the source stalled past the scheduler's timeout, or
-                    // failed another block and lost all of its blocks.
-                    slot.taken_away();
-                    ShardMetrics::add(&self.m().upstream_errors, 1);
-                    tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, "block taken from a stalled or failed source; trying another");
-                    last = Some(BlockError::Upstream(
-                        FetchError::Timeout {
-                            addr,
-                            what: "block data",
-                            ms: started.elapsed().as_millis() as u64,
-                        }
-                        .to_upstream_error(),
-                    ));
-                    continue;
-                }
-            };
-            let r = match r {
-                Ok(data) => attempt::check(addr, index, data, expected).await,
-                Err(e) => Err(e),
-            };
-            let outcome = match r {
-                Ok(data) => {
-                    slot.verified(data.len() as u64, started);
-                    let m = self.m();
-                    m.add_upstream_bytes_from(addr, data.len() as u64);
-                    ShardMetrics::add(
-                        match class {
-                            SourceClass::Peer => &m.peer_bytes,
-                            SourceClass::Server => &m.server_bytes,
-                        },
-                        data.len() as u64,
-                    );
-                    // p2p: tell the node that hands out locations that this one
-                    // now holds the block (batched; sent only to a p2p registry).
-                    if let Some(u) = upstream {
-                        self.report_have(u, &fref, version, index);
-                    }
-                    return Ok(own_allocation(data));
-                }
-                Err(
-                    e @ FetchError::Remote {
-                        code: ErrorCode::VersionChanged,
-                        ..
-                    },
-                ) => {
-                    // The origin has a new version: the next lookup fetches its info.
-                    slot.failed(e.source_failure(class));
-                    file.validated_ms.store(0, Relaxed);
-                    return Err(BlockError::Changed);
-                }
-                Err(e) => {
-                    ShardMetrics::add(&self.m().upstream_errors, 1);
-                    if let FetchError::Digest { .. } = e {
-                        ShardMetrics::add(&self.m().digest_failures, 1);
-                        tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded, and the source is not used again for this file");
-                    } else {
-                        tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
-                    }
-                    if class == SourceClass::Peer {
-                        if let Some(problem) = e.peer_problem() {
-                            file.forget_located(addr);
-                            self.report_peer(report_to, &fref, version, addr, problem);
+                    if running.len() == 1 {
+                        if let Some(chosen) = self.race_source(ctx.key, &sources, index) {
+                            attempts += 1;
+                            server_tried |= chosen.class == SourceClass::Server;
+                            running.push(self.attempt(&ctx, chosen).boxed_local());
                         }
                     }
-                    last = Some(BlockError::Upstream(e.to_upstream_error()));
-                    e.source_failure(class)
                 }
-            };
-            slot.failed(outcome);
+            }
         }
         Err(last.unwrap_or_else(|| BlockError::Io("no upstream".into())))
+    }
+
+    /// One attempt of a block fetch at the source `chosen`: the request (given up
+    /// when the scheduler takes the block from this source), the check, and what
+    /// follows from its outcome (metrics, the Have, a report about a bad peer).
+    async fn attempt(self: &Rc<Self>, ctx: &AttemptContext<'_>, chosen: Chosen) -> Ended {
+        let Chosen {
+            src,
+            addr,
+            class,
+            cancelled,
+        } = chosen;
+        let (file, index) = (ctx.file, ctx.index);
+        let fref = file.file_ref();
+        let version = ctx.key.1;
+        let slot = SourceSlot {
+            sources: &self.sources,
+            file: ctx.key,
+            src,
+            index,
+            open: true,
+        };
+        let started = Instant::now();
+        let expected = Expected {
+            len: file.index.block_len(index),
+            algo: file.meta().algo,
+            digest: file.index.digest(index),
+        };
+        let request = attempt::request(
+            &self.pool,
+            (addr, class),
+            &fref,
+            version,
+            index,
+            ctx.deadlines,
+        );
+        let r = match future::select(std::pin::pin!(request), cancelled).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => {
+                // Taken away: the source stalled past the scheduler's timeout, or
+                // failed another block and lost all of its blocks.
+                slot.taken_away();
+                ShardMetrics::add(&self.m().upstream_errors, 1);
+                tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, "block taken from a stalled or failed source; trying another");
+                let error = FetchError::Timeout {
+                    addr,
+                    what: "block data",
+                    ms: started.elapsed().as_millis() as u64,
+                };
+                return Ended::Failed {
+                    error: BlockError::Upstream(error.to_upstream_error()),
+                    peer: class == SourceClass::Peer,
+                };
+            }
+        };
+        let r = match r {
+            Ok(data) => attempt::check(addr, index, data, expected).await,
+            Err(e) => Err(e),
+        };
+        let e = match r {
+            Ok(data) => {
+                slot.verified(data.len() as u64, started);
+                let m = self.m();
+                m.add_upstream_bytes_from(addr, data.len() as u64);
+                ShardMetrics::add(
+                    match class {
+                        SourceClass::Peer => &m.peer_bytes,
+                        SourceClass::Server => &m.server_bytes,
+                    },
+                    data.len() as u64,
+                );
+                // p2p: tell the node that hands out locations that this one now
+                // holds the block (batched; sent only to a p2p registry).
+                if let Some(u) = ctx.upstream {
+                    self.report_have(u, &fref, version, index);
+                }
+                return Ended::Done(own_allocation(data));
+            }
+            Err(e) => e,
+        };
+        if let FetchError::Remote {
+            code: ErrorCode::VersionChanged,
+            ..
+        } = e
+        {
+            // The origin has a new version: the next lookup fetches its info.
+            slot.failed(e.source_failure(class));
+            file.validated_ms.store(0, Relaxed);
+            return Ended::Changed;
+        }
+        ShardMetrics::add(&self.m().upstream_errors, 1);
+        if let FetchError::Digest { .. } = e {
+            ShardMetrics::add(&self.m().digest_failures, 1);
+            tracing::warn!(upstream = %addr, url = %file.key.url(), block = index, "block from upstream failed its digest check; discarded, and the source is not used again for this file");
+        } else {
+            tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
+        }
+        if class == SourceClass::Peer {
+            if let Some(problem) = e.peer_problem() {
+                file.forget_located(addr);
+                self.report_peer(ctx.report_to, &fref, version, addr, problem);
+            }
+        }
+        slot.failed(e.source_failure(class));
+        Ended::Failed {
+            error: BlockError::Upstream(e.to_upstream_error()),
+            peer: class == SourceClass::Peer,
+        }
     }
 
     /// Tells `to`, soon and batched, that this node now holds block `index` (p2p: the
@@ -395,11 +452,18 @@ impl CacheRole {
         });
     }
 
-    /// The source to ask for block `index` of file version `key` among `sources`;
-    /// the scheduler is (re)built when the sources changed, or when every source was
-    /// dropped (a source that recovered gets another chance). Requests outstanding
-    /// past the stall timeout are taken from their sources first, as `p2pd get` does.
-    pub(super) fn pick_source(&self, key: (u64, u64), sources: &[Located], index: u64) -> Pick {
+    /// The source to ask for block `index` of file version `key` among `sources`
+    /// (of class `only`, if given); the scheduler is (re)built when the sources
+    /// changed, or when every source was dropped (a source that recovered gets
+    /// another chance). Requests outstanding past the stall timeout are taken from
+    /// their sources first, as `p2pd get` does.
+    pub(super) fn pick_source(
+        &self,
+        key: (u64, u64),
+        sources: &[Located],
+        index: u64,
+        only: Option<SourceClass>,
+    ) -> Pick {
         let mut all = self.sources.borrow_mut();
         let cfg = sched_config(self.cfg.upstream.timeout);
         if all.len() >= MAX_FILES_WITH_SOURCES && !all.contains_key(&key) {
@@ -413,32 +477,42 @@ impl CacheRole {
         }
         let now = Instant::now();
         entry.check_stalls(now);
-        let src = match entry.sched.pick_block(index, None, now) {
+        let src = match entry.sched.pick_block_of(index, None, only, now) {
             Some(s) => s,
             None if entry.sched.stuck_on(index) => {
                 *entry = FileSources::new(sources, cfg);
-                match entry.sched.pick_block(index, None, now) {
+                match entry.sched.pick_block_of(index, None, only, now) {
                     Some(s) => s,
                     None if entry.sched.stuck_on(index) => return Pick::NoSource,
                     None => return Pick::Busy,
                 }
             }
+            None if only.is_some_and(|o| {
+                !sources
+                    .iter()
+                    .enumerate()
+                    .any(|(i, l)| l.class == o && !entry.sched.source(i).dropped && l.has(index))
+            }) =>
+            {
+                return Pick::NoSource
+            }
             None => return Pick::Busy,
         };
-        let cancelled = entry.started(src, index);
-        let chosen = &entry.sources[src];
-        let (addr, class) = (chosen.addr, chosen.class);
-        if entry.last_pick != Some(src) {
-            if let Some(prev) = entry.last_pick {
-                tracing::debug!(from = %entry.sources[prev].addr, to = %addr, block = index, "switching source");
-            }
-            entry.last_pick = Some(src);
-        }
-        Pick::Source {
-            src,
-            addr,
-            class,
-            cancelled,
-        }
+        Pick::Source(entry.chosen(src, index))
+    }
+
+    /// A second source for block `index`, when the scheduler finds it late at the
+    /// one it is asked of (see `Scheduler::race`).
+    pub(super) fn race_source(
+        &self,
+        key: (u64, u64),
+        sources: &[Located],
+        index: u64,
+    ) -> Option<Chosen> {
+        let mut all = self.sources.borrow_mut();
+        let entry = all.get_mut(&key).filter(|e| e.sources == sources)?;
+        let src = entry.sched.race(index, Instant::now())?;
+        tracing::debug!(to = %entry.sources[src].addr, block = index, "block late at its source; racing it");
+        Some(entry.chosen(src, index))
     }
 }

@@ -4,12 +4,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::channel::oneshot;
 
+use super::file::CachedFile;
+use crate::error::BlockError;
 use crate::pure::protocol::Holds;
 use crate::pure::sched::{Failure, SchedConfig, Scheduler, SourceClass, SourceId};
+use crate::upstream::attempt::Deadlines;
 use crate::upstream::range::Located;
 
 /// The sources of one file version as a shard sees them.
@@ -44,6 +49,25 @@ impl FileSources {
         let (tx, rx) = oneshot::channel();
         self.cancels.insert((index, src), tx);
         rx
+    }
+
+    /// Block `index` now goes to `src` (picked by the scheduler), logged when the
+    /// source differs from the last one picked.
+    pub(super) fn chosen(&mut self, src: SourceId, index: u64) -> Chosen {
+        let cancelled = self.started(src, index);
+        let (addr, class) = (self.sources[src].addr, self.sources[src].class);
+        if self.last_pick != Some(src) {
+            if let Some(prev) = self.last_pick {
+                tracing::debug!(from = %self.sources[prev].addr, to = %addr, block = index, "switching source");
+            }
+            self.last_pick = Some(src);
+        }
+        Chosen {
+            src,
+            addr,
+            class,
+            cancelled,
+        }
     }
 
     /// Requests outstanding past the stall timeout count as failures of their sources
@@ -83,18 +107,49 @@ impl FileSources {
 
 /// What [`CacheRole::pick_source`](super::role::CacheRole::pick_source) found for a block.
 pub(super) enum Pick {
-    /// Ask this source; the receiver resolves if the block is taken from it.
-    Source {
-        src: SourceId,
-        addr: SocketAddr,
-        class: SourceClass,
-        cancelled: oneshot::Receiver<()>,
-    },
+    /// Ask this source.
+    Source(Chosen),
     /// Every source that may have the block is busy with others: ask again soon.
     Busy,
     /// No source can give it.
     NoSource,
 }
+
+/// A source chosen for one attempt of a block.
+pub(super) struct Chosen {
+    pub(super) src: SourceId,
+    pub(super) addr: SocketAddr,
+    pub(super) class: SourceClass,
+    /// Resolves if the block is taken from this source.
+    pub(super) cancelled: oneshot::Receiver<()>,
+}
+
+/// What one attempt of a block fetch came to.
+pub(super) enum Ended {
+    /// The block, verified.
+    Done(Bytes),
+    /// The origin has a new version of the file.
+    Changed,
+    /// This source did not deliver it (`peer`: a peer's failure).
+    Failed { error: BlockError, peer: bool },
+}
+
+/// What every attempt of one block fetch shares.
+pub(super) struct AttemptContext<'a> {
+    pub(super) file: &'a Arc<CachedFile>,
+    pub(super) index: u64,
+    /// The file version's key in the shard's source map.
+    pub(super) key: (u64, u64),
+    pub(super) deadlines: Deadlines,
+    /// The file's first upstream (Haves go there).
+    pub(super) upstream: Option<SocketAddr>,
+    /// Where, and over which shard's connection, reports about its peers go.
+    pub(super) report_to: Option<(SocketAddr, usize)>,
+}
+
+/// How often a block fetch asks the scheduler whether its block is late at its
+/// source (and should be raced to another).
+pub(super) const RACE_CHECK: Duration = Duration::from_millis(20);
 
 /// The place one attempt of a block fetch holds at its source (the scheduler's
 /// outstanding count): given back with the attempt's outcome, or, when the attempt is

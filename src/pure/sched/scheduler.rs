@@ -211,7 +211,7 @@ impl Scheduler {
             .collect()
     }
 
-    /// Picks the source for `block` (not already asked of `except`), needed by
+    /// Picks the source for `block` (of class `only`, if given), needed by
     /// `deadline` (None: as soon as possible). With a deadline: a peer that will
     /// deliver it in time, else the source that delivers it first, else another that
     /// is in time. Without: a peer nearly as fast (`tolerance`) as the source that
@@ -221,10 +221,11 @@ impl Scheduler {
         &mut self,
         block: u64,
         deadline: Option<Instant>,
-        except: Option<SourceId>,
+        only: Option<SourceClass>,
         now: Instant,
     ) -> Option<SourceId> {
-        let cands = self.candidates(block, except, (0, deadline.is_some()), now);
+        let mut cands = self.candidates(block, None, (0, deadline.is_some()), now);
+        cands.retain(|c| only.is_none_or(|o| c.class == o));
         let first = |it: &mut dyn Iterator<Item = &Candidate>| {
             it.min_by(|a, b| a.eta.cmp(&b.eta).then(a.id.cmp(&b.id)))
                 .copied()
@@ -307,7 +308,7 @@ impl Scheduler {
             let last = (w..window_end)
                 .rev()
                 .find(|x| !self.verified.contains(x) && !self.outstanding.contains_key(x));
-            if let Some(p) = last.and_then(|x| self.probe(x, now).map(|s| (x, s))) {
+            if let Some(p) = last.and_then(|x| self.probe(x, None, now).map(|s| (x, s))) {
                 out.push(self.start(p.0, p.1, now));
             }
         }
@@ -316,13 +317,14 @@ impl Scheduler {
 
     /// A source that would not get `block` otherwise, idle, and never measured or
     /// not heard from for `probe_interval`; the one probed longest ago.
-    fn probe(&mut self, block: u64, now: Instant) -> Option<SourceId> {
+    fn probe(&mut self, block: u64, only: Option<SourceClass>, now: Instant) -> Option<SourceId> {
         let interval = self.cfg.probe_interval;
         let id = (0..self.sources.len())
             .filter(|&i| {
                 let s = &self.sources[i];
                 let heard = s.last_probe.max(s.last_done);
-                !s.dropped
+                only.is_none_or(|o| s.class == o)
+                    && !s.dropped
                     && s.outstanding == 0
                     && s.holds(block)
                     && heard.is_none_or(|t| now.saturating_duration_since(t) >= interval)
@@ -345,14 +347,26 @@ impl Scheduler {
         deadline: Option<Instant>,
         now: Instant,
     ) -> Option<SourceId> {
-        let s = match self.pick(block, deadline, None, now) {
+        self.pick_block_of(block, deadline, None, now)
+    }
+
+    /// [`pick_block`](Self::pick_block) among the sources of one class (`only`), or
+    /// all: after a peer failed a block, its next attempt goes to a server.
+    pub fn pick_block_of(
+        &mut self,
+        block: u64,
+        deadline: Option<Instant>,
+        only: Option<SourceClass>,
+        now: Instant,
+    ) -> Option<SourceId> {
+        let s = match self.pick(block, deadline, only, now) {
             Some(s) => s,
             // It would wait: unless it is needed soon, a source idle for a while may
             // measure itself on it.
             None if deadline
                 .is_none_or(|d| d.saturating_duration_since(now) >= self.cfg.probe_slack) =>
             {
-                self.probe(block, now)?
+                self.probe(block, only, now)?
             }
             None => return None,
         };

@@ -1,13 +1,16 @@
 //! Unit tests of the scheduler: simulated sources of given speeds and failures, and
 //! the policy's rules (sharing, probes, failover, stalls, urgent duplicates, peers
-//! first, holdings).
+//! first, holdings); `links`: the situations of real links (sources of different
+//! speeds, a source that slows down or goes silent, deadlines).
 
 use std::time::{Duration, Instant};
 
 use super::{config::*, scheduler::*, source::*};
+
+mod links;
 use crate::pure::protocol::{BlockRange, Holds};
 
-const BS: u64 = 256 * 1024;
+pub(super) const BS: u64 = 256 * 1024;
 
 /// Holdings from `(start, count)` pairs.
 fn holds_ranges(ranges: &[(u64, u64)]) -> Holds {
@@ -32,7 +35,7 @@ fn cfg() -> SchedConfig {
 /// `ms[i]` milliseconds after it starts on it, one block at a time (requests
 /// queue at the source), or fails when `ms[i]` is None. Returns blocks per
 /// source and the simulated time taken.
-fn simulate(
+pub(super) fn simulate(
     s: &mut Scheduler,
     ms: &dyn Fn(SourceId, Duration) -> Option<u64>,
     t0: Instant,
@@ -43,7 +46,7 @@ fn simulate(
 
 /// [`simulate`], recording in `trace` when the position (the first block not yet
 /// verified) moved and where to.
-fn simulate_traced(
+pub(super) fn simulate_traced(
     s: &mut Scheduler,
     ms: &dyn Fn(SourceId, Duration) -> Option<u64>,
     t0: Instant,
@@ -528,175 +531,4 @@ fn a_source_that_slows_down_is_seen_slow_though_it_completes_nothing() {
         took < Duration::from_secs(16),
         "took {took:?} (blocks {per:?}, rates {r:?})"
     );
-}
-
-/// The knobs `p2pd get` runs with for 256 KiB blocks.
-fn get_cfg() -> SchedConfig {
-    SchedConfig {
-        window_blocks: 64,
-        max_outstanding: 8,
-        ..SchedConfig::default()
-    }
-}
-
-/// Milliseconds a 256 KiB block takes at `mbit` Mbit/s.
-fn block_ms(mbit: f64) -> u64 {
-    (BS as f64 * 8.0 / (mbit * 1e6) * 1000.0).round() as u64
-}
-
-/// The longest time the position stood still, and how long after `event` the
-/// delivery rate (over a sliding `win`) first reached `share` of `rate` blocks per
-/// second, in a trace from [`simulate_traced`].
-fn gap_and_recovery(
-    trace: &[(Duration, u64)],
-    event: Duration,
-    rate: f64,
-    share: f64,
-    win: Duration,
-) -> (Duration, Option<Duration>) {
-    let gap = trace
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .max()
-        .unwrap_or_default();
-    let at = |t: Duration| {
-        trace
-            .iter()
-            .take_while(|(x, _)| *x <= t)
-            .last()
-            .map_or(0, |&(_, p)| p)
-    };
-    let end = trace.last().map_or(event, |&(t, _)| t);
-    let mut t = event;
-    while t + win <= end {
-        let got = (at(t + win) - at(t)) as f64 / win.as_secs_f64();
-        if got >= share * rate {
-            return (gap, Some(t + win - event));
-        }
-        t += Duration::from_millis(10);
-    }
-    (gap, None)
-}
-
-/// Issue 14: A at 200 and B at 40 Mbit/s. Every block to the source that delivers
-/// it first adds the two up; with the old rule B (a fifth of A) only got probes.
-#[test]
-fn two_sources_of_different_speeds_add_up() {
-    let t0 = Instant::now();
-    let blocks = 800;
-    let mut s = Scheduler::new(get_cfg(), 0, blocks);
-    s.add_source(Holds::All);
-    s.add_source(Holds::All);
-    let (a, b) = (block_ms(200.0), block_ms(40.0));
-    let (per, took) = simulate(
-        &mut s,
-        &|i, _| Some(if i == 0 { a } else { b }),
-        t0,
-        Duration::from_secs(60),
-    );
-    let ideal = blocks as f64 / (1.0 / a as f64 + 1.0 / b as f64);
-    let ratio = ideal / took.as_millis() as f64;
-    assert!(
-        ratio >= 0.95,
-        "{ratio:.3} of the two links' sum ({took:?}, {per:?})"
-    );
-    assert!(per[1] * 100 >= blocks * 12, "B carried {per:?}");
-}
-
-/// Issue 14: A at 200, B at 40 Mbit/s; 2.5 s in, A drops to `after` ms a block
-/// (10 Mbit/s, or silent). The rate is back to 80% of what the remaining links give
-/// within 1 s, the position never stands still for 0.5 s, and the whole takes at most
-/// 1.2x the ideal.
-fn faster_source_slows_mid_transfer(after: u64, left_mbit: f64) {
-    let t0 = Instant::now();
-    let blocks = 800;
-    let mut s = Scheduler::new(get_cfg(), 0, blocks);
-    s.add_source(Holds::All);
-    s.add_source(Holds::All);
-    let (a, b) = (block_ms(200.0), block_ms(40.0));
-    let event = Duration::from_millis(2500);
-    let speed = |i: SourceId, t: Duration| {
-        Some(match i {
-            0 if t < event => a,
-            0 => after,
-            _ => b,
-        })
-    };
-    let mut trace = Vec::new();
-    let (per, took) = simulate_traced(&mut s, &speed, t0, Duration::from_secs(120), &mut trace);
-    let before = 1.0 / a as f64 + 1.0 / b as f64;
-    let left = left_mbit / 200.0 / a as f64 + 1.0 / b as f64;
-    let pre = event.as_millis() as f64 * before;
-    let ideal = event.as_millis() as f64 + (blocks as f64 - pre) / left;
-    let (gap, back) = gap_and_recovery(
-        &trace,
-        event,
-        left * 1000.0,
-        0.8,
-        Duration::from_millis(500),
-    );
-    eprintln!("took {took:?}, ideal {ideal:.0} ms, gap {gap:?}, back {back:?}, {per:?}");
-    assert!(
-        took.as_millis() as f64 <= 1.2 * ideal,
-        "took {took:?}, ideal {ideal:.0} ms ({per:?})"
-    );
-    assert!(
-        gap < Duration::from_millis(500),
-        "the position stood still {gap:?}"
-    );
-    assert!(
-        back.is_some_and(|d| d <= Duration::from_secs(1)),
-        "80% of the remaining rate after {back:?}"
-    );
-}
-
-#[test]
-fn the_faster_source_slowed_to_a_trickle_is_left_at_once() {
-    faster_source_slows_mid_transfer(block_ms(10.0), 10.0);
-}
-
-#[test]
-fn the_faster_source_gone_silent_is_left_at_once() {
-    faster_source_slows_mid_transfer(1_000_000, 0.0);
-}
-
-/// Issue 14: blocks with deadlines. A 5 Mbit/s peer gets a block needed in 5 s (it
-/// delivers it in time; the server is spared), not one needed in 100 ms (the server
-/// does); a peer never measured gets no urgent block; a block late at its peer is
-/// raced to the server before its deadline passes.
-#[test]
-fn deadlines_send_near_blocks_to_servers_and_far_ones_to_peers() {
-    let t0 = Instant::now();
-    let mut s = Scheduler::new(get_cfg(), 0, 0);
-    let server = s.add_source_of(Holds::All, SourceClass::Server);
-    let peer = s.add_source_of(Holds::All, SourceClass::Peer);
-    let fresh = s.add_source_of(Holds::All, SourceClass::Peer);
-    let ms = Duration::from_millis;
-    // Measure the server (200 Mbit/s) and one peer (5 Mbit/s).
-    assert_eq!(s.pick_block(0, Some(t0), t0), Some(server));
-    s.on_verified(server, 0, BS, t0, t0 + ms(block_ms(200.0)));
-    let t = t0 + ms(1000);
-    assert_eq!(
-        s.pick_block(1, Some(t + ms(5000)), t),
-        Some(peer),
-        "far: a peer"
-    );
-    s.on_verified(peer, 1, BS, t, t + ms(block_ms(5.0)));
-    let t = t + ms(1000);
-    // Needed in 100 ms: the peer cannot make it, nor may the unknown one try.
-    assert_eq!(s.pick_block(2, Some(t + ms(100)), t), Some(server));
-    // Needed in 5 s: time to spare, so the unknown peer may measure itself on it.
-    assert_eq!(s.pick_block(3, Some(t + ms(5000)), t), Some(fresh));
-    // The next one too: it takes one at a time, and the measured peer can make it.
-    assert_eq!(s.pick_block(4, Some(t + ms(5000)), t), Some(peer));
-    // Needed in 3 s: the peer is busy with block 4 until ~420 ms, then takes ~420 ms:
-    // still in time, so the peer again (the server is spared).
-    assert_eq!(s.pick_block(5, Some(t + ms(3000)), t), Some(peer));
-    // Needed in 600 ms: the peer would deliver at ~1.26 s; the server takes it.
-    assert_eq!(s.pick_block(6, Some(t + ms(600)), t), Some(server));
-    // Block 4 has not come 1 s later: by what the peer failed to deliver it still
-    // makes its deadline. At 2 s, more than four times a block's time at its rate,
-    // the peer is overdue: the block is raced to the server.
-    assert_eq!(s.race(4, t + ms(1000)), None, "in time, by what is known");
-    assert_eq!(s.race(4, t + ms(2000)), Some(server));
 }

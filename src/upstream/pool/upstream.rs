@@ -156,11 +156,20 @@ impl Upstream {
         self.inner.pending.borrow_mut().insert(req_id, tx);
         let sent_at = Instant::now();
         let mut out = self.out.clone();
+        // Dropped before its answer (another source delivered the block first, the
+        // caller's deadline): the upstream is told to stop.
+        let mut unanswered = Unanswered {
+            up: self,
+            req_id,
+            get: matches!(frame, Frame::Get(_)),
+            armed: true,
+        };
         let answer = runtime::timeout(self.timeout, async {
             out.send(bytes.freeze()).await.map_err(|_| self.gone())?;
             rx.await.map_err(|_| self.gone())
         })
         .await;
+        unanswered.armed = false;
         match answer {
             Ok(Ok(Frame::Error(e))) => Err(FetchError::Remote {
                 addr: self.addr,
@@ -180,6 +189,17 @@ impl Upstream {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Tells the upstream, without waiting, that nobody waits for request `req_id`
+    /// any more (a Get it may still be sending: its link is freed for what is
+    /// wanted). Best effort: a full or closed connection drops the Cancel.
+    fn cancel_now(&self, req_id: u32) {
+        let mut b = BytesMut::new();
+        if encode(&Frame::Cancel { req_id }, &mut b).is_ok() {
+            // A fresh clone of the sender has a slot of its own.
+            let _ = self.out.clone().try_send(b.freeze());
         }
     }
 
@@ -338,6 +358,28 @@ impl Upstream {
         match self.request(req_id, &frame, "locations").await? {
             Frame::Locate(l) => Ok(l.locations),
             other => Err(self.unexpected(&other)),
+        }
+    }
+}
+
+/// A request sent and not yet answered: dropped so (the caller gave it up), it leaves
+/// the pending map and a Get is cancelled at the upstream.
+struct Unanswered<'a> {
+    up: &'a Upstream,
+    req_id: u32,
+    get: bool,
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let pending = self.up.inner.pending.try_borrow_mut().ok();
+        let was_pending = pending.is_some_and(|mut p| p.remove(&self.req_id).is_some());
+        if self.get && was_pending && self.up.inner.death().is_none() {
+            self.up.cancel_now(self.req_id);
         }
     }
 }
