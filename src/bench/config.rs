@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Send HTTP titles through this HTTP proxy (HOST:PORT), as a player with
+    /// `http_proxy` set does: a viewer's client cache.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy: Option<String>,
 }
 
 /// Where a title lives and how to ask for it.
@@ -124,6 +128,18 @@ pub enum Title {
 }
 
 impl Title {
+    /// An HTTP title asked of `proxy` instead of its host, with the whole URL on the
+    /// request line (absolute form); SPP titles are left as they are.
+    pub fn through_proxy(&mut self, proxy: SocketAddr) {
+        if let Title::Http {
+            url, addr, target, ..
+        } = self
+        {
+            *addr = proxy;
+            *target = url.clone();
+        }
+    }
+
     pub fn parse(url: &str) -> Result<Title, String> {
         if url.starts_with("spp://") {
             let t = crate::get::resolve(url)?;
@@ -302,10 +318,20 @@ impl BenchConfig {
         };
         let timeout = duration("--timeout", &a.timeout)?;
         // Titles last: resolving names can take a while, option mistakes cannot.
-        let titles = urls
+        let mut titles = urls
             .iter()
             .map(|u| Title::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(p) = &a.proxy {
+            let proxy = p
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("--proxy: '{p}' is not HOST:PORT with an address"))?;
+            for t in &mut titles {
+                t.through_proxy(proxy);
+            }
+        }
         Ok(BenchConfig {
             titles,
             duration: run_for,

@@ -42,6 +42,12 @@ struct Candidate {
     class: SourceClass,
 }
 
+/// The candidate that would deliver first (ties: the lower id).
+fn earliest<'a>(it: impl Iterator<Item = &'a Candidate>) -> Option<Candidate> {
+    it.min_by(|a, b| a.eta.cmp(&b.eta).then(a.id.cmp(&b.id)))
+        .copied()
+}
+
 /// The scheduler of one file's (or one range's) blocks.
 #[derive(Debug)]
 pub struct Scheduler {
@@ -54,6 +60,11 @@ pub struct Scheduler {
     verified: BTreeSet<u64>,
     /// Blocks outstanding somewhere.
     outstanding: BTreeMap<u64, BlockState>,
+    /// Blocks waiting for a busy source (the one that would deliver them first),
+    /// since when: a block after them counts them in that source's queue, so it goes
+    /// to a slower source with room when that one would deliver it sooner than the
+    /// busy one would after the blocks waiting for it. Forgotten after `tick` x 5.
+    waiting: BTreeMap<u64, (SourceId, Instant)>,
 }
 
 impl Scheduler {
@@ -66,6 +77,7 @@ impl Scheduler {
             position: first.min(end),
             verified: BTreeSet::new(),
             outstanding: BTreeMap::new(),
+            waiting: BTreeMap::new(),
         }
     }
 
@@ -184,6 +196,13 @@ impl Scheduler {
             .sources
             .iter()
             .any(|s| !s.dropped && s.rate_bps.is_some());
+        let stale = self.cfg.tick * 5;
+        let mut ahead = vec![0usize; self.sources.len()];
+        for (_, &(src, since)) in self.waiting.range(..block) {
+            if now.saturating_duration_since(since) < stale {
+                ahead[src] += 1;
+            }
+        }
         (0..self.sources.len())
             .filter(|&i| Some(i) != except)
             .filter(|&i| !self.sources[i].dropped && self.sources[i].holds(block))
@@ -201,7 +220,7 @@ impl Scheduler {
                     || queued.saturating_duration_since(now) <= self.cfg.max_queue;
                 Candidate {
                     id: i,
-                    eta: s.finish(s.outstanding, rate, blk, now),
+                    eta: s.finish(s.outstanding + ahead[i], rate, blk, now),
                     room: s.outstanding < limit + extra && (short || extra > 0 || timed),
                     measured,
                     rate,
@@ -226,24 +245,37 @@ impl Scheduler {
     ) -> Option<SourceId> {
         let mut cands = self.candidates(block, None, (0, deadline.is_some()), now);
         cands.retain(|c| only.is_none_or(|o| c.class == o));
-        let first = |it: &mut dyn Iterator<Item = &Candidate>| {
-            it.min_by(|a, b| a.eta.cmp(&b.eta).then(a.id.cmp(&b.id)))
-                .copied()
-        };
-        let best = first(&mut cands.iter())?;
-        let chosen = match deadline {
+        let best = earliest(cands.iter())?;
+        let chosen = self.choose(&cands, best, deadline, now);
+        match chosen {
+            Some(c) => {
+                self.waiting.remove(&block);
+                Some(c.id)
+            }
+            None => {
+                self.waiting.insert(block, (best.id, now));
+                None
+            }
+        }
+    }
+
+    /// The rule of [`pick`](Self::pick) over weighed candidates (`best` delivers first).
+    fn choose(
+        &self,
+        cands: &[Candidate],
+        best: Candidate,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Option<Candidate> {
+        match deadline {
             Some(d) => {
                 // A source nothing is known of gets only blocks with time to spare.
                 let may_probe = d.saturating_duration_since(now) >= self.cfg.probe_slack;
                 let in_time = |c: &&Candidate| c.room && c.eta <= d && (c.measured || may_probe);
-                first(
-                    &mut cands
-                        .iter()
-                        .filter(in_time)
-                        .filter(|c| c.class == SourceClass::Peer),
-                )
-                .or(Some(best).filter(|b| b.room))
-                .or_else(|| first(&mut cands.iter().filter(in_time)))
+                let peers = cands.iter().filter(|c| c.class == SourceClass::Peer);
+                earliest(peers.filter(in_time))
+                    .or(Some(best).filter(|b| b.room))
+                    .or_else(|| earliest(cands.iter().filter(in_time)))
             }
             None => {
                 // A peer nearly as fast is waited for when busy: a server serves
@@ -251,16 +283,16 @@ impl Scheduler {
                 let near = |c: &&Candidate| {
                     c.class == SourceClass::Peer && c.rate >= best.rate * self.cfg.tolerance
                 };
-                match first(&mut cands.iter().filter(near)) {
+                match earliest(cands.iter().filter(near)) {
                     Some(p) => Some(p).filter(|p| p.room),
                     None => Some(best).filter(|b| b.room),
                 }
             }
-        };
-        chosen.map(|c| c.id)
+        }
     }
 
     fn start(&mut self, block: u64, source: SourceId, now: Instant) -> Assignment {
+        self.waiting.remove(&block);
         let s = &mut self.sources[source];
         s.outstanding += 1;
         s.inflight.push((now, block));
@@ -274,16 +306,19 @@ impl Scheduler {
 
     /// The requests to send now, walking the window in playback order: a block
     /// outstanding at one source is raced to a second if late, a block not yet asked
-    /// goes to the source that delivers it first (once one has to wait, later blocks
-    /// wait too, but late ones are still raced); then a probe of a slow source that
-    /// has been idle a while. In order, so the blocks a viewer needs first get the
-    /// quick sources' room first.
+    /// goes to the source that delivers it first, counting the blocks before it that
+    /// wait for a busy source in that source's queue (so a slower source with room
+    /// takes a block when it would deliver it sooner than the busy one would); then a
+    /// probe of a slow source that has been idle a while. In order, so the blocks a
+    /// viewer needs first get the quick sources' room first.
     pub fn assign(&mut self, now: Instant) -> Vec<Assignment> {
         let mut out = Vec::new();
         let window_end = self
             .end
             .min(self.position.saturating_add(self.cfg.window_blocks));
         let mut waiting = None;
+        // The walk below decides again for every block of the window.
+        self.waiting.clear();
         for b in self.position..window_end {
             if self.verified.contains(&b) {
                 continue;
@@ -294,12 +329,11 @@ impl Scheduler {
                 }
                 continue;
             }
-            if waiting.is_some() {
-                continue;
-            }
             match self.pick(b, None, None, now) {
                 Some(s) => out.push(self.start(b, s, now)),
-                None => waiting = Some(b),
+                None => {
+                    waiting.get_or_insert(b);
+                }
             }
         }
         // The last block of the window waits longest: a slow source may measure
@@ -409,11 +443,8 @@ impl Scheduler {
         {
             return None;
         }
-        let best = self
-            .candidates(block, Some(src), (1, st.deadline.is_some()), now)
-            .into_iter()
-            .filter(|c| c.room && c.measured)
-            .min_by(|a, b| a.eta.cmp(&b.eta).then(a.id.cmp(&b.id)))?;
+        let cands = self.candidates(block, Some(src), (1, st.deadline.is_some()), now);
+        let best = earliest(cands.iter().filter(|c| c.room && c.measured))?;
         let gain = left.mul_f64(self.cfg.race_gain);
         (overdue || best.eta.saturating_duration_since(now) < gain).then_some(best.id)
     }

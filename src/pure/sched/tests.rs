@@ -59,6 +59,8 @@ pub(super) fn simulate_traced(
     let mut head_since: Vec<Option<Instant>> = vec![None; n];
     let mut now = t0;
     let step = Duration::from_millis(1);
+    let s_tick = SchedConfig::default().tick;
+    let (mut changed, mut last_assign) = (true, None::<Instant>);
     while !s.is_finished() {
         assert!(
             now - t0 < limit,
@@ -68,10 +70,17 @@ pub(super) fn simulate_traced(
         if s.stuck().is_some() {
             break;
         }
-        for a in s.assign(now) {
-            queues[a.source].push_back(a.block);
+        // As the driver does: after news from a source, else every tick.
+        let due = last_assign.is_none_or(|t| now - t >= s_tick);
+        if changed || due {
+            for a in s.assign(now) {
+                queues[a.source].push_back(a.block);
+            }
+            last_assign = Some(now);
+            changed = false;
         }
         for c in s.check_stalls(now) {
+            changed = true;
             if let Some(i) = queues[c.source].iter().position(|&b| b == c.block) {
                 queues[c.source].remove(i);
                 if i == 0 {
@@ -86,6 +95,7 @@ pub(super) fn simulate_traced(
             let since = *head_since[i].get_or_insert(now);
             match ms(i, now - t0) {
                 Some(d) if now - since >= Duration::from_millis(d) => {
+                    changed = true;
                     queues[i].pop_front();
                     // The next in its queue starts at once.
                     head_since[i] = queues[i].front().map(|_| now);
@@ -100,6 +110,7 @@ pub(super) fn simulate_traced(
                 }
                 Some(_) => {}
                 None => {
+                    changed = true;
                     queues[i].pop_front();
                     head_since[i] = None;
                     for c in s.on_failure(i, block, Failure::Closed) {
