@@ -41,12 +41,14 @@ tb_init() {
     ip -n "tb-$TB_RUN-core" link set lo up
 }
 
-# The burst of a token bucket at RATE: 10 ms worth, at least 16 KiB (a few packets).
+# The burst of a token bucket at RATE: 10 ms worth, at least 96 KiB: a GSO segment (64 KiB)
+# must fit, or after a rate cut the big segments a fast connection sends are dropped
+# again and again (a connection cut from 200 to 10 Mbit/s sat at cwnd 1 for seconds).
 tb_burst() {
     local rate=$1 bits
     bits=$(tb_bits "$rate")
     local b=$((bits / 8 / 100))
-    [ "$b" -lt 16384 ] && b=16384
+    [ "$b" -lt 98304 ] && b=98304
     echo "$b"
 }
 

@@ -513,6 +513,19 @@ pub(super) struct ServeArgs {
     )]
     pub(super) info_ttl: u64,
 
+    /// Seconds of a file a cache fetches ahead of each HTTP reader
+    #[arg(
+        long = "read-ahead",
+        value_name = "SECS",
+        long_help = "How many seconds of a file, at the pace its reader reads it, a cache \
+        fetches ahead of each HTTP reader (a player) before the reader asks for them, so \
+        the blocks far ahead can come from slower peers and the player finds them held. \
+        At most 600; 0 fetches only what is asked for. Default: 20 on a client cache, 0 \
+        on a site cache (-n), whose readers are many. Matters to caches; an origin \
+        accepts it and ignores it."
+    )]
+    pub(super) read_ahead: Option<u64>,
+
     /// Deadline for upstream connects and answers, in ms
     #[arg(
         long = "upstream-timeout",

@@ -82,6 +82,9 @@ pub struct ServeConfig {
     /// `--info-ttl MS`: how long a cache trusts a file's info (its version) before
     /// asking the upstream again; 0 = revalidate on every request.
     pub info_ttl_ms: u64,
+    /// `--read-ahead SECS`, <= 600: seconds of a file a cache fetches ahead of each
+    /// HTTP reader; None = the role's default (20 on a client cache, 0 on a site one).
+    pub read_ahead_secs: Option<u64>,
     /// `--upstream-timeout MS`, >= 1: deadline for connecting to an upstream node and
     /// for each answer from it.
     pub upstream_timeout_ms: u64,

@@ -50,3 +50,8 @@ pub const USAGE_EXIT_CODE: i32 = 2;
 
 /// Smallest `--upload-rate`: one of the smallest blocks per second.
 pub const MIN_UPLOAD_RATE_BYTES_PER_S: u64 = 16 * 1024;
+
+/// Largest `--read-ahead`, in seconds: ten minutes of a film ahead of its reader.
+pub const MAX_READ_AHEAD_SECS: u64 = 600;
+/// `--read-ahead` on a client cache when not given (a site cache's is 0).
+pub const DEFAULT_CLIENT_READ_AHEAD_SECS: u64 = 20;

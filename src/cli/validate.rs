@@ -12,8 +12,8 @@ use super::args;
 use super::{
     config::{CacheConfig, GetConfig, NodeRole, ServeConfig},
     defaults::{
-        DEFAULT_CACHE_DIR_NAME, MAX_THREADS, MIN_ANNOUNCE_INTERVAL_MS, MIN_PEER_EXPIRY_MS,
-        MIN_RESCAN_INTERVAL_MS,
+        DEFAULT_CACHE_DIR_NAME, MAX_READ_AHEAD_SECS, MAX_THREADS, MIN_ANNOUNCE_INTERVAL_MS,
+        MIN_PEER_EXPIRY_MS, MIN_RESCAN_INTERVAL_MS,
     },
     error::{CliError, GET_PREFIX, PREFIX},
     values::{
@@ -162,6 +162,12 @@ pub(super) fn validate_serve(
         a.announce_interval,
         MIN_ANNOUNCE_INTERVAL_MS,
     )?;
+    if a.read_ahead.is_some_and(|s| s > MAX_READ_AHEAD_SECS) {
+        return Err(CliError::option(
+            "--read-ahead",
+            format!("at most {MAX_READ_AHEAD_SECS} seconds"),
+        ));
+    }
     if a.upstream_timeout == 0 {
         return Err(CliError::option(
             "--upstream-timeout",
@@ -259,6 +265,7 @@ pub(super) fn validate_serve(
         verify_reads: a.verify_reads,
         buffered_reads: a.buffered_reads,
         info_ttl_ms: a.info_ttl,
+        read_ahead_secs: a.read_ahead,
         upstream_timeout_ms: a.upstream_timeout,
         upload_rate_bytes_per_s,
         p2p: a.p2p,

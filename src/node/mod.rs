@@ -7,5 +7,6 @@ pub mod cache;
 pub mod content;
 pub mod inbox;
 pub mod origin;
+pub mod readahead;
 pub mod router;
 pub mod shard;

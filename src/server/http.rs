@@ -342,6 +342,15 @@ async fn stream_body(
 ) -> Result<(), ()> {
     let (start, end) = (bytes.start, bytes.end);
     let geometry = content.geometry();
+    // A reader who may make this cache fetch has what it will need soon fetched
+    // ahead (see `node::readahead`).
+    let reader = match content {
+        Content::Cached(_) if may_fetch => stream.peer_addr().ok().map(|a| a.ip()),
+        _ => None,
+    };
+    if let Some(r) = reader {
+        shard.read_ahead(content, r, geometry.blocks_of(bytes.clone()).start);
+    }
     let writer = Rc::new(shard.pins.writer_on(stream.as_raw_fd()));
     let blocks = shard.blocks_in_order(
         content,
@@ -371,6 +380,9 @@ async fn stream_body(
             .await
             .map_err(|_| ())?;
         ShardMetrics::add(&shard.m().bytes_sent_http, (to - from) as u64);
+        if let Some(r) = reader {
+            shard.read_ahead(content, r, idx + 1);
+        }
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tracing::Instrument;
 
-use crate::cli::{CacheConfig, HostPort, NodeRole, ServeConfig};
+use crate::cli::{CacheConfig, HostPort, NodeRole, ServeConfig, DEFAULT_CLIENT_READ_AHEAD_SECS};
 use crate::disk::cache_dir::StoreDir;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::node::cache::{CacheRole, CacheRoleConfig, CachedFile};
@@ -260,6 +260,11 @@ fn start_cache(
         parent,
         info_ttl: Duration::from_millis(config.info_ttl_ms),
         announce_interval: Duration::from_millis(config.announce_interval_ms),
+        read_ahead: Duration::from_secs(config.read_ahead_secs.unwrap_or(if site {
+            0
+        } else {
+            DEFAULT_CLIENT_READ_AHEAD_SECS
+        })),
         disk_limit_per_shard_bytes: cache.disk_limit_bytes.map(|l| l / shards as u64),
         upstream: UpstreamConfig {
             role: if site { Role::Scc } else { Role::Lhc },

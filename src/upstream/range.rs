@@ -244,6 +244,8 @@ pub async fn fetch_blocks(
             });
         }
         for a in sched.assign(now) {
+            let s = sched.source(a.source);
+            tracing::trace!(block = a.block, source = %addrs[a.source], rate_mbps = s.rate_bps.unwrap_or(0.0) / 1e6, outstanding = s.outstanding, "block asked");
             let (tx, rx) = oneshot::channel::<()>();
             cancels.insert((a.block, a.source), tx);
             let source = &sources[a.source];
@@ -302,7 +304,9 @@ pub async fn fetch_blocks(
         match result {
             Ok(data) => {
                 let bytes = data.len() as u64;
+                tracing::trace!(block = a.block, source = %addr, "block verified");
                 for c in sched.on_verified(a.source, a.block, bytes, at, Instant::now()) {
+                    tracing::trace!(block = c.block, source = %addrs[c.source], "overtaken copy cancelled");
                     cancel(&mut cancels, &c);
                 }
                 if a.block >= next {

@@ -15,6 +15,7 @@ mod http_origin;
 mod layout;
 mod p2p;
 mod protocol_alloc;
+mod readahead;
 mod sources;
 mod spp_origin;
 mod startup;

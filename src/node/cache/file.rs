@@ -1,5 +1,6 @@
 //! One cached file version ([`CachedFile`]): the origin's info and digests and the
-//! have-bitmap, when the upstream last confirmed it, and the other nodes that serve it.
+//! have-bitmap, when the upstream last confirmed it, the other nodes that serve it,
+//! and its readers (their positions and paces: the blocks' deadlines).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use super::playback::Playback;
 use crate::disk::cache_index::CacheIndex;
 use crate::disk::{FileKey, FileMeta};
 use crate::pure::protocol::FileRef;
@@ -46,6 +48,8 @@ pub struct CachedFile {
     pub(super) located: ArcSwap<LocatedSet>,
     /// When `located` was last asked for ([`now_ms`]); 0 = never.
     pub(super) located_ms: AtomicU64,
+    /// Where its readers are and how fast they read: its blocks' deadlines.
+    pub playback: Playback,
 }
 
 impl std::fmt::Debug for CachedFile {
@@ -71,6 +75,7 @@ impl CachedFile {
             validated_ms: AtomicU64::new(0),
             located: ArcSwap::from_pointee(LocatedSet::default()),
             located_ms: AtomicU64::new(0),
+            playback: Playback::default(),
         }
     }
 

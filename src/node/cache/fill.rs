@@ -234,6 +234,7 @@ impl CacheRole {
             },
         };
         let any_server = sources.iter().any(|l| l.class == SourceClass::Server);
+        let block_bytes = file.index.block_len(index) as u64;
         let (mut attempts, mut server_tried, mut peer_failed) = (0, false, false);
         let mut last: Option<BlockError> = None;
         let mut running = FuturesUnordered::new();
@@ -243,7 +244,8 @@ impl CacheRole {
                     break;
                 }
                 let only = (peer_failed && any_server).then_some(SourceClass::Server);
-                match self.pick_source(ctx.key, &sources, index, only) {
+                let need_by = file.playback.deadline(index, block_bytes, Instant::now());
+                match self.pick_source(ctx.key, &sources, index, (only, need_by)) {
                     Pick::Source(chosen) => {
                         attempts += 1;
                         server_tried |= chosen.class == SourceClass::Server;
@@ -308,6 +310,17 @@ impl CacheRole {
             algo: file.meta().algo,
             digest: file.index.digest(index),
         };
+        // A peer given up on (another source won a race for the block, or the block
+        // was taken from it) before its connection was made is followed up.
+        let mut follow_up = (class == SourceClass::Peer).then(|| PeerFollowUp {
+            role: self.clone(),
+            peer: addr,
+            started,
+            file: file.clone(),
+            version,
+            report_to: ctx.report_to,
+            armed: true,
+        });
         let request = attempt::request(
             &self.pool,
             (addr, class),
@@ -317,7 +330,13 @@ impl CacheRole {
             ctx.deadlines,
         );
         let r = match future::select(std::pin::pin!(request), cancelled).await {
-            Either::Left((r, _)) => r,
+            Either::Left((r, _)) => {
+                // Its own outcome, reported below like any other.
+                if let Some(f) = follow_up.as_mut() {
+                    f.armed = false;
+                }
+                r
+            }
             Either::Right(_) => {
                 // Taken away: the source stalled past the scheduler's timeout, or
                 // failed another block and lost all of its blocks.
@@ -453,7 +472,8 @@ impl CacheRole {
     }
 
     /// The source to ask for block `index` of file version `key` among `sources`
-    /// (of class `only`, if given); the scheduler is (re)built when the sources
+    /// (of class `only`, if given), needed by `need_by` (the file's readers'
+    /// deadline for it, if any reader is before it); the scheduler is (re)built when the sources
     /// changed, or when every source was dropped (a source that recovered gets
     /// another chance). Requests outstanding past the stall timeout are taken from
     /// their sources first, as `p2pd get` does.
@@ -462,7 +482,7 @@ impl CacheRole {
         key: (u64, u64),
         sources: &[Located],
         index: u64,
-        only: Option<SourceClass>,
+        (only, need_by): (Option<SourceClass>, Option<Instant>),
     ) -> Pick {
         let mut all = self.sources.borrow_mut();
         let cfg = sched_config(self.cfg.upstream.timeout);
@@ -477,11 +497,11 @@ impl CacheRole {
         }
         let now = Instant::now();
         entry.check_stalls(now);
-        let src = match entry.sched.pick_block_of(index, None, only, now) {
+        let src = match entry.sched.pick_block_of(index, need_by, only, now) {
             Some(s) => s,
             None if entry.sched.stuck_on(index) => {
                 *entry = FileSources::new(sources, cfg);
-                match entry.sched.pick_block_of(index, None, only, now) {
+                match entry.sched.pick_block_of(index, need_by, only, now) {
                     Some(s) => s,
                     None if entry.sched.stuck_on(index) => return Pick::NoSource,
                     None => return Pick::Busy,
@@ -514,5 +534,51 @@ impl CacheRole {
         let src = entry.sched.race(index, Instant::now())?;
         tracing::debug!(to = %entry.sources[src].addr, block = index, "block late at its source; racing it");
         Some(entry.chosen(src, index))
+    }
+}
+
+/// A peer attempt given up on while the peer's connection was still being made
+/// (another source won a race for the block, or the block was taken from it): the
+/// connection is followed to the peer connect deadline in the background, and if it
+/// is not made by then the peer is reported unreachable and left out of the file's
+/// sources, as if the attempt had waited. A viewer does not wait for the verdict.
+struct PeerFollowUp {
+    role: Rc<CacheRole>,
+    peer: SocketAddr,
+    started: Instant,
+    file: Arc<CachedFile>,
+    version: u64,
+    report_to: Option<(SocketAddr, usize)>,
+    /// Cleared when the attempt reached its own outcome.
+    armed: bool,
+}
+
+impl Drop for PeerFollowUp {
+    fn drop(&mut self) {
+        if !self.armed || self.role.pool.is_connected(self.peer) {
+            return;
+        }
+        let (role, peer, file, version, report_to) = (
+            self.role.clone(),
+            self.peer,
+            self.file.clone(),
+            self.version,
+            self.report_to,
+        );
+        let left = attempt::PEER_CONNECT_TIMEOUT.saturating_sub(self.started.elapsed());
+        runtime::spawn_detached(async move {
+            let made = matches!(runtime::timeout(left, role.pool.get(peer)).await, Ok(Ok(_)));
+            if !made {
+                tracing::debug!(%peer, "peer given up on did not connect in time; reporting it");
+                file.forget_located(peer);
+                role.report_peer(
+                    report_to,
+                    &file.file_ref(),
+                    version,
+                    peer,
+                    PeerProblem::Unreachable,
+                );
+            }
+        });
     }
 }

@@ -19,6 +19,7 @@ pub mod disk_lru;
 pub mod file;
 pub mod fill;
 pub mod locate;
+pub mod playback;
 pub mod role;
 pub mod sources;
 

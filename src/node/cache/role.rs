@@ -34,6 +34,9 @@ pub struct CacheRoleConfig {
     /// How long a file's info is trusted before the upstream is asked again.
     pub info_ttl: Duration,
     /// How often the blocks held are announced to the upstream (p2p registries).
+    /// How far ahead of each HTTP reader, at its pace, the cache fetches (zero: only
+    /// what is asked for).
+    pub read_ahead: Duration,
     pub announce_interval: Duration,
     /// Block bytes this shard may keep on disk (`-C` shared out), None = no limit.
     pub disk_limit_per_shard_bytes: Option<u64>,

@@ -12,6 +12,9 @@ pub struct SchedConfig {
     /// Without a deadline, a peer is preferred over the source that would deliver a
     /// block first when it would take at most 1/`tolerance` as long.
     pub tolerance: f64,
+    /// A source slower than the fastest candidate is planned as if it took this
+    /// many times as long (a margin for its jitter).
+    pub slow_margin: f64,
     /// A block is raced to a second source when that one would deliver it within
     /// this share of the time its first source still needs for it.
     pub race_gain: f64,
@@ -55,6 +58,7 @@ impl Default for SchedConfig {
             max_outstanding: 8,
             window_blocks: 64,
             tolerance: 0.6,
+            slow_margin: 1.3,
             race_gain: 0.75,
             race_min: Duration::from_millis(30),
             overdue_factor: 4.0,

@@ -203,7 +203,7 @@ impl Scheduler {
                 ahead[src] += 1;
             }
         }
-        (0..self.sources.len())
+        let mut cands: Vec<Candidate> = (0..self.sources.len())
             .filter(|&i| Some(i) != except)
             .filter(|&i| !self.sources[i].dropped && self.sources[i].holds(block))
             .map(|i| {
@@ -227,7 +227,20 @@ impl Scheduler {
                     class: s.class,
                 }
             })
-            .collect()
+            .collect();
+        // A source slower than the fastest is planned with a margin: a block it is
+        // given just in time is late at its first hiccup, and racing it then costs
+        // its link what it already sent.
+        let fastest = cands.iter().map(|c| c.rate).fold(0.0, f64::max);
+        for c in &mut cands {
+            if c.rate < fastest {
+                c.eta = now
+                    + c.eta
+                        .saturating_duration_since(now)
+                        .mul_f64(self.cfg.slow_margin);
+            }
+        }
+        cands
     }
 
     /// Picks the source for `block` (of class `only`, if given), needed by
@@ -411,9 +424,9 @@ impl Scheduler {
 
     /// Whether `block`, asked of one source, should also be asked of a second one
     /// now: its source is overdue (see `SchedConfig::overdue_factor`), or is
-    /// expected to deliver it after its deadline (without one, at all late) while
-    /// another would deliver it in `race_gain` of the time left. That source, counted
-    /// as asked.
+    /// expected to deliver it after its deadline (without one: it is the block at the
+    /// playback position) while another would deliver it in `race_gain` of the time
+    /// left. That source, counted as asked.
     pub fn race(&mut self, block: u64, now: Instant) -> Option<SourceId> {
         let other = self.race_to(block, now)?;
         self.start(block, other, now);
@@ -428,19 +441,32 @@ impl Scheduler {
         let s = &self.sources[src];
         let rank = s.inflight.iter().position(|&(_, b)| b == block)?;
         let (blk, prior) = (self.block_bytes(), self.prior());
-        let overdue = s.overdue(blk, self.cfg.overdue_factor, self.cfg.overdue_min, now);
-        let arrival = s.finish(rank, s.rate_at(blk, prior, now), blk, now);
+        let overdue = s.overdue(
+            blk,
+            (self.cfg.overdue_factor, self.cfg.overdue_min),
+            prior,
+            now,
+        );
+        // At its measured rate: a source merely slower than thought is not raced
+        // (its head being late is what `overdue` judges).
+        let arrival = s.finish(rank, s.rate_bps.unwrap_or(prior), blk, now);
         let left = arrival.saturating_duration_since(now);
         // Not ahead of an earlier request at the same source: that one is needed
         // first and comes first.
         let earlier_waits = s.inflight[..rank]
             .iter()
             .any(|(_, b)| self.outstanding.get(b).is_some_and(|o| o.at.len() == 1));
-        if !overdue
-            && (earlier_waits
-                || left < self.cfg.race_min
-                || st.deadline.is_some_and(|d| arrival <= d))
-        {
+        // Without a deadline only the block at the playback position (everything
+        // after it waits for it) and an overdue source's blocks are raced: a slow
+        // source's other blocks come in time for the window, and a raced copy it is
+        // already sending is link time lost (a Cancel cannot recall what its socket
+        // holds).
+        let late = st
+            .deadline
+            .map_or(block == self.position && self.end > self.position, |d| {
+                arrival > d
+            });
+        if !overdue && (earlier_waits || left < self.cfg.race_min || !late) {
             return None;
         }
         let cands = self.candidates(block, Some(src), (1, st.deadline.is_some()), now);
@@ -492,6 +518,7 @@ impl Scheduler {
             });
         }
         s.last_done = Some(now);
+        let (blk, prior) = (self.block_bytes(), self.prior());
         let others: Vec<(SourceId, Instant)> = self
             .outstanding
             .get(&block)
@@ -500,9 +527,18 @@ impl Scheduler {
         let others = others
             .into_iter()
             .map(|(src, since)| {
+                // Overtaken: it did not deliver this block in the time it had it. If
+                // it is overdue (slowed down or silent), that bound is its rate now.
+                let o = &self.sources[src];
+                let overdue = o.overdue(
+                    blk,
+                    (self.cfg.overdue_factor, self.cfg.overdue_min),
+                    prior,
+                    now,
+                );
                 self.finish_request(block, src);
-                // Overtaken: it did not deliver this block in the time it had it.
-                self.sources[src].bound_rate(bytes, since, now, cfg_alpha);
+                let alpha = if overdue { 1.0 } else { cfg_alpha };
+                self.sources[src].bound_rate(bytes, since, now, alpha);
                 Assignment { block, source: src }
             })
             .collect();

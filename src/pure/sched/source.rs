@@ -117,12 +117,19 @@ impl SourceState {
     }
 
     /// Whether the request at the head of its queue has taken `factor` times a
-    /// block's time at its measured rate, and at least `min`: the source slowed down
+    /// block's time at its measured rate (`prior` if none), and at least `min`: the source slowed down
     /// or went silent, and what waits in its queue is better asked elsewhere.
-    pub fn overdue(&self, block_bytes: f64, factor: f64, min: Duration, now: Instant) -> bool {
-        let (Some(start), Some(rate)) = (self.head_started(), self.rate_bps) else {
+    pub fn overdue(
+        &self,
+        block_bytes: f64,
+        (factor, min): (f64, Duration),
+        prior: f64,
+        now: Instant,
+    ) -> bool {
+        let Some(start) = self.head_started() else {
             return false;
         };
+        let rate = self.rate_bps.unwrap_or(prior);
         let late = now.saturating_duration_since(start);
         late >= min && late.as_secs_f64() >= factor * block_bytes / rate.max(1.0)
     }

@@ -99,6 +99,11 @@ impl UpstreamPool {
         sent
     }
 
+    /// Whether a connection to `addr` is open (not being made, not absent).
+    pub fn is_connected(&self, addr: SocketAddr) -> bool {
+        matches!(self.conns.borrow().get(&addr), Some(Entry::Ready(_)))
+    }
+
     /// A usable connection to `addr`: the open one, or a new one.
     pub async fn get(&self, addr: SocketAddr) -> Result<Rc<Upstream>, FetchError> {
         let connecting = {

@@ -1,0 +1,250 @@
+//! Where viewers read a cached file and how fast ([`Playback`]): each reader's
+//! position and pace give every block ahead of it a deadline (when that reader will
+//! need it), which the fetch scheduler serves by (near blocks from sources that make
+//! them, far ones from slower peers), and say how far ahead a client cache fetches
+//! for its readers before they ask ([`Playback::consumed`]).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Readers of one file followed at most (the least recently seen goes first).
+pub const MAX_READERS: usize = 16;
+/// A reader not heard from this long is forgotten.
+pub const READER_IDLE: Duration = Duration::from_secs(10);
+/// The pace assumed of a reader until it has read for a while: 8 Mbit/s.
+pub const DEFAULT_PACE_BPS: f64 = 1e6;
+/// A reader is taken to read at least this fast (bytes per second).
+pub const MIN_PACE_BPS: f64 = 64e3;
+/// How long a reader must have read before its pace is measured.
+const PACE_AFTER: Duration = Duration::from_secs(1);
+/// A read this many blocks behind where a reader was, or beyond what was fetched
+/// ahead for it, is a seek: its pace is measured afresh from there.
+const SEEK_BLOCKS: u64 = 8;
+/// A cache fetches at most this many bytes ahead of one reader (besides the time
+/// its `--read-ahead` gives).
+pub const AHEAD_MAX_BYTES: u64 = 24 << 20;
+/// Fetches ahead in flight for one file at most.
+pub const AHEAD_IN_FLIGHT: usize = 32;
+
+#[derive(Debug)]
+struct Reader {
+    addr: IpAddr,
+    /// Where and when its pace is measured from.
+    first: u64,
+    started: Instant,
+    /// The next block it needs, since when.
+    pos: u64,
+    at: Instant,
+    /// The first block not yet fetched ahead for it.
+    ahead_to: u64,
+}
+
+impl Reader {
+    /// From where fetching ahead stopped to `ahead` at its pace, at most `max_bytes`
+    /// and `AHEAD_MAX_BYTES`, not past `end`.
+    fn to_fetch(
+        &self,
+        end: u64,
+        block_bytes: u64,
+        (ahead, max_bytes): (Duration, u64),
+    ) -> std::ops::Range<u64> {
+        if ahead.is_zero() || max_bytes < block_bytes {
+            return 0..0;
+        }
+        let blk = block_bytes.max(1);
+        let by_time = (ahead.as_secs_f64() * self.pace(blk as f64) / blk as f64) as u64;
+        let horizon = by_time.min(AHEAD_MAX_BYTES.min(max_bytes) / blk);
+        let from = self.ahead_to.max(self.pos);
+        let to = self.pos.saturating_add(horizon).min(end);
+        from..to.max(from)
+    }
+
+    fn pace(&self, block_bytes: f64) -> f64 {
+        let secs = self.at.saturating_duration_since(self.started);
+        if secs < PACE_AFTER || self.pos <= self.first {
+            return DEFAULT_PACE_BPS;
+        }
+        ((self.pos - self.first) as f64 * block_bytes / secs.as_secs_f64()).max(MIN_PACE_BPS)
+    }
+}
+
+/// The readers of one cached file (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Playback {
+    readers: Mutex<Vec<Reader>>,
+    /// Fetches ahead of the readers in flight.
+    pub in_flight: AtomicUsize,
+}
+
+impl Playback {
+    /// Reader `addr` needs block `next` next (it was sent the one before, or asked to
+    /// start there), at `now`. Returns the blocks to fetch ahead for it now: from
+    /// where the last fetch ahead stopped to `ahead` at its pace (at most
+    /// `max_bytes` and `AHEAD_MAX_BYTES`; none when `ahead` is zero), without passing
+    /// `end`. The
+    /// caller fetches what it can and hands back the first block it did not
+    /// ([`Playback::ahead_stopped`]).
+    pub fn consumed(
+        &self,
+        (addr, next): (IpAddr, u64),
+        (end, block_bytes): (u64, u64),
+        (ahead, max_bytes): (Duration, u64),
+        now: Instant,
+    ) -> std::ops::Range<u64> {
+        let Ok(mut readers) = self.readers.lock() else {
+            return 0..0;
+        };
+        readers.retain(|r| now.saturating_duration_since(r.at) < READER_IDLE);
+        let i = match readers.iter().position(|r| r.addr == addr) {
+            Some(i) => i,
+            None => {
+                if readers.len() >= MAX_READERS {
+                    let oldest = (0..readers.len()).min_by_key(|&i| readers[i].at);
+                    if let Some(o) = oldest {
+                        readers.swap_remove(o);
+                    }
+                }
+                readers.push(Reader {
+                    addr,
+                    first: next,
+                    started: now,
+                    pos: next,
+                    at: now,
+                    ahead_to: next,
+                });
+                readers.len() - 1
+            }
+        };
+        let r = &mut readers[i];
+        let seek = next.saturating_add(SEEK_BLOCKS) < r.pos
+            || next > r.ahead_to.max(r.pos).saturating_add(SEEK_BLOCKS);
+        if seek {
+            *r = Reader {
+                addr,
+                first: next,
+                started: now,
+                pos: next,
+                at: now,
+                ahead_to: next,
+            };
+        }
+        r.pos = r.pos.max(next);
+        r.at = now;
+        r.to_fetch(end, block_bytes, (ahead, max_bytes))
+    }
+
+    /// What to fetch ahead for reader `addr` now, where it was last seen (a fetch
+    /// ahead for it finished: the next may start), as [`Playback::consumed`] says;
+    /// nothing for a reader gone idle.
+    pub fn more(
+        &self,
+        addr: IpAddr,
+        (end, block_bytes): (u64, u64),
+        (ahead, max_bytes): (Duration, u64),
+        now: Instant,
+    ) -> std::ops::Range<u64> {
+        let Ok(readers) = self.readers.lock() else {
+            return 0..0;
+        };
+        readers
+            .iter()
+            .find(|r| r.addr == addr && now.saturating_duration_since(r.at) < READER_IDLE)
+            .map_or(0..0, |r| r.to_fetch(end, block_bytes, (ahead, max_bytes)))
+    }
+
+    /// The fetches ahead for reader `addr` stopped before block `at` (they were all
+    /// made, or the file's in-flight bound was reached): the next call starts there.
+    pub fn ahead_stopped(&self, addr: IpAddr, at: u64) {
+        if let Ok(mut readers) = self.readers.lock() {
+            if let Some(r) = readers.iter_mut().find(|r| r.addr == addr) {
+                r.ahead_to = at;
+            }
+        }
+    }
+
+    /// When block `index` is needed: the earliest time any reader at or before it will
+    /// reach it at its pace (None: no reader is before it).
+    pub fn deadline(&self, index: u64, block_bytes: u64, now: Instant) -> Option<Instant> {
+        let readers = self.readers.lock().ok()?;
+        readers
+            .iter()
+            .filter(|r| r.pos <= index && now.saturating_duration_since(r.at) < READER_IDLE)
+            .map(|r| {
+                let secs = (index - r.pos) as f64 * block_bytes as f64 / r.pace(block_bytes as f64);
+                r.at + Duration::from_secs_f64(secs.min(3600.0))
+            })
+            .min()
+    }
+
+    /// Claims one of the file's fetch-ahead places (false: all taken).
+    pub fn claim(&self) -> bool {
+        self.in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < AHEAD_IN_FLIGHT).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives a fetch-ahead place back.
+    pub fn release(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BS: u64 = 256 * 1024;
+    const AHEAD: (Duration, u64) = (Duration::from_secs(20), u64::MAX);
+
+    #[test]
+    fn blocks_ahead_of_a_reader_get_deadlines_at_its_pace() {
+        let p = Playback::default();
+        let t0 = Instant::now();
+        let me: IpAddr = [10, 0, 0, 1].into();
+        // A new reader at block 10: 20 s at the default 1 MB/s, 76 blocks.
+        let ahead = p.consumed((me, 10), (1000, BS), AHEAD, t0);
+        assert_eq!(ahead, 10..86);
+        p.ahead_stopped(me, 40);
+        // Block 14 is four blocks ahead: needed in about 1 s.
+        let d = p.deadline(14, BS, t0).unwrap() - t0;
+        assert!((d.as_secs_f64() - 1.048576).abs() < 1e-3, "{d:?}");
+        assert_eq!(p.deadline(9, BS, t0), None, "behind the reader");
+        // Two seconds later it has read 16 blocks (2 MiB/s): the next fetches ahead
+        // start where the last stopped and reach 20 s at that pace.
+        let t = t0 + Duration::from_secs(2);
+        let ahead = p.consumed((me, 26), (1000, BS), AHEAD, t);
+        assert_eq!(ahead.start, 40);
+        assert_eq!(ahead.end, 26 + 96, "capped at {AHEAD_MAX_BYTES} bytes");
+        // At 2 MiB/s, eight blocks ahead is 1 s ahead.
+        let d = p.deadline(34, BS, t).unwrap() - t;
+        assert!((d.as_secs_f64() - 1.0).abs() < 1e-3, "{d:?}");
+        // A seek starts afresh; the end of the file bounds what is fetched ahead.
+        let ahead = p.consumed((me, 990), (1000, BS), AHEAD, t);
+        assert_eq!(ahead, 990..1000);
+    }
+
+    #[test]
+    fn the_nearest_reader_sets_the_deadline_and_readers_are_bounded() {
+        let p = Playback::default();
+        let t0 = Instant::now();
+        p.consumed(([10, 0, 0, 1].into(), 100), (10_000, BS), AHEAD, t0);
+        p.consumed(([10, 0, 0, 2].into(), 50), (10_000, BS), AHEAD, t0);
+        let near = p.deadline(100, BS, t0).unwrap();
+        assert_eq!(near, t0, "the first reader needs it now");
+        for i in 0..(MAX_READERS as u8 + 4) {
+            p.consumed(([10, 0, 1, i].into(), 5000), (10_000, BS), AHEAD, t0);
+        }
+        assert_eq!(p.readers.lock().unwrap().len(), MAX_READERS);
+        // Readers idle too long are forgotten.
+        let later = t0 + READER_IDLE + Duration::from_secs(1);
+        assert_eq!(p.deadline(6000, BS, later), None);
+        assert!((0..AHEAD_IN_FLIGHT).all(|_| p.claim()));
+        assert!(!p.claim(), "bounded");
+        p.release();
+        assert!(p.claim());
+    }
+}

@@ -1,0 +1,67 @@
+//! Fetching ahead of a cache's readers: as a reader (a player over HTTP) moves
+//! through a cached file, the blocks up to `--read-ahead` seconds ahead of it at its
+//! pace (20 on a client cache) are fetched before it asks, each with the deadline its position gives (see
+//! `node::cache::playback`): far blocks can come from slow peers, near ones from the
+//! sources that make them, and the player finds them held.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::node::content::Content;
+use crate::node::shard::{Shard, ShardRole};
+use crate::runtime;
+
+impl Shard {
+    /// Reader `addr` (allowed to make this cache fetch) needs block `next` of
+    /// `content` next: its position is noted (its blocks' deadlines), and what it
+    /// will need soon and this cache lacks is fetched ahead for it, within the file's
+    /// bound on fetches ahead in flight; as each of those ends, the next is started.
+    /// Each fetch is the block's one production (a viewer asking for it meanwhile
+    /// joins it) and runs in the background to its end or its deadline.
+    pub fn read_ahead(self: &Rc<Self>, content: &Content, addr: IpAddr, next: u64) {
+        self.fetch_ahead(content, addr, Some(next));
+    }
+
+    /// [`read_ahead`](Self::read_ahead) for a reader seen at block `next`, or (None)
+    /// where it was last seen.
+    fn fetch_ahead(self: &Rc<Self>, content: &Content, addr: IpAddr, next: Option<u64>) {
+        let (Content::Cached(file), ShardRole::Cache(role)) = (content, &self.role) else {
+            return;
+        };
+        let blk = u64::from(content.block_size());
+        // Within a quarter of the disk limit: what is fetched ahead must still be
+        // there when the reader comes to it (the blocks it read are evicted first).
+        let room = role
+            .cfg
+            .disk_limit_per_shard_bytes
+            .map_or(u64::MAX, |l| l.saturating_mul(self.shards as u64) / 4);
+        let geometry = (content.block_count(), blk);
+        let limits = (role.cfg.read_ahead, room);
+        let now = Instant::now();
+        let ahead = match next {
+            Some(n) => file.playback.consumed((addr, n), geometry, limits, now),
+            None => file.playback.more(addr, geometry, limits, now),
+        };
+        let mut j = ahead.start;
+        while j < ahead.end {
+            if !file.index.has(j) {
+                if !file.playback.claim() {
+                    break;
+                }
+                let (shard, content, f) = (self.clone(), content.clone(), file.clone());
+                runtime::spawn_detached(async move {
+                    if let Err(e) = shard.block(&content, j, true).await {
+                        tracing::debug!(block = j, error = %e, "fetch ahead failed");
+                    }
+                    f.playback.release();
+                    shard.fetch_ahead(&content, addr, None);
+                });
+            }
+            j += 1;
+        }
+        if !ahead.is_empty() {
+            file.playback.ahead_stopped(addr, j);
+        }
+    }
+}
