@@ -55,6 +55,10 @@ impl Shard {
                         tracing::debug!(block = j, error = %e, "fetch ahead failed");
                     }
                     f.playback.release();
+                    // A spawned task runs at once until it waits: a block that was at
+                    // hand would start the next fetch ahead on this stack, and so on
+                    // for every block held. Yield first.
+                    futures_lite::future::yield_now().await;
                     shard.fetch_ahead(&content, addr, None);
                 });
             }
