@@ -796,3 +796,49 @@ fn evicted_blocks_stop_being_handed_out() {
         "handed out for the first block, evicted: {held:?}"
     );
 }
+
+/// More lying peers than a block has attempts (eight that refuse connections, eight
+/// that accept and never answer, each announcing the whole file): a viewer's cache is
+/// never cut off while the origin can serve. After a peer fails a block the block goes
+/// to the origin; before, six peer attempts failed the block and the player got a
+/// short body.
+#[test]
+fn a_viewer_is_never_cut_off_while_the_origin_can_serve() {
+    let data = content(1024 * 1024 + 11, 2811);
+    let net = subnet();
+    let origin = origin_with(net, "liars.mp4", &data, &["-i"]);
+    let mut announcers = Vec::new();
+    let mut silent = Vec::new();
+    for d in 20..28 {
+        // A port nobody listens on: connections are refused.
+        let l = std::net::TcpListener::bind((net.ip(d), 0)).unwrap();
+        let refused = l.local_addr().unwrap();
+        drop(l);
+        announcers.push(announce_as(refused, &origin, "liars.mp4"));
+        // A listener that never accepts: the handshake is never answered.
+        let l = std::net::TcpListener::bind((net.ip(d + 10), 0)).unwrap();
+        announcers.push(announce_as(l.local_addr().unwrap(), &origin, "liars.mp4"));
+        silent.push(l);
+    }
+    let v = viewer(net.ip(2), &[]);
+    let url = format!("http://{}/liars.mp4", origin.addr);
+    let t = Instant::now();
+    let r = try_proxy_request(v.addr, None, "GET", &url, "").unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == data,
+        "the player got {} of {} bytes{}",
+        r.body.len(),
+        data.len(),
+        diagnose(&[("origin", &origin), ("viewer", &v)])
+    );
+    eprintln!("a viewer handed 16 lying peers got the file in {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let text = v.metrics_text();
+    assert_eq!(
+        metric_line(&text, "p2pd_fetched_bytes_total{source=\"server\"} "),
+        data.len() as u64,
+        "{text}"
+    );
+}
