@@ -179,3 +179,42 @@ fn deadlines_send_near_blocks_to_servers_and_far_ones_to_peers() {
     assert_eq!(s.race(4, t + ms(1000)), None, "in time, by what is known");
     assert_eq!(s.race(4, t + ms(2000)), Some(server));
 }
+
+/// Issue 14: a block a peer failed goes to a server next, however fast the peers
+/// look (the cache asks with `only: Server`), and a server is the fallback a viewer
+/// never waits on: with every peer dropped the server still gets the block.
+#[test]
+fn after_a_peer_failed_a_block_a_server_gets_it() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut s = Scheduler::new(get_cfg(), 0, 0);
+    let server = s.add_source_of(Holds::All, SourceClass::Server);
+    let peers: Vec<SourceId> = (0..8)
+        .map(|_| s.add_source_of(Holds::All, SourceClass::Peer))
+        .collect();
+    // The peers are measured faster than the server.
+    assert_eq!(
+        s.pick_block_of(0, None, Some(SourceClass::Server), t0),
+        Some(server)
+    );
+    s.on_verified(server, 0, BS, t0, t0 + ms(50));
+    for b in 100..108 {
+        let p = s
+            .pick_block_of(b, None, Some(SourceClass::Peer), t0)
+            .unwrap();
+        s.on_verified(p, b, BS, t0, t0 + ms(5));
+    }
+    let t = t0 + ms(10);
+    let first = s.pick_block(1, None, t).unwrap();
+    assert!(peers.contains(&first), "a fast peer first");
+    s.on_failure(first, 1, Failure::Unreachable);
+    assert_eq!(
+        s.pick_block_of(1, None, Some(SourceClass::Server), t),
+        Some(server)
+    );
+    // Every peer gone: the server takes what comes.
+    for &p in &peers {
+        s.on_failure(p, 999, Failure::Unreachable);
+    }
+    assert_eq!(s.pick_block(2, None, t), Some(server));
+}
