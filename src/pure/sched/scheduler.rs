@@ -27,6 +27,14 @@ struct BlockState {
     deadline: Option<Instant>,
 }
 
+/// A block waiting for a busy source.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    source: SourceId,
+    since: Instant,
+    deadline: Option<Instant>,
+}
+
 /// One source weighed for one block.
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
@@ -63,8 +71,10 @@ pub struct Scheduler {
     /// Blocks waiting for a busy source (the one that would deliver them first),
     /// since when: a block after them counts them in that source's queue, so it goes
     /// to a slower source with room when that one would deliver it sooner than the
-    /// busy one would after the blocks waiting for it. Forgotten after `tick` x 5.
-    waiting: BTreeMap<u64, (SourceId, Instant)>,
+    /// busy one would after the blocks waiting for it; and a source that frees up is
+    /// kept for the most urgent of them (its deadline, else its place in the file).
+    /// Forgotten after `tick` x 5 (a fetch that gave up does not hold a source).
+    waiting: BTreeMap<u64, Waiting>,
 }
 
 impl Scheduler {
@@ -198,9 +208,9 @@ impl Scheduler {
             .any(|s| !s.dropped && s.rate_bps.is_some());
         let stale = self.cfg.tick * 5;
         let mut ahead = vec![0usize; self.sources.len()];
-        for (_, &(src, since)) in self.waiting.range(..block) {
-            if now.saturating_duration_since(since) < stale {
-                ahead[src] += 1;
+        for (_, w) in self.waiting.range(..block) {
+            if now.saturating_duration_since(w.since) < stale {
+                ahead[w.source] += 1;
             }
         }
         let mut cands: Vec<Candidate> = (0..self.sources.len())
@@ -259,17 +269,44 @@ impl Scheduler {
         let mut cands = self.candidates(block, None, (0, deadline.is_some()), now);
         cands.retain(|c| only.is_none_or(|o| c.class == o));
         let best = earliest(cands.iter())?;
-        let chosen = self.choose(&cands, best, deadline, now);
+        let chosen = self
+            .choose(&cands, best, deadline, now)
+            .filter(|c| !self.more_urgent_waits(block, deadline, c.id, now));
         match chosen {
             Some(c) => {
                 self.waiting.remove(&block);
                 Some(c.id)
             }
             None => {
-                self.waiting.insert(block, (best.id, now));
+                let w = Waiting {
+                    source: chosen.map_or(best.id, |c| c.id),
+                    since: now,
+                    deadline,
+                };
+                self.waiting.insert(block, w);
                 None
             }
         }
+    }
+
+    /// Whether another block, more urgent than `block` (needed by `deadline`), waits
+    /// for `source`: it gets the room first (blocks fetched ahead of a reader must
+    /// not take a source's places from the one the reader waits on).
+    fn more_urgent_waits(
+        &self,
+        block: u64,
+        deadline: Option<Instant>,
+        source: SourceId,
+        now: Instant,
+    ) -> bool {
+        let stale = self.cfg.tick * 5;
+        let key = |b: u64, d: Option<Instant>| (d.unwrap_or(now), b);
+        self.waiting.iter().any(|(&b, w)| {
+            b != block
+                && w.source == source
+                && now.saturating_duration_since(w.since) < stale
+                && key(b, w.deadline) < key(block, deadline)
+        })
     }
 
     /// The rule of [`pick`](Self::pick) over weighed candidates (`best` delivers first).

@@ -218,3 +218,37 @@ fn after_a_peer_failed_a_block_a_server_gets_it() {
     }
     assert_eq!(s.pick_block(2, None, t), Some(server));
 }
+
+/// Issue 14: blocks fetched ahead of a reader must not take a busy source's places
+/// from the block the reader waits on: when a place frees, the most urgent waiting
+/// block gets it, whichever fetch asks first.
+#[test]
+fn a_freed_place_goes_to_the_most_urgent_waiting_block() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut s = Scheduler::new(get_cfg(), 0, 0);
+    let server = s.add_source_of(Holds::All, SourceClass::Server);
+    s.pick_block(0, None, t0);
+    s.on_verified(server, 0, BS, t0, t0 + ms(50));
+    let t = t0 + ms(60);
+    // Far blocks fill its places...
+    let mut b = 100;
+    while s.pick_block(b, Some(t + ms(10_000)), t).is_some() {
+        b += 1;
+    }
+    // ...the reader's block waits, and so does the next far one.
+    assert_eq!(s.pick_block(1, Some(t), t), None);
+    assert_eq!(s.pick_block(b, Some(t + ms(10_000)), t), None);
+    // A place frees: the far block asks first but the reader's block gets it.
+    s.on_verified(server, 100, BS, t, t + ms(5));
+    let t = t + ms(6);
+    assert_eq!(s.pick_block(b, Some(t + ms(10_000)), t), None);
+    assert_eq!(s.pick_block(1, Some(t0 + ms(60)), t), Some(server));
+    // A waiting block whose fetch gave up holds nothing for long.
+    s.on_verified(server, 101, BS, t, t + ms(5));
+    let later = t + ms(500);
+    assert_eq!(
+        s.pick_block(b, Some(later + ms(10_000)), later),
+        Some(server)
+    );
+}
