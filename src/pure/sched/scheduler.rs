@@ -192,13 +192,13 @@ impl Scheduler {
     /// Every source that could take `block` (but `except`), with when it would
     /// deliver it. A source not yet measured takes one block at a time while others
     /// are measured; a raced block (`extra`) may exceed a source's limit by one; a
-    /// block without a deadline (`timed` false) is not queued behind `max_queue` of
-    /// work (with one, its deadline says whether a queue is too long).
+    /// block needed by `deadline` joins a queue of more than `max_queue` of work only
+    /// as `may_queue_deep` says.
     fn candidates(
         &self,
         block: u64,
         except: Option<SourceId>,
-        (extra, timed): (usize, bool),
+        (extra, deadline): (usize, Option<Instant>),
         now: Instant,
     ) -> Vec<Candidate> {
         let (blk, prior) = (self.block_bytes(), self.prior());
@@ -231,7 +231,8 @@ impl Scheduler {
                 Candidate {
                     id: i,
                     eta: s.finish(s.outstanding + ahead[i], rate, blk, now),
-                    room: s.outstanding < limit + extra && (short || extra > 0 || timed),
+                    room: s.outstanding < limit + extra
+                        && (short || extra > 0 || self.may_queue_deep(s.class, deadline, now)),
                     measured,
                     rate,
                     class: s.class,
@@ -253,6 +254,17 @@ impl Scheduler {
         cands
     }
 
+    /// Whether a block needed by `deadline` may join a queue longer than `max_queue`
+    /// at a source of `class`: when it is needed soon (within twice `max_queue`), or
+    /// has a deadline and the source is a peer (its deadline says whether the queue is
+    /// too long, and peers are not where blocks needed now go). A block without a
+    /// deadline, or needed later from a server, may not: a source serves its queue in
+    /// turn, so a deep queue of blocks needed later holds up the one a reader waits
+    /// on.
+    fn may_queue_deep(&self, class: SourceClass, deadline: Option<Instant>, now: Instant) -> bool {
+        deadline.is_some_and(|d| d <= now + self.cfg.max_queue * 2 || class == SourceClass::Peer)
+    }
+
     /// Picks the source for `block` (of class `only`, if given), needed by
     /// `deadline` (None: as soon as possible). With a deadline: a peer that will
     /// deliver it in time, else the source that delivers it first, else another that
@@ -266,7 +278,7 @@ impl Scheduler {
         only: Option<SourceClass>,
         now: Instant,
     ) -> Option<SourceId> {
-        let mut cands = self.candidates(block, None, (0, deadline.is_some()), now);
+        let mut cands = self.candidates(block, None, (0, deadline), now);
         cands.retain(|c| only.is_none_or(|o| c.class == o));
         let best = earliest(cands.iter())?;
         let chosen = self
@@ -506,7 +518,7 @@ impl Scheduler {
         if !overdue && (earlier_waits || left < self.cfg.race_min || !late) {
             return None;
         }
-        let cands = self.candidates(block, Some(src), (1, st.deadline.is_some()), now);
+        let cands = self.candidates(block, Some(src), (1, st.deadline), now);
         let best = earliest(cands.iter().filter(|c| c.room && c.measured))?;
         let gain = left.mul_f64(self.cfg.race_gain);
         (overdue || best.eta.saturating_duration_since(now) < gain).then_some(best.id)

@@ -220,8 +220,9 @@ fn after_a_peer_failed_a_block_a_server_gets_it() {
 }
 
 /// Issue 14: blocks fetched ahead of a reader must not take a busy source's places
-/// from the block the reader waits on: when a place frees, the most urgent waiting
-/// block gets it, whichever fetch asks first.
+/// from the block the reader waits on: a server's queue takes blocks needed later
+/// only up to `max_queue` of work (it serves its queue in turn), and when a place
+/// frees, the most urgent waiting block gets it, whichever fetch asks first.
 #[test]
 fn a_freed_place_goes_to_the_most_urgent_waiting_block() {
     let t0 = Instant::now();
@@ -231,24 +232,30 @@ fn a_freed_place_goes_to_the_most_urgent_waiting_block() {
     s.pick_block(0, None, t0);
     s.on_verified(server, 0, BS, t0, t0 + ms(50));
     let t = t0 + ms(60);
-    // Far blocks fill its places...
-    let mut b = 100;
-    while s.pick_block(b, Some(t + ms(10_000)), t).is_some() {
+    // Blocks needed in 10 s join its queue only while it holds at most 150 ms of
+    // work (a few at 50 ms), not its eight places...
+    let mut far = 0;
+    while s.pick_block(100 + far, Some(t + ms(10_000)), t).is_some() {
+        far += 1;
+    }
+    assert!((2..=4).contains(&far), "{far}");
+    // ...so the reader's block, needed now, finds a place at once, and blocks needed
+    // soon fill the rest.
+    assert_eq!(s.pick_block(1, Some(t), t), Some(server));
+    let mut b = 200;
+    while s.pick_block(b, Some(t + ms(200)), t).is_some() {
         b += 1;
     }
-    // ...the reader's block waits, and so does the next far one.
-    assert_eq!(s.pick_block(1, Some(t), t), None);
-    assert_eq!(s.pick_block(b, Some(t + ms(10_000)), t), None);
-    // A place frees: the far block asks first but the reader's block gets it.
+    // Full: the reader's next block waits, and so does the next one needed soon.
+    assert_eq!(s.pick_block(2, Some(t + ms(50)), t), None);
+    assert_eq!(s.pick_block(b, Some(t + ms(200)), t), None);
+    // A place frees: the less urgent block asks first, the reader's block gets it.
     s.on_verified(server, 100, BS, t, t + ms(5));
     let t = t + ms(6);
-    assert_eq!(s.pick_block(b, Some(t + ms(10_000)), t), None);
-    assert_eq!(s.pick_block(1, Some(t0 + ms(60)), t), Some(server));
+    assert_eq!(s.pick_block(b, Some(t0 + ms(260)), t), None);
+    assert_eq!(s.pick_block(2, Some(t0 + ms(110)), t), Some(server));
     // A waiting block whose fetch gave up holds nothing for long.
     s.on_verified(server, 101, BS, t, t + ms(5));
     let later = t + ms(500);
-    assert_eq!(
-        s.pick_block(b, Some(later + ms(10_000)), later),
-        Some(server)
-    );
+    assert_eq!(s.pick_block(b, Some(later + ms(100)), later), Some(server));
 }
