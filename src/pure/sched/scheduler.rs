@@ -255,14 +255,14 @@ impl Scheduler {
     }
 
     /// Whether a block needed by `deadline` may join a queue longer than `max_queue`
-    /// at a source of `class`: when it is needed soon (within twice `max_queue`), or
+    /// at a source of `class`: when it is needed already (a reader waits on it), or
     /// has a deadline and the source is a peer (its deadline says whether the queue is
     /// too long, and peers are not where blocks needed now go). A block without a
     /// deadline, or needed later from a server, may not: a source serves its queue in
     /// turn, so a deep queue of blocks needed later holds up the one a reader waits
     /// on.
     fn may_queue_deep(&self, class: SourceClass, deadline: Option<Instant>, now: Instant) -> bool {
-        deadline.is_some_and(|d| d <= now + self.cfg.max_queue * 2 || class == SourceClass::Peer)
+        deadline.is_some_and(|d| d <= now || class == SourceClass::Peer)
     }
 
     /// Picks the source for `block` (of class `only`, if given), needed by
