@@ -111,7 +111,7 @@ tb_exec() {
 }
 
 tb_ip() {
-    echo "${TB_IP[$1]}"
+    echo "${TB_IP[$1]:-}"
 }
 
 tb_wait_started() {

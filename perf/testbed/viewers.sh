@@ -13,7 +13,8 @@
 #          cache, three 40 MiB titles, arrivals 1 s apart; every viewer's copy is
 #          compared with the title afterwards (byte-identical)
 #   Binaries run side by side (default: a fresh release build); the bench is always
-#   this tree's p2pd-bench (it needs --proxy). PERF_VARIANTS limits the variants.
+#   this tree's p2pd-bench (it needs --proxy). PERF_VARIANTS limits the variants;
+#   PERF_KEEP=DIR keeps the nodes' logs and the viewers' reports.
 # Writes perf/results/<date>-<commit>-testbed-<scenario>[-<uplink>].md with one row per
 # binary and variant (see perf/testbed/viewers.py for the figures).
 set -euo pipefail
@@ -161,8 +162,11 @@ for b in "${bins[@]}"; do
         figures=$(python3 perf/testbed/viewers.py "$work/out" "$up_bits")
         echo "$b $scenario $variant: $figures identical=$identical" >&2
         rows+=("| \`$b\` | $variant | $(echo "$figures" | sed 's/ / · /g') | $identical |")
-        mkdir -p "$work/keep-$variant"
-        cp "$work"/*.log "$work/keep-$variant/" 2>/dev/null || true
+        # PERF_KEEP=DIR keeps every node's log and every viewer's report there.
+        if [ -n "${PERF_KEEP:-}" ]; then
+            mkdir -p "$PERF_KEEP/$(basename "$b")-$variant"
+            cp "$work"/*.log "$work"/out/* "$PERF_KEEP/$(basename "$b")-$variant/" 2>/dev/null || true
+        fi
         tb_down
     done
 done

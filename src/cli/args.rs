@@ -520,9 +520,11 @@ pub(super) struct ServeArgs {
         long_help = "How many seconds of a file, at the pace its reader reads it, a cache \
         fetches ahead of each HTTP reader (a player) before the reader asks for them, so \
         the blocks far ahead can come from slower peers and the player finds them held. \
-        At most 600; 0 fetches only what is asked for. Default: 20 on a client cache, 0 \
-        on a site cache (-n), whose readers are many. Matters to caches; an origin \
-        accepts it and ignores it."
+        At most 600; 0 fetches only what is asked for. Default: 20 on a client cache, \
+        for files with peers among their sources only (from servers alone it would \
+        compete with every reader's own requests), and 0 on a site cache (-n), whose \
+        readers are many; given explicitly it applies whatever the sources. Matters to \
+        caches; an origin accepts it and ignores it."
     )]
     pub(super) read_ahead: Option<u64>,
 

@@ -1,12 +1,13 @@
 //! Fetching ahead of a cache's readers: as a reader (a player over HTTP) moves
-//! through a cached file, the blocks up to `--read-ahead` seconds ahead of it at its
-//! pace (20 on a client cache) are fetched before it asks, each with the deadline its position gives (see
+//! through a cached file whose sources include peers (p2p mode), the blocks up to
+//! `--read-ahead` seconds ahead of it at its pace (20 on a client cache) are fetched
+//! before it asks, each with the deadline its position gives (see
 //! `node::cache::playback`): far blocks can come from slow peers, near ones from the
 //! sources that make them, and the player finds them held.
 
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::node::content::Content;
 use crate::node::shard::{Shard, ShardRole};
@@ -36,8 +37,17 @@ impl Shard {
             .cfg
             .disk_limit_per_shard_bytes
             .map_or(u64::MAX, |l| l.saturating_mul(self.shards as u64) / 4);
+        // By default only with peers to take the far blocks from: from servers alone,
+        // fetching ahead competes with every reader's own requests (on a 50 Mbit/s
+        // origin with twelve 8 Mbit/s viewers it cut three players off). An operator
+        // who set `--read-ahead` gets it whatever the sources.
+        let ahead_for = if file.has_peers() || role.cfg.read_ahead_always {
+            role.cfg.read_ahead
+        } else {
+            Duration::ZERO
+        };
         let geometry = (content.block_count(), blk);
-        let limits = (role.cfg.read_ahead, room);
+        let limits = (ahead_for, room);
         let now = Instant::now();
         let ahead = match next {
             Some(n) => file.playback.consumed((addr, n), geometry, limits, now),

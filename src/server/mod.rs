@@ -265,6 +265,7 @@ fn start_cache(
         } else {
             DEFAULT_CLIENT_READ_AHEAD_SECS
         })),
+        read_ahead_always: config.read_ahead_secs.is_some(),
         disk_limit_per_shard_bytes: cache.disk_limit_bytes.map(|l| l / shards as u64),
         upstream: UpstreamConfig {
             role: if site { Role::Scc } else { Role::Lhc },

@@ -1,7 +1,8 @@
-//! A client cache fetches ahead of its HTTP reader (`--read-ahead`): after a player's
-//! first request the rest of what it will need soon is fetched before it asks, each
-//! block once, within a quarter of the disk limit; `--read-ahead 0` and a site cache
-//! fetch only what is asked for.
+//! A client cache fetches ahead of its HTTP reader (`--read-ahead`; by default only
+//! when the file has peers among its sources): after a player's first request the
+//! rest of what it will need soon is fetched before it asks, each block once, within a
+//! quarter of the disk limit; `--read-ahead 0`, a site cache, and a client cache whose
+//! file has no peers fetch only what is asked for.
 
 use std::time::Duration;
 
@@ -25,7 +26,9 @@ fn a_client_cache_fetches_ahead_of_its_reader_each_block_once() {
     let data = content(4 * 1024 * 1024, 3101);
     let blocks = data.len().div_ceil(BS) as u64;
     let origin = Origin::builder().file("ra.mp4", &data).start();
-    let cache = Cache::builder().start();
+    // Given explicitly: by default a cache fetches ahead only with peers among the
+    // file's sources.
+    let cache = Cache::builder().args(&["--read-ahead", "20"]).start();
     let url = format!("http://{}/ra.mp4", origin.addr);
     first_request(&cache, &url, &data);
     // 20 s at the 8 Mbit/s a reader is taken to read at before it is measured is more
@@ -58,7 +61,9 @@ fn a_client_cache_fetches_ahead_of_its_reader_each_block_once() {
 fn fetching_ahead_stays_within_a_quarter_of_the_disk_limit() {
     let data = content(4 * 1024 * 1024, 3102);
     let origin = Origin::builder().file("rl.mp4", &data).start();
-    let cache = Cache::builder().args(&["-C", "1M"]).start();
+    let cache = Cache::builder()
+        .args(&["-C", "1M", "--read-ahead", "20"])
+        .start();
     let url = format!("http://{}/rl.mp4", origin.addr);
     first_request(&cache, &url, &data);
     // A quarter of 1 MiB is 16 blocks of 16 KiB, plus the one asked for.
@@ -87,7 +92,12 @@ fn without_read_ahead_and_on_a_site_cache_only_what_is_asked_is_fetched() {
     let data = content(1024 * 1024, 3103);
     let origin = Origin::builder().file("rn.mp4", &data).start();
     let url = format!("http://{}/rn.mp4", origin.addr);
-    for args in [&["--read-ahead", "0"][..], &["-n", "127.0.0.0/8"][..]] {
+    for args in [
+        &["--read-ahead", "0"][..],
+        &["-n", "127.0.0.0/8"][..],
+        // The default on a client cache, with no peer for the file.
+        &[][..],
+    ] {
         let cache = Cache::builder().args(args).start();
         first_request(&cache, &url, &data);
         std::thread::sleep(Duration::from_millis(700));

@@ -95,6 +95,15 @@ impl CachedFile {
         });
     }
 
+    /// Whether the upstream's last Locate answer named peers for this file (p2p).
+    pub fn has_peers(&self) -> bool {
+        self.located
+            .load()
+            .nodes
+            .iter()
+            .any(|l| l.class == crate::pure::sched::SourceClass::Peer)
+    }
+
     pub fn meta(&self) -> &FileMeta {
         self.index.meta()
     }

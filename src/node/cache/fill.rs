@@ -321,19 +321,21 @@ impl CacheRole {
             report_to: ctx.report_to,
             armed: true,
         });
-        let request = attempt::request(
-            &self.pool,
-            (addr, class),
-            &fref,
-            version,
-            index,
-            ctx.deadlines,
-        );
+        // A server gets the whole upstream timeout: it holds the block for sure, and
+        // a server that is slow (loaded, or slowed down) is left by racing, not by
+        // cutting its attempt short; a busy origin's 3 s attempts failed blocks and
+        // cut players off. Peers keep the failover deadline.
+        let deadlines = match class {
+            SourceClass::Server => Deadlines::new(self.cfg.upstream.timeout, false),
+            SourceClass::Peer => ctx.deadlines,
+        };
+        let request = attempt::request(&self.pool, (addr, class), &fref, version, index, deadlines);
         let r = match future::select(std::pin::pin!(request), cancelled).await {
             Either::Left((r, _)) => {
-                // Its own outcome, reported below like any other.
+                // Its own outcome, reported below like any other; a peer whose
+                // connection broke is followed up too (it may have died).
                 if let Some(f) = follow_up.as_mut() {
-                    f.armed = false;
+                    f.armed = matches!(r, Err(FetchError::Closed { .. }));
                 }
                 r
             }
@@ -538,10 +540,11 @@ impl CacheRole {
 }
 
 /// A peer attempt given up on while the peer's connection was still being made
-/// (another source won a race for the block, or the block was taken from it): the
-/// connection is followed to the peer connect deadline in the background, and if it
-/// is not made by then the peer is reported unreachable and left out of the file's
-/// sources, as if the attempt had waited. A viewer does not wait for the verdict.
+/// (another source won a race for the block, or the block was taken from it), or
+/// whose connection broke: a connection is followed to the peer connect deadline (at
+/// least half of one) in the background, and if it is not made by then the peer is
+/// reported unreachable and left out of the file's sources, as if the attempt had
+/// waited. A viewer does not wait for the verdict.
 struct PeerFollowUp {
     role: Rc<CacheRole>,
     peer: SocketAddr,
@@ -565,7 +568,11 @@ impl Drop for PeerFollowUp {
             self.version,
             self.report_to,
         );
-        let left = attempt::PEER_CONNECT_TIMEOUT.saturating_sub(self.started.elapsed());
+        // The connect deadline from the attempt's start, or a whole one for a peer
+        // whose connection broke (a fresh connection is what is checked).
+        let left = attempt::PEER_CONNECT_TIMEOUT
+            .saturating_sub(self.started.elapsed())
+            .max(attempt::PEER_CONNECT_TIMEOUT / 2);
         runtime::spawn_detached(async move {
             let made = matches!(runtime::timeout(left, role.pool.get(peer)).await, Ok(Ok(_)));
             if !made {

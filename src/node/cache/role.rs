@@ -37,6 +37,9 @@ pub struct CacheRoleConfig {
     /// How far ahead of each HTTP reader, at its pace, the cache fetches (zero: only
     /// what is asked for).
     pub read_ahead: Duration,
+    /// `--read-ahead` was given: fetch ahead whatever the sources (by default only
+    /// when peers are among them).
+    pub read_ahead_always: bool,
     pub announce_interval: Duration,
     /// Block bytes this shard may keep on disk (`-C` shared out), None = no limit.
     pub disk_limit_per_shard_bytes: Option<u64>,

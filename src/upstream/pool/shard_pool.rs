@@ -99,9 +99,10 @@ impl UpstreamPool {
         sent
     }
 
-    /// Whether a connection to `addr` is open (not being made, not absent).
+    /// Whether a usable connection to `addr` is open (not being made, broken or
+    /// absent).
     pub fn is_connected(&self, addr: SocketAddr) -> bool {
-        matches!(self.conns.borrow().get(&addr), Some(Entry::Ready(_)))
+        matches!(self.conns.borrow().get(&addr), Some(Entry::Ready(up)) if up.usable())
     }
 
     /// A usable connection to `addr`: the open one, or a new one.
