@@ -42,6 +42,18 @@ struct Reader {
 }
 
 impl Reader {
+    /// A reader first seen (or seeking) at block `next`.
+    fn at(addr: IpAddr, next: u64, now: Instant) -> Reader {
+        Reader {
+            addr,
+            first: next,
+            started: now,
+            pos: next,
+            at: now,
+            ahead_to: next,
+        }
+    }
+
     /// From where fetching ahead stopped to `ahead` at its pace, at most `max_bytes`
     /// and `AHEAD_MAX_BYTES`, not past `end`.
     fn to_fetch(
@@ -106,14 +118,7 @@ impl Playback {
                         readers.swap_remove(o);
                     }
                 }
-                readers.push(Reader {
-                    addr,
-                    first: next,
-                    started: now,
-                    pos: next,
-                    at: now,
-                    ahead_to: next,
-                });
+                readers.push(Reader::at(addr, next, now));
                 readers.len() - 1
             }
         };
@@ -121,14 +126,7 @@ impl Playback {
         let seek = next.saturating_add(SEEK_BLOCKS) < r.pos
             || next > r.ahead_to.max(r.pos).saturating_add(SEEK_BLOCKS);
         if seek {
-            *r = Reader {
-                addr,
-                first: next,
-                started: now,
-                pos: next,
-                at: now,
-                ahead_to: next,
-            };
+            *r = Reader::at(addr, next, now);
         }
         r.pos = r.pos.max(next);
         r.at = now;

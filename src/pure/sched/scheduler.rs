@@ -72,7 +72,7 @@ pub struct Scheduler {
     /// since when: a block after them counts them in that source's queue, so it goes
     /// to a slower source with room when that one would deliver it sooner than the
     /// busy one would after the blocks waiting for it; and a source that frees up is
-    /// kept for the most urgent of them (its deadline, else its place in the file).
+    /// kept for the most urgent of them by deadline.
     /// Forgotten after `tick` x 5 (a fetch that gave up does not hold a source).
     waiting: BTreeMap<u64, Waiting>,
 }
@@ -301,9 +301,10 @@ impl Scheduler {
         }
     }
 
-    /// Whether another block, more urgent than `block` (needed by `deadline`), waits
-    /// for `source`: it gets the room first (blocks fetched ahead of a reader must
-    /// not take a source's places from the one the reader waits on).
+    /// Whether another block, more urgent than `block` (needed by `deadline`: an
+    /// earlier deadline, or one where `block` has none), waits for `source`: it gets
+    /// the room first (blocks fetched ahead of a reader must not take a source's
+    /// places from the one the reader waits on).
     fn more_urgent_waits(
         &self,
         block: u64,
@@ -312,12 +313,12 @@ impl Scheduler {
         now: Instant,
     ) -> bool {
         let stale = self.cfg.tick * 5;
-        let key = |b: u64, d: Option<Instant>| (d.unwrap_or(now), b);
         self.waiting.iter().any(|(&b, w)| {
             b != block
                 && w.source == source
                 && now.saturating_duration_since(w.since) < stale
-                && key(b, w.deadline) < key(block, deadline)
+                && w.deadline
+                    .is_some_and(|wd| deadline.is_none_or(|d| (wd, b) < (d, block)))
         })
     }
 

@@ -57,15 +57,20 @@ fn gap_and_recovery(
     (gap, None)
 }
 
+/// 800 blocks (200 MiB) from two sources holding all of them, A (0) and B (1).
+fn a_and_b() -> (u64, Scheduler) {
+    let mut s = Scheduler::new(get_cfg(), 0, 800);
+    s.add_source(Holds::All);
+    s.add_source(Holds::All);
+    (800, s)
+}
+
 /// Issue 14: A at 200 and B at 40 Mbit/s. Every block to the source that delivers
 /// it first adds the two up; with the old rule B (a fifth of A) only got probes.
 #[test]
 fn two_sources_of_different_speeds_add_up() {
     let t0 = Instant::now();
-    let blocks = 800;
-    let mut s = Scheduler::new(get_cfg(), 0, blocks);
-    s.add_source(Holds::All);
-    s.add_source(Holds::All);
+    let (blocks, mut s) = a_and_b();
     let (a, b) = (block_ms(200.0), block_ms(40.0));
     let (per, took) = simulate(
         &mut s,
@@ -88,10 +93,7 @@ fn two_sources_of_different_speeds_add_up() {
 /// 1.2x the ideal.
 fn faster_source_slows_mid_transfer(after: u64, left_mbit: f64) {
     let t0 = Instant::now();
-    let blocks = 800;
-    let mut s = Scheduler::new(get_cfg(), 0, blocks);
-    s.add_source(Holds::All);
-    s.add_source(Holds::All);
+    let (blocks, mut s) = a_and_b();
     let (a, b) = (block_ms(200.0), block_ms(40.0));
     let event = Duration::from_millis(2500);
     let speed = |i: SourceId, t: Duration| {
