@@ -179,10 +179,14 @@ fn later_viewers_fetch_from_earlier_ones_and_the_origins_egress_falls() {
         "peer efficiency {:.1}% is below the 80% target",
         efficiency * 100.0
     );
-    assert_eq!(
-        peer_bytes + later,
-        9 * size,
-        "every later byte came from a peer or the origin"
+    // Every later byte came from a peer or the origin; a block raced to a second
+    // source (late at the first) may be sent twice, the losing copy counted at its
+    // sender, so a little more than the file may leave the origin.
+    let sent = peer_bytes + later;
+    assert!(
+        sent >= 9 * size && sent <= 9 * size + 9 * size / 50,
+        "viewers 2..10 got {sent} bytes for {} bytes of file",
+        9 * size
     );
 
     // `p2pd get` is handed the same peers and prefers them too.
