@@ -221,7 +221,10 @@ impl CacheRole {
             file,
             index,
             key: (file.file_id, file.meta().version),
-            deadlines: Deadlines::new(self.cfg.upstream.timeout, sources.len() > 1),
+            deadlines: (
+                Deadlines::new(self.cfg.upstream.timeout, sources.len() > 1),
+                Deadlines::new(self.cfg.upstream.timeout, false),
+            ),
             upstream,
             // Peers found bad or unreachable are reported to the node that named
             // them, over the connection that was handed them (that shard's).
@@ -321,13 +324,11 @@ impl CacheRole {
             report_to: ctx.report_to,
             armed: true,
         });
-        // A server gets the whole upstream timeout: it holds the block for sure, and
-        // a server that is slow (loaded, or slowed down) is left by racing, not by
-        // cutting its attempt short; a busy origin's 3 s attempts failed blocks and
-        // cut players off. Peers keep the failover deadline.
+        // A busy origin's 3 s attempts failed blocks and cut players off: servers get
+        // the whole timeout (see `AttemptContext`).
         let deadlines = match class {
-            SourceClass::Server => Deadlines::new(self.cfg.upstream.timeout, false),
-            SourceClass::Peer => ctx.deadlines,
+            SourceClass::Server => ctx.deadlines.1,
+            SourceClass::Peer => ctx.deadlines.0,
         };
         let request = attempt::request(&self.pool, (addr, class), &fref, version, index, deadlines);
         let r = match future::select(std::pin::pin!(request), cancelled).await {

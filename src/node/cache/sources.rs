@@ -140,7 +140,9 @@ pub(super) struct AttemptContext<'a> {
     pub(super) index: u64,
     /// The file version's key in the shard's source map.
     pub(super) key: (u64, u64),
-    pub(super) deadlines: Deadlines,
+    /// An attempt's deadlines at a peer, and at a server (the whole upstream timeout:
+    /// a slow server is left by racing, not by cutting its attempt short).
+    pub(super) deadlines: (Deadlines, Deadlines),
     /// The file's first upstream (Haves go there).
     pub(super) upstream: Option<SocketAddr>,
     /// Where, and over which shard's connection, reports about its peers go.

@@ -27,6 +27,9 @@ struct BlockState {
     deadline: Option<Instant>,
 }
 
+/// Waiting blocks past which stale entries are dropped.
+const MAX_WAITING: usize = 64;
+
 /// A block waiting for a busy source.
 #[derive(Clone, Copy, Debug)]
 struct Waiting {
@@ -121,6 +124,12 @@ impl Scheduler {
             last_probe: None,
         });
         self.sources.len() - 1
+    }
+
+    /// Blocks noted as waiting for a busy source (tests: the map stays bounded).
+    #[cfg(test)]
+    pub(super) fn waiting_len(&self) -> usize {
+        self.waiting.len()
     }
 
     pub fn source(&self, id: SourceId) -> &SourceState {
@@ -295,6 +304,13 @@ impl Scheduler {
                     since: now,
                     deadline,
                 };
+                // Entries of fetches that gave up are dropped once stale, so the map
+                // stays as small as the blocks waiting now.
+                if self.waiting.len() >= MAX_WAITING {
+                    let stale = self.cfg.tick * 5;
+                    self.waiting
+                        .retain(|_, w| now.saturating_duration_since(w.since) < stale);
+                }
                 self.waiting.insert(block, w);
                 None
             }

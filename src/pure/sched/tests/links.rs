@@ -261,3 +261,23 @@ fn a_freed_place_goes_to_the_most_urgent_waiting_block() {
     let later = t + ms(500);
     assert_eq!(s.pick_block(b, Some(later), later), Some(server));
 }
+
+/// Fetches that were told to wait and then gave up leave no lasting trace: a cache
+/// asked for many different blocks while its one source is full keeps its list of
+/// waiting blocks as small as the blocks waiting now.
+#[test]
+fn blocks_that_gave_up_waiting_are_forgotten() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(get_cfg(), 0, 0);
+    let server = s.add_source_of(Holds::All, SourceClass::Server);
+    let mut b = 0;
+    while s.pick_block(b, Some(t0), t0).is_some() {
+        b += 1;
+    }
+    for i in 0..10_000u64 {
+        let t = t0 + Duration::from_millis(10 * i);
+        assert_eq!(s.pick_block(1_000 + i, Some(t), t), None);
+    }
+    assert!(s.waiting_len() <= 65, "{} entries", s.waiting_len());
+    assert_eq!(s.source(server).outstanding as u64, b);
+}
