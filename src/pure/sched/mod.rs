@@ -32,9 +32,10 @@
 //!   assigned again.
 //! - A block is done only when the driver says it was verified.
 //!
-//! Files: `config` (the knobs), `source` (what is known of each source), `scheduler`
+//! Files: `candidate` (a source weighed for a block), `config` (the knobs), `source` (what is known of each source), `scheduler`
 //! (the policy itself), `tests`.
 
+mod candidate;
 mod config;
 mod scheduler;
 mod source;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::{
+    candidate::{earliest, Candidate, Waiting, MAX_WAITING},
     config::SchedConfig,
     source::{Failure, SourceClass, SourceId, SourceState},
 };
@@ -25,38 +26,6 @@ struct BlockState {
     at: Vec<(SourceId, Instant)>,
     /// When it is needed (None: as soon as possible).
     deadline: Option<Instant>,
-}
-
-/// Waiting blocks past which stale entries are dropped.
-const MAX_WAITING: usize = 64;
-
-/// A block waiting for a busy source.
-#[derive(Clone, Copy, Debug)]
-struct Waiting {
-    source: SourceId,
-    since: Instant,
-    deadline: Option<Instant>,
-}
-
-/// One source weighed for one block.
-#[derive(Clone, Copy, Debug)]
-struct Candidate {
-    id: SourceId,
-    /// When it would deliver the block if given it now.
-    eta: Instant,
-    /// It may take one more request now.
-    room: bool,
-    /// Its rate was measured (else the prior stands in).
-    measured: bool,
-    /// The rate it is planned with (bytes per second).
-    rate: f64,
-    class: SourceClass,
-}
-
-/// The candidate that would deliver first (ties: the lower id).
-fn earliest<'a>(it: impl Iterator<Item = &'a Candidate>) -> Option<Candidate> {
-    it.min_by(|a, b| a.eta.cmp(&b.eta).then(a.id.cmp(&b.id)))
-        .copied()
 }
 
 /// The scheduler of one file's (or one range's) blocks.
