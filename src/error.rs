@@ -258,7 +258,10 @@ impl FetchError {
     /// scheduler): a peer that cannot be reached is dropped for the file at once; a
     /// server's connection failure only closes what it had outstanding.
     pub fn source_failure(&self, class: SourceClass) -> Failure {
-        if class == SourceClass::Peer && self.peer_problem() == Some(PeerProblem::Unreachable) {
+        if class == SourceClass::Peer
+            && self.peer_problem() == Some(PeerProblem::Unreachable)
+            && !self.is_connect_timeout()
+        {
             return Failure::Unreachable;
         }
         match self {
@@ -276,6 +279,14 @@ impl FetchError {
             FetchError::Timeout { .. } => Failure::Error,
             FetchError::Protocol { .. } | FetchError::Digest { .. } => Failure::BadBlock,
         }
+    }
+
+    /// Whether no connection was made within the attempt's connect deadline: on a
+    /// congested uplink a lost SYN or answer is sent again after 1 s and 3 s, so
+    /// this alone does not prove a peer unreachable (see `node::cache::fill`'s
+    /// follow-up, which gives it the time of two retransmissions).
+    pub fn is_connect_timeout(&self) -> bool {
+        matches!(self, FetchError::Timeout { what, .. } if *what == CONNECT_WHAT)
     }
 
     /// What to tell the node that handed out a peer that failed like this (a

@@ -169,8 +169,10 @@ fn failures_count_for_their_source_by_kind_and_class() {
     );
     assert_eq!(digest().source_failure(Peer), Failure::BadBlock);
     assert_eq!(data_timeout().source_failure(Peer), Failure::Error);
-    // A server that cannot be reached loses what it had outstanding; a peer is
-    // dropped for the file.
+    // A server that cannot be reached loses what it had outstanding; a peer that
+    // refused is dropped for the file, one that did not connect in time only fails
+    // the attempt (a lost SYN on a congested uplink is sent again; the cache's
+    // follow-up gives the verdict).
     let refused = FetchError::Connect {
         addr: addr(),
         source: io(),
@@ -178,7 +180,8 @@ fn failures_count_for_their_source_by_kind_and_class() {
     assert_eq!(refused.source_failure(Server), Failure::Closed);
     assert_eq!(refused.source_failure(Peer), Failure::Unreachable);
     assert_eq!(connect_timeout().source_failure(Server), Failure::Error);
-    assert_eq!(connect_timeout().source_failure(Peer), Failure::Unreachable);
+    assert_eq!(connect_timeout().source_failure(Peer), Failure::Error);
+    assert!(connect_timeout().is_connect_timeout() && !refused.is_connect_timeout());
 }
 
 #[test]

@@ -54,6 +54,20 @@ impl Deadlines {
     }
 }
 
+impl Deadlines {
+    /// These deadlines for a request that waits in its source's queue: one the
+    /// scheduler expects in `expected` gets twice that if longer than its attempt,
+    /// up to `cap`. A peer shared by several viewers serves a queue in turn; cutting
+    /// the requests behind the first at a fixed 3 s failed them, and the peer was
+    /// dropped for the file though it was serving all along.
+    pub fn queued(self, expected: Duration, cap: Duration) -> Deadlines {
+        Deadlines {
+            attempt: self.attempt.max((expected * 2).min(cap)),
+            ..self
+        }
+    }
+}
+
 /// What a block must be to count: its length and the origin's digest of it.
 #[derive(Clone, Copy, Debug)]
 pub struct Expected<'a> {

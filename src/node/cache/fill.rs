@@ -32,6 +32,23 @@ use crate::upstream::range::Located;
 /// Sources tried for one block before its fetch fails.
 pub(super) const MAX_ATTEMPTS_PER_BLOCK: usize = 6;
 
+/// A peer is late with a block a reader waits on once it has taken this many times
+/// what the scheduler expected of it, and [`PEER_LATE_MIN`] more: a server is asked
+/// too.
+pub(super) const PEER_LATE_FACTOR: f64 = 1.5;
+/// See [`PEER_LATE_FACTOR`].
+pub(super) const PEER_LATE_MIN: Duration = Duration::from_millis(100);
+
+/// When the peers asked for a block are late with it, `chosen` one more of them (as
+/// before when it is a server).
+fn peer_late_at(before: Option<Instant>, chosen: &Chosen) -> Option<Instant> {
+    if chosen.class != SourceClass::Peer {
+        return before;
+    }
+    let due = Instant::now() + chosen.expected.mul_f64(PEER_LATE_FACTOR) + PEER_LATE_MIN;
+    Some(before.map_or(due, |d| d.max(due)))
+}
+
 /// How long a fetch waits before asking again for a source, when every source that
 /// may have its block is busy with other blocks.
 pub(super) const SOURCE_WAIT: Duration = Duration::from_millis(10);
@@ -239,6 +256,9 @@ impl CacheRole {
         let any_server = sources.iter().any(|l| l.class == SourceClass::Server);
         let block_bytes = file.index.block_len(index) as u64;
         let (mut attempts, mut server_tried, mut peer_failed) = (0, false, false);
+        // When the peers asked for it are late with it (past what the scheduler
+        // expected of them, with a margin).
+        let mut peers_late: Option<Instant> = None;
         let mut last: Option<BlockError> = None;
         let mut running = FuturesUnordered::new();
         loop {
@@ -250,8 +270,10 @@ impl CacheRole {
                 let need_by = file.playback.deadline(index, block_bytes, Instant::now());
                 match self.pick_source(ctx.key, &sources, index, (only, need_by)) {
                     Pick::Source(chosen) => {
+                        tracing::trace!(block = index, to = %chosen.addr, class = ?chosen.class, slack_ms = ?need_by.map(|d| d.saturating_duration_since(Instant::now()).as_millis()), "block asked of a source");
                         attempts += 1;
                         server_tried |= chosen.class == SourceClass::Server;
+                        peers_late = peer_late_at(peers_late, &chosen);
                         running.push(self.attempt(&ctx, chosen).boxed_local());
                     }
                     Pick::Busy => {
@@ -274,8 +296,28 @@ impl CacheRole {
                 Either::Left((None, _)) => {}
                 // Late at its source: a second source may deliver it sooner.
                 Either::Right(_) => {
-                    if running.len() == 1 {
+                    // A reader waits on it, and the peers asked for it are late with
+                    // it: a server is asked too (a slow peer's queue never holds a
+                    // viewer up).
+                    let now = Instant::now();
+                    let waited_on = file
+                        .playback
+                        .deadline(index, block_bytes, now)
+                        .is_some_and(|d| d <= now);
+                    let late = peers_late.is_some_and(|d| d <= now);
+                    if waited_on && late && any_server && !server_tried {
+                        let urgent = (Some(SourceClass::Server), Some(now));
+                        if let Pick::Source(chosen) =
+                            self.pick_source(ctx.key, &sources, index, urgent)
+                        {
+                            tracing::debug!(block = index, to = %chosen.addr, "a reader waits on a block a peer has not sent; asking a server too");
+                            attempts += 1;
+                            server_tried = true;
+                            running.push(self.attempt(&ctx, chosen).boxed_local());
+                        }
+                    } else if running.len() == 1 {
                         if let Some(chosen) = self.race_source(ctx.key, &sources, index) {
+                            peers_late = peer_late_at(peers_late, &chosen);
                             attempts += 1;
                             server_tried |= chosen.class == SourceClass::Server;
                             running.push(self.attempt(&ctx, chosen).boxed_local());
@@ -296,6 +338,7 @@ impl CacheRole {
             addr,
             class,
             cancelled,
+            expected: takes,
         } = chosen;
         let (file, index) = (ctx.file, ctx.index);
         let fref = file.file_ref();
@@ -328,7 +371,7 @@ impl CacheRole {
         // the whole timeout (see `AttemptContext`).
         let deadlines = match class {
             SourceClass::Server => ctx.deadlines.1,
-            SourceClass::Peer => ctx.deadlines.0,
+            SourceClass::Peer => ctx.deadlines.0.queued(takes, self.cfg.upstream.timeout),
         };
         let request = attempt::request(&self.pool, (addr, class), &fref, version, index, deadlines);
         let r = match future::select(std::pin::pin!(request), cancelled).await {
@@ -336,7 +379,8 @@ impl CacheRole {
                 // Its own outcome, reported below like any other; a peer whose
                 // connection broke is followed up too (it may have died).
                 if let Some(f) = follow_up.as_mut() {
-                    f.armed = matches!(r, Err(FetchError::Closed { .. }));
+                    f.armed = matches!(&r, Err(FetchError::Closed { .. }))
+                        || matches!(&r, Err(e) if e.is_connect_timeout());
                 }
                 r
             }
@@ -363,6 +407,7 @@ impl CacheRole {
         };
         let e = match r {
             Ok(data) => {
+                tracing::trace!(block = index, from = %addr, ms = started.elapsed().as_millis() as u64, "block verified");
                 slot.verified(data.len() as u64, started);
                 let m = self.m();
                 m.add_upstream_bytes_from(addr, data.len() as u64);
@@ -399,7 +444,8 @@ impl CacheRole {
         } else {
             tracing::debug!(upstream = %addr, url = %file.key.url(), block = index, error = %e, "block fetch failed; trying another source");
         }
-        if class == SourceClass::Peer {
+        // A connection not made in time is left to the follow-up's verdict.
+        if class == SourceClass::Peer && !e.is_connect_timeout() {
             if let Some(problem) = e.peer_problem() {
                 file.forget_located(addr);
                 self.report_peer(ctx.report_to, &fref, version, addr, problem);
@@ -540,12 +586,17 @@ impl CacheRole {
     }
 }
 
-/// A peer attempt given up on while the peer's connection was still being made
-/// (another source won a race for the block, or the block was taken from it), or
-/// whose connection broke: a connection is followed to the peer connect deadline (at
-/// least half of one) in the background, and if it is not made by then the peer is
-/// reported unreachable and left out of the file's sources, as if the attempt had
-/// waited. A viewer does not wait for the verdict.
+/// How long a peer has to connect before it is reported unreachable: past TCP's
+/// second SYN retransmission (1 s, then 2 s more). An attempt moves on sooner
+/// ([`attempt::PEER_CONNECT_TIMEOUT`]); only the report waits.
+const PEER_VERDICT: Duration = Duration::from_millis(4000);
+
+/// A peer attempt that ended while the peer's connection was still being made
+/// (another source won a race for the block, the block was taken from it, or the
+/// connect deadline passed), or whose connection broke: a connection is followed to
+/// [`PEER_VERDICT`] (at least half a connect deadline) in the background, and if it
+/// is not made by then the peer is reported unreachable and left out of the file's
+/// sources. A viewer does not wait for the verdict.
 struct PeerFollowUp {
     role: Rc<CacheRole>,
     peer: SocketAddr,
@@ -569,9 +620,10 @@ impl Drop for PeerFollowUp {
             self.version,
             self.report_to,
         );
-        // The connect deadline from the attempt's start, or a whole one for a peer
-        // whose connection broke (a fresh connection is what is checked).
-        let left = attempt::PEER_CONNECT_TIMEOUT
+        // Two SYN retransmissions from the attempt's start (a lost SYN or answer on a
+        // congested uplink is not an unreachable peer), or that long from now for a
+        // peer whose connection broke (a fresh connection is what is checked).
+        let left = PEER_VERDICT
             .saturating_sub(self.started.elapsed())
             .max(attempt::PEER_CONNECT_TIMEOUT / 2);
         runtime::spawn_detached(async move {

@@ -56,6 +56,11 @@ impl FileSources {
     pub(super) fn chosen(&mut self, src: SourceId, index: u64) -> Chosen {
         let cancelled = self.started(src, index);
         let (addr, class) = (self.sources[src].addr, self.sources[src].class);
+        let now = Instant::now();
+        let expected = self
+            .sched
+            .expected(src, index, now)
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
         if self.last_pick != Some(src) {
             if let Some(prev) = self.last_pick {
                 tracing::debug!(from = %self.sources[prev].addr, to = %addr, block = index, "switching source");
@@ -67,6 +72,7 @@ impl FileSources {
             addr,
             class,
             cancelled,
+            expected,
         }
     }
 
@@ -122,6 +128,8 @@ pub(super) struct Chosen {
     pub(super) class: SourceClass,
     /// Resolves if the block is taken from this source.
     pub(super) cancelled: oneshot::Receiver<()>,
+    /// How long the scheduler expects the source to take (it may have a queue).
+    pub(super) expected: Duration,
 }
 
 /// What one attempt of a block fetch came to.

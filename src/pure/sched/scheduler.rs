@@ -658,6 +658,15 @@ impl Scheduler {
         out
     }
 
+    /// When `source` is expected to deliver `block`, asked of it (its place in the
+    /// source's queue, at the rate planned with now); None if it was not asked.
+    pub fn expected(&self, source: SourceId, block: u64, now: Instant) -> Option<Instant> {
+        let s = self.sources.get(source)?;
+        let rank = s.inflight.iter().position(|&(_, b)| b == block)?;
+        let blk = self.block_bytes();
+        Some(s.finish(rank, s.rate_at(blk, self.prior(), now), blk, now))
+    }
+
     /// The next time the driver should look again without news from a source: a
     /// stall falls due, or, while anything is in flight, `tick` from `now` (a late
     /// block may be raced).

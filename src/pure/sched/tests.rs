@@ -543,3 +543,25 @@ fn a_source_that_slows_down_is_seen_slow_though_it_completes_nothing() {
         "took {took:?} (blocks {per:?}, rates {r:?})"
     );
 }
+
+#[test]
+fn a_queued_block_is_expected_after_the_ones_before_it() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(cfg(), 0, 0);
+    let p = s.add_source_of(Holds::All, SourceClass::Peer);
+    // Measured: a block in 250 ms.
+    assert_eq!(s.pick_block(0, None, t0), Some(p));
+    s.on_verified(p, 0, BS, t0, t0 + Duration::from_millis(250));
+    // Three blocks with time to spare queue at the peer; each is expected a block's
+    // time after the one before it (what its attempt's deadline is made from).
+    let t = t0 + Duration::from_millis(300);
+    let far = Some(t + Duration::from_secs(10));
+    for b in 1..=3 {
+        assert_eq!(s.pick_block(b, far, t), Some(p));
+    }
+    let after = |b| s.expected(p, b, t).map(|e| e.duration_since(t).as_millis());
+    assert_eq!(after(1), Some(250));
+    assert_eq!(after(2), Some(500));
+    assert_eq!(after(3), Some(750));
+    assert_eq!(after(9), None, "never asked");
+}
