@@ -14,7 +14,9 @@
 #          compared with the title afterwards (byte-identical)
 #   Binaries run side by side (default: a fresh release build); the bench is always
 #   this tree's p2pd-bench (it needs --proxy). PERF_VARIANTS limits the variants;
-#   PERF_KEEP=DIR keeps the nodes' logs and the viewers' reports.
+#   PERF_KEEP=DIR keeps the nodes' logs and the viewers' reports; PERF_UPLOAD_SHARE=X
+#   (0 < X <= 1) runs every node with --upload-rate at X of its host's uplink, as a
+#   BitTorrent user sets an upload limit below the line's rate.
 # Writes perf/results/<date>-<commit>-testbed-<scenario>[-<uplink>].md with one row per
 # binary and variant (see perf/testbed/viewers.py for the figures).
 set -euo pipefail
@@ -50,10 +52,15 @@ run_s=$((title_s + 40))
 
 # Starts a node in host $1's namespace: p2pd with the remaining arguments, its log in
 # $work/$1.log; waits for its startup line.
+declare -A uplink_of=()
 node() {
     local h=$1
     shift
-    tb_exec "$h" "$bin" --bind "$(tb_ip "$h")" -P 1111 --threads 1 -M 64M "$@" 2> "$work/$h.log" &
+    local limit=()
+    if [ -n "${PERF_UPLOAD_SHARE:-}" ]; then
+        limit=(--upload-rate "$(python3 -c "print(int($(tb_bits "${uplink_of[$h]}") / 8 * ${PERF_UPLOAD_SHARE}))")")
+    fi
+    tb_exec "$h" "$bin" --bind "$(tb_ip "$h")" -P 1111 --threads 1 -M 64M "${limit[@]}" "$@" 2> "$work/$h.log" &
     tb_wait_started "$work/$h.log"
 }
 
@@ -63,6 +70,7 @@ declare -A title_of=()
 viewer() {
     local i=$1 up=$2 parent=$3 h="v$1"
     tb_host "$h" $((10 + i)) "$up" 100mbit
+    uplink_of[$h]=$up
     local extra=()
     [ "$parent" != none ] && extra=(-S "$parent")
     node "$h" -c "$work/lhc-$h" -Z "${extra[@]}"
@@ -102,6 +110,7 @@ for b in "${bins[@]}"; do
         case $scenario in
             e2)
                 tb_host o 1 50mbit 1gbit
+                uplink_of[o]=50mbit
                 node o -p "$work/media" --index-dir "$work/index-o" "${p2p[@]}"
                 for i in $(seq "$viewers"); do
                     viewer "$i" "$uplink" none 1
@@ -110,6 +119,7 @@ for b in "${bins[@]}"; do
             e3)
                 tb_host o 1 1gbit 1gbit
                 tb_host s1 2 1gbit 1gbit
+                uplink_of[o]=1gbit uplink_of[s1]=1gbit
                 node o -p "$work/media" --index-dir "$work/index-o"
                 node s1 -c "$work/site1" -Z -n 10.77.0.0/16 -S "$(tb_ip o):1111" "${p2p[@]}"
                 for i in $(seq "$viewers"); do
@@ -120,6 +130,7 @@ for b in "${bins[@]}"; do
                 tb_host o 1 1gbit 1gbit
                 tb_host s1 2 500mbit 1gbit
                 tb_host s2 3 500mbit 1gbit
+                uplink_of[o]=1gbit uplink_of[s1]=500mbit uplink_of[s2]=500mbit
                 node o -p "$work/media" --index-dir "$work/index-o"
                 node s1 -c "$work/site1" -Z -n 10.77.0.0/16 -S "$(tb_ip o):1111" "${p2p[@]}"
                 node s2 -c "$work/site2" -Z -n 10.77.0.0/16 -S "$(tb_ip o):1111" "${p2p[@]}"

@@ -3,7 +3,9 @@
 //! `--read-ahead` seconds ahead of it at its pace (20 on a client cache) are fetched
 //! before it asks, each with the deadline its position gives (see
 //! `node::cache::playback`): far blocks can come from slow peers, near ones from the
-//! sources that make them, and the player finds them held.
+//! sources that make them, and the player finds them held. Nothing is fetched ahead
+//! while a reader is starting (its first 2 MiB or second): blocks sent ahead by peers
+//! would share its downlink with the ones its player waits for.
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -53,6 +55,17 @@ impl Shard {
             Some(n) => file.playback.consumed((addr, n), geometry, limits, now),
             None => file.playback.more(addr, geometry, limits, now),
         };
+        // A reader still starting gets nothing fetched ahead yet; once its startup
+        // is over, even if it has not read since, what it will need is.
+        if !ahead_for.is_zero() {
+            if let Some(wait) = file.playback.startup_left(addr, blk, now) {
+                let (shard, content) = (self.clone(), content.clone());
+                runtime::spawn_detached(async move {
+                    runtime::sleep(wait).await;
+                    shard.fetch_ahead(&content, addr, None);
+                });
+            }
+        }
         let mut j = ahead.start;
         while j < ahead.end {
             if !file.index.has(j) {

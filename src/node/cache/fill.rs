@@ -270,7 +270,7 @@ impl CacheRole {
                 let need_by = file.playback.deadline(index, block_bytes, Instant::now());
                 match self.pick_source(ctx.key, &sources, index, (only, need_by)) {
                     Pick::Source(chosen) => {
-                        tracing::trace!(block = index, to = %chosen.addr, class = ?chosen.class, slack_ms = ?need_by.map(|d| d.saturating_duration_since(Instant::now()).as_millis()), "block asked of a source");
+                        tracing::trace!(block = index, to = %chosen.addr, class = ?chosen.class, slack_ms = ?need_by.map(|d| d.saturating_duration_since(Instant::now()).as_millis()), peers_holding = sources.iter().filter(|l| l.class == SourceClass::Peer && l.has(index)).count(), expected_ms = chosen.expected.as_millis() as u64, "block asked of a source");
                         attempts += 1;
                         server_tried |= chosen.class == SourceClass::Server;
                         peers_late = peer_late_at(peers_late, &chosen);
@@ -546,6 +546,8 @@ impl CacheRole {
         }
         let now = Instant::now();
         entry.check_stalls(now);
+        let why = tracing::enabled!(tracing::Level::TRACE)
+            .then(|| entry.sched.explain(index, need_by, now));
         let src = match entry.sched.pick_block_of(index, need_by, only, now) {
             Some(s) => s,
             None if entry.sched.stuck_on(index) => {
@@ -567,6 +569,9 @@ impl CacheRole {
             }
             None => return Pick::Busy,
         };
+        if let Some(why) = why.filter(|w| w.contains("peer")) {
+            tracing::trace!(block = index, chosen = src, %why, "sources weighed");
+        }
         Pick::Source(entry.chosen(src, index))
     }
 

@@ -19,6 +19,13 @@ pub const DEFAULT_PACE_BPS: f64 = 1e6;
 pub const MIN_PACE_BPS: f64 = 64e3;
 /// How long a reader must have read before its pace is measured.
 const PACE_AFTER: Duration = Duration::from_secs(1);
+/// A reader's startup, which is served before anything is fetched ahead for it: its
+/// first bytes (a player's startup buffer, 2 s at 8 Mbit/s)...
+pub const STARTUP_BYTES: u64 = 2 << 20;
+/// ...or its first second, whichever ends first.
+pub const STARTUP_MAX: Duration = Duration::from_secs(1);
+/// A reader's pace is measured over its last one to two of these.
+const PACE_WINDOW: Duration = Duration::from_secs(10);
 /// A read this many blocks behind where a reader was, or beyond what was fetched
 /// ahead for it, is a seek: its pace is measured afresh from there.
 const SEEK_BLOCKS: u64 = 8;
@@ -31,14 +38,21 @@ pub const AHEAD_IN_FLIGHT: usize = 32;
 #[derive(Debug)]
 struct Reader {
     addr: IpAddr,
-    /// Where and when its pace is measured from.
+    /// Where and when its pace is measured from: its last 10 to 20 s (a player that
+    /// filled its buffer at link speed reads at the film's rate afterwards).
     first: u64,
     started: Instant,
+    /// Where it was [`PACE_WINDOW`] ago at most: the next start of its pace.
+    mark: (u64, Instant),
     /// The next block it needs, since when.
     pos: u64,
     at: Instant,
     /// The first block not yet fetched ahead for it.
     ahead_to: u64,
+    /// Where and when it started (or sought): its startup comes first.
+    born: (u64, Instant),
+    /// A look after its startup is planned (see [`Playback::startup_left`]).
+    after_startup: bool,
 }
 
 impl Reader {
@@ -48,10 +62,25 @@ impl Reader {
             addr,
             first: next,
             started: now,
+            mark: (next, now),
             pos: next,
             at: now,
             ahead_to: next,
+            born: (next, now),
+            after_startup: false,
         }
+    }
+
+    /// Whether it is still starting: it has been sent less than [`STARTUP_BYTES`]
+    /// since it started or sought, within [`STARTUP_MAX`]. Nothing is fetched ahead
+    /// for it meanwhile: what peers send ahead shares its downlink with the blocks
+    /// the player waits for before it can start.
+    fn starting(&self, block_bytes: u64, now: Instant) -> bool {
+        let sent = self
+            .pos
+            .saturating_sub(self.born.0)
+            .saturating_mul(block_bytes);
+        sent < STARTUP_BYTES && now.saturating_duration_since(self.born.1) < STARTUP_MAX
     }
 
     /// From where fetching ahead stopped to `ahead` at its pace, at most `max_bytes`
@@ -61,8 +90,9 @@ impl Reader {
         end: u64,
         block_bytes: u64,
         (ahead, max_bytes): (Duration, u64),
+        now: Instant,
     ) -> std::ops::Range<u64> {
-        if ahead.is_zero() || max_bytes < block_bytes {
+        if ahead.is_zero() || max_bytes < block_bytes || self.starting(block_bytes, now) {
             return 0..0;
         }
         let blk = block_bytes.max(1);
@@ -130,7 +160,11 @@ impl Playback {
         }
         r.pos = r.pos.max(next);
         r.at = now;
-        r.to_fetch(end, block_bytes, (ahead, max_bytes))
+        if now.saturating_duration_since(r.mark.1) >= PACE_WINDOW {
+            (r.first, r.started) = r.mark;
+            r.mark = (r.pos, now);
+        }
+        r.to_fetch(end, block_bytes, (ahead, max_bytes), now)
     }
 
     /// What to fetch ahead for reader `addr` now, where it was last seen (a fetch
@@ -149,7 +183,22 @@ impl Playback {
         readers
             .iter()
             .find(|r| r.addr == addr && now.saturating_duration_since(r.at) < READER_IDLE)
-            .map_or(0..0, |r| r.to_fetch(end, block_bytes, (ahead, max_bytes)))
+            .map_or(0..0, |r| {
+                r.to_fetch(end, block_bytes, (ahead, max_bytes), now)
+            })
+    }
+
+    /// How long until reader `addr`'s startup is over, once per startup (None: it
+    /// is not starting, or this was asked already): the caller looks again then, so a
+    /// player that took its first bytes and waits still gets its blocks fetched ahead.
+    pub fn startup_left(&self, addr: IpAddr, block_bytes: u64, now: Instant) -> Option<Duration> {
+        let mut readers = self.readers.lock().ok()?;
+        let r = readers.iter_mut().find(|r| r.addr == addr)?;
+        if r.after_startup || !r.starting(block_bytes, now) {
+            return None;
+        }
+        r.after_startup = true;
+        Some((r.born.1 + STARTUP_MAX).saturating_duration_since(now))
     }
 
     /// The fetches ahead for reader `addr` stopped before block `at` (they were all
@@ -203,8 +252,13 @@ mod tests {
         let p = Playback::default();
         let t0 = Instant::now();
         let me: IpAddr = [10, 0, 0, 1].into();
-        // A new reader at block 10: 20 s at the default 1 MB/s, 76 blocks.
-        let ahead = p.consumed((me, 10), (1000, BS), AHEAD, t0);
+        // A new reader at block 10: its startup comes first (nothing fetched ahead
+        // for its first second or 2 MiB), once, to be looked at again after it.
+        assert!(p.consumed((me, 10), (1000, BS), AHEAD, t0).is_empty());
+        assert_eq!(p.startup_left(me, BS, t0), Some(STARTUP_MAX));
+        assert_eq!(p.startup_left(me, BS, t0), None, "once");
+        // Then 20 s at the default 1 MB/s, 76 blocks.
+        let ahead = p.more(me, (1000, BS), AHEAD, t0 + STARTUP_MAX);
         assert_eq!(ahead, 10..86);
         p.ahead_stopped(me, 40);
         // Block 14 is four blocks ahead: needed in about 1 s.
@@ -220,9 +274,39 @@ mod tests {
         // At 2 MiB/s, eight blocks ahead is 1 s ahead.
         let d = p.deadline(34, BS, t).unwrap() - t;
         assert!((d.as_secs_f64() - 1.0).abs() < 1e-3, "{d:?}");
-        // A seek starts afresh; the end of the file bounds what is fetched ahead.
-        let ahead = p.consumed((me, 990), (1000, BS), AHEAD, t);
-        assert_eq!(ahead, 990..1000);
+        // A seek starts afresh (with a startup of its own); the end of the file
+        // bounds what is fetched ahead.
+        assert!(p.consumed((me, 990), (1000, BS), AHEAD, t).is_empty());
+        let ahead = p.consumed((me, 991), (1000, BS), AHEAD, t + STARTUP_MAX);
+        assert_eq!(ahead, 991..1000);
+    }
+
+    #[test]
+    fn a_reader_that_filled_its_buffer_is_paced_at_its_later_rate() {
+        let p = Playback::default();
+        let t0 = Instant::now();
+        let me: IpAddr = [10, 0, 0, 1].into();
+        // 120 blocks in the first 5 s (a player filling its buffer), then 4 a second.
+        let mut pos = 0;
+        for i in 0..=120u64 {
+            p.consumed(
+                (me, i),
+                (10_000, BS),
+                AHEAD,
+                t0 + Duration::from_millis(i * 5000 / 120),
+            );
+            pos = i;
+        }
+        let mut t = t0 + Duration::from_secs(5);
+        for _ in 0..(25 * 4) {
+            t += Duration::from_millis(250);
+            pos += 1;
+            p.consumed((me, pos), (10_000, BS), AHEAD, t);
+        }
+        // Forty blocks ahead is ten seconds at 4 a second; over its whole life the
+        // reader averaged 7.4 a second, which would have said 5.4 s.
+        let d = p.deadline(pos + 40, BS, t).unwrap() - t;
+        assert!((d.as_secs_f64() - 10.0).abs() < 0.5, "{d:?}");
     }
 
     #[test]

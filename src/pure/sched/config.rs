@@ -30,6 +30,11 @@ pub struct SchedConfig {
     /// most this long (one at least): a queue at a slow source is a queue the
     /// blocks a viewer needs first wait behind.
     pub max_queue: Duration,
+    /// A block needed within this long may join a server's queue however long it
+    /// is (see `max_queue`): it is fetched ahead of its reader by that much, so the
+    /// reader does not wait out the queue, while blocks needed later wait for room or
+    /// for a peer that holds them.
+    pub server_lead: Duration,
     /// How often the driver looks again while blocks are in flight (races fall due,
     /// rates bound by what is late).
     pub tick: Duration,
@@ -64,6 +69,7 @@ impl Default for SchedConfig {
             overdue_factor: 4.0,
             overdue_min: Duration::from_millis(100),
             max_queue: Duration::from_millis(150),
+            server_lead: Duration::from_secs(4),
             tick: Duration::from_millis(20),
             probe_interval: Duration::from_millis(500),
             probe_slack: Duration::from_secs(2),

@@ -172,7 +172,7 @@ impl Scheduler {
     /// are measured; a raced block (`extra`) may exceed a source's limit by one; a
     /// block needed by `deadline` joins a queue of more than `max_queue` of work only
     /// as `may_queue_deep` says.
-    fn candidates(
+    pub(super) fn candidates(
         &self,
         block: u64,
         except: Option<SourceId>,
@@ -233,14 +233,14 @@ impl Scheduler {
     }
 
     /// Whether a block needed by `deadline` may join a queue longer than `max_queue`
-    /// at a source of `class`: when it is needed already (a reader waits on it), or
-    /// has a deadline and the source is a peer (its deadline says whether the queue is
-    /// too long, and peers are not where blocks needed now go). A block without a
-    /// deadline, or needed later from a server, may not: a source serves its queue in
-    /// turn, so a deep queue of blocks needed later holds up the one a reader waits
-    /// on.
+    /// at a source of `class`: when it is needed within `server_lead` (a reader
+    /// waits on it, or soon will), or has a deadline and the source is a peer (its
+    /// deadline says whether the queue is too long). A block without a deadline, or
+    /// needed later from a server, may not: a source serves its queue in turn, so a
+    /// deep queue of blocks needed later holds up the one a reader waits on, and a
+    /// block needed later waits for a peer ahead in the film to hold it.
     fn may_queue_deep(&self, class: SourceClass, deadline: Option<Instant>, now: Instant) -> bool {
-        deadline.is_some_and(|d| d <= now || class == SourceClass::Peer)
+        deadline.is_some_and(|d| d <= now + self.cfg.server_lead || class == SourceClass::Peer)
     }
 
     /// Picks the source for `block` (of class `only`, if given), needed by
