@@ -12,6 +12,11 @@
 //!   completed within [`SHED_AFTER_STALL`], so its client reads, and it holds no other
 //!   pin): legitimate viewers keep streaming, without read-ahead, when non-reading
 //!   connections filled the budget.
+//! - Writers that find no room queue for it by when they started waiting; one that
+//!   has waited [`PRIORITY_AFTER`] is served before anyone else takes room, past the
+//!   budget or within it: readers taking their next block as they released one kept
+//!   a new connection to a busy origin from ever getting room (its Info answer waited
+//!   behind its first block, and the viewer was cut off).
 //! - A writer that cannot get a pin sheds the writer whose socket write has been
 //!   stalled longest (at least [`SHED_AFTER_STALL`]): that connection is closed, its
 //!   pins released (`p2pd_connections_shed_total`).
@@ -28,7 +33,7 @@
 //!   `tcp_mem`'s pressure mark, where every socket on it, the viewers' too, crawled.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Poll, Waker};
@@ -45,6 +50,10 @@ pub const BUDGET_BLOCKS: u64 = 4;
 /// A writer whose socket write made no progress for this long may be shed when the
 /// budget is short (and its connection is no longer "draining").
 pub const SHED_AFTER_STALL: Duration = Duration::from_millis(1500);
+/// A writer that has waited this long for room is served before anyone else takes
+/// room (draining writers past the budget included): a new connection waits that long
+/// at most before the others make way.
+const PRIORITY_AFTER: Duration = Duration::from_millis(200);
 /// How often a writer waiting for a pin looks again for a writer to shed (it is also
 /// woken, one at a time in arrival order, as pins are released).
 const PIN_RETRY: Duration = Duration::from_millis(250);
@@ -76,9 +85,11 @@ pub struct PinBudget {
     used_bytes: Cell<u64>,
     writers: RefCell<HashMap<u64, Rc<WriterState>>>,
     next_writer: Cell<u64>,
-    /// Writers waiting for room, in arrival order; a release wakes the first one only
-    /// (waking them all made every release cost a poll of every waiting connection).
-    waiting: RefCell<VecDeque<Waker>>,
+    /// Writers waiting for room, by when they started waiting (and writer id), with
+    /// the waker of each that sleeps; a release wakes the first one only (waking them
+    /// all made every release cost a poll of every waiting connection), and one that
+    /// has waited [`PRIORITY_AFTER`] is served before anyone else takes room.
+    waiting: RefCell<BTreeMap<(Instant, u64), Option<Waker>>>,
     /// Writers whose socket write is in progress, oldest first: whom to shed.
     stalled: RefCell<BTreeSet<(Instant, u64)>>,
     metrics: Metrics,
@@ -116,7 +127,7 @@ impl PinBudget {
             used_bytes: Cell::new(0),
             writers: RefCell::new(HashMap::new()),
             next_writer: Cell::new(0),
-            waiting: RefCell::new(VecDeque::new()),
+            waiting: RefCell::new(BTreeMap::new()),
             stalled: RefCell::new(BTreeSet::new()),
             metrics,
             shard,
@@ -179,7 +190,11 @@ impl PinBudget {
 
     /// Wakes the writer that has waited for room longest.
     fn wake_one(&self) {
-        let first = self.waiting.borrow_mut().pop_front();
+        let first = self
+            .waiting
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut w| w.values_mut().next().and_then(Option::take));
         if let Some(w) = first {
             w.wake();
         }
@@ -259,6 +274,11 @@ impl Writer {
     pub async fn pin(&self, ticket: u64, bytes: u64, deadline: Duration) -> Result<Pin, WriteFail> {
         let started = Instant::now();
         let mut unsent_retry = Duration::from_millis(1);
+        // Its place in the queue for room, once it had to wait; left however this ends.
+        let mut spot = QueueSpot {
+            budget: &self.budget,
+            key: None,
+        };
         loop {
             if self.state.shed.get() {
                 return Err(WriteFail::Shed);
@@ -288,8 +308,25 @@ impl Writer {
             // next (it holds no other), never read-ahead: each connection holds at
             // most one block beyond the budget, and only while its client reads.
             let over = used.saturating_add(bytes) > b.limit_bytes && used != 0 && bytes != 0;
-            let fits = !over || (self.state.pinned_bytes.get() == 0 && self.draining(now));
+            // A writer that has waited long for room is served first: readers taking
+            // their next block as they release one kept a new connection from ever
+            // getting room (past the budget, or as soon as a release made some).
+            let yields = bytes != 0
+                && b.waiting
+                    .borrow()
+                    .keys()
+                    .next()
+                    .is_some_and(|&(since, id)| {
+                        id != self.id && now.saturating_duration_since(since) >= PRIORITY_AFTER
+                    });
+            let fits =
+                !yields && (!over || (self.state.pinned_bytes.get() == 0 && self.draining(now)));
             if fits {
+                if let Some(key) = spot.key.take() {
+                    b.waiting.borrow_mut().remove(&key);
+                    // What room is left may be the next one's.
+                    b.wake_one();
+                }
                 if over {
                     // Granted past the budget to a draining writer, which then waits
                     // for no one: it sheds the longest-stalled holder itself, or
@@ -321,7 +358,8 @@ impl Writer {
             }
             // Woken in turn as pins are released, or look again after a while (a
             // stalled writer becomes sheddable with time alone).
-            let _ = runtime::timeout(PIN_RETRY, self.queued_for_room()).await;
+            let key = *spot.key.get_or_insert((now, self.id));
+            let _ = runtime::timeout(PIN_RETRY, self.queued_for_room(key)).await;
         }
     }
 
@@ -348,8 +386,8 @@ impl Writer {
         .await
     }
 
-    /// Waits in the budget's queue until a release wakes this writer.
-    async fn queued_for_room(&self) {
+    /// Waits in the budget's queue, at `key`, until a release wakes this writer.
+    async fn queued_for_room(&self, key: (Instant, u64)) {
         let mut registered = false;
         std::future::poll_fn(|cx| {
             if registered {
@@ -359,7 +397,7 @@ impl Writer {
             self.budget
                 .waiting
                 .borrow_mut()
-                .push_back(cx.waker().clone());
+                .insert(key, Some(cx.waker().clone()));
             *self.state.room_waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         })
@@ -444,186 +482,24 @@ impl Drop for Pin {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::Cell;
+/// A writer's place in its budget's queue for room, left when the pin it waits
+/// for ends (granted, failed, or dropped with its connection).
+struct QueueSpot<'a> {
+    budget: &'a PinBudget,
+    key: Option<(Instant, u64)>,
+}
 
-    const MIB: u64 = 1 << 20;
-
-    fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
-        let io_memory = runtime::preflight(1).expect("io_uring");
-        runtime::run_single(io_memory, f).expect("executor")
-    }
-
-    #[test]
-    fn pins_within_the_budget_are_granted_and_past_it_wait_for_a_release() {
-        run(async {
-            // 2 MiB blocks: a budget of max(8 MiB, 4 blocks) = 8 MiB.
-            let budget = PinBudget::new(2 << 20, Metrics::new(1), 0);
-            assert_eq!(budget.limit_bytes(), 8 * MIB);
-            let a = budget.writer();
-            let mut held = Vec::new();
-            for _ in 0..4 {
-                let t = a.ticket();
-                held.push(a.pin(t, 2 * MIB, Duration::from_secs(1)).await.unwrap());
+impl Drop for QueueSpot<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            if let Ok(mut w) = self.budget.waiting.try_borrow_mut() {
+                w.remove(&key);
             }
-            assert_eq!(budget.used_bytes(), 8 * MIB);
-            // A new writer (not draining: it never wrote) waits for room.
-            let b = Rc::new(budget.writer());
-            let got = Rc::new(Cell::new(false));
-            let (b2, got2) = (b.clone(), got.clone());
-            let waiter = runtime::spawn(async move {
-                let t = b2.ticket();
-                let pin = b2.pin(t, 2 * MIB, Duration::from_secs(5)).await;
-                got2.set(pin.is_ok());
-                pin
-            });
-            runtime::sleep(Duration::from_millis(50)).await;
-            assert!(
-                !got.get(),
-                "granted past the budget to a writer that never wrote"
-            );
-            drop(held.pop());
-            let pin = waiter.await;
-            assert!(got.get() && pin.is_ok());
-            assert_eq!(budget.used_bytes(), 8 * MIB);
-            drop(pin);
-            drop(held);
-            assert_eq!(budget.used_bytes(), 0);
-        });
-    }
-
-    #[test]
-    fn a_writers_blocks_take_their_pins_in_ticket_order() {
-        run(async {
-            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
-            let w = Rc::new(budget.writer());
-            let (first, second) = (w.ticket(), w.ticket());
-            let order = Rc::new(RefCell::new(Vec::new()));
-            let (w2, o2) = (w.clone(), order.clone());
-            let later = runtime::spawn(async move {
-                let p = w2.pin(second, MIB, Duration::from_secs(1)).await;
-                o2.borrow_mut().push(second);
-                p
-            });
-            runtime::sleep(Duration::from_millis(20)).await;
-            assert!(
-                order.borrow().is_empty(),
-                "the second block went before the first"
-            );
-            let p1 = w.pin(first, MIB, Duration::from_secs(1)).await.unwrap();
-            order.borrow_mut().push(first);
-            let p2 = later.await.unwrap();
-            assert_eq!(*order.borrow(), vec![first, second]);
-            drop((p1, p2));
-        });
-    }
-
-    #[test]
-    fn a_window_of_tickets_goes_through_without_sleeping_out_the_retry() {
-        run(async {
-            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
-            let w = Rc::new(budget.writer());
-            let tickets: Vec<u64> = (0..8).map(|_| w.ticket()).collect();
-            let started = Instant::now();
-            // The later tickets wait for their turn first, as a read-ahead window does.
-            let mut waiting = Vec::new();
-            for &t in tickets.iter().skip(1).rev() {
-                let w = w.clone();
-                waiting.push(runtime::spawn(async move {
-                    w.pin(t, 64 << 10, Duration::from_secs(5)).await.map(drop)
-                }));
-            }
-            runtime::sleep(Duration::from_millis(10)).await;
-            drop(
-                w.pin(tickets[0], 64 << 10, Duration::from_secs(5))
-                    .await
-                    .unwrap(),
-            );
-            for t in waiting {
-                assert!(t.await.is_ok());
-            }
-            assert!(
-                started.elapsed() < PIN_RETRY,
-                "the window took {:?}: a ticket slept out the retry",
-                started.elapsed()
-            );
-        });
-    }
-
-    /// A socket whose client never reads.
-    struct Stuck;
-
-    impl futures_lite::AsyncWrite for Stuck {
-        fn poll_write(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            _: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            Poll::Pending
+            // It may have been woken for room it will not take.
+            self.budget.wake_one();
         }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[test]
-    fn a_draining_writer_granted_past_the_budget_sheds_a_stalled_holder() {
-        run(async {
-            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
-            // A fills the budget and its client stops reading.
-            let a = Rc::new(budget.writer());
-            let t = a.ticket();
-            let held = a.pin(t, 8 * MIB, Duration::from_secs(1)).await.unwrap();
-            let a2 = a.clone();
-            let stalled = runtime::spawn(async move {
-                let r = a2
-                    .write(&mut Stuck, &[&[0u8; 1024]], Duration::from_secs(30))
-                    .await;
-                drop(held);
-                r
-            });
-            runtime::sleep(SHED_AFTER_STALL + Duration::from_millis(100)).await;
-            // B's client reads: it gets its next block past the budget at once, and
-            // A, stalled for longer than SHED_AFTER_STALL, is shed for it.
-            let b = budget.writer();
-            b.write(
-                &mut futures::io::sink(),
-                &[&[0u8; 1024]],
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
-            let t = b.ticket();
-            let pin = b.pin(t, MIB, Duration::from_millis(100)).await;
-            assert!(pin.is_ok(), "a draining writer waited");
-            assert_eq!(stalled.await.err(), Some(WriteFail::Shed));
-            drop(pin);
-            assert_eq!(budget.used_bytes(), 0);
-        });
-    }
-
-    #[test]
-    fn a_pin_that_finds_no_room_in_time_fails() {
-        run(async {
-            let budget = PinBudget::new(256 << 10, Metrics::new(1), 0);
-            let a = budget.writer();
-            let t = a.ticket();
-            let _full = a.pin(t, 8 * MIB, Duration::from_secs(1)).await.unwrap();
-            let b = budget.writer();
-            let t = b.ticket();
-            let r = b.pin(t, MIB, Duration::from_millis(300)).await;
-            assert_eq!(r.err(), Some(WriteFail::Socket));
-        });
     }
 }
+
+#[cfg(test)]
+mod tests;

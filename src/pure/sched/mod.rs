@@ -37,6 +37,7 @@
 
 mod candidate;
 mod config;
+mod explain;
 mod scheduler;
 mod source;
 #[cfg(test)]
