@@ -53,7 +53,7 @@ pub const SHED_AFTER_STALL: Duration = Duration::from_millis(1500);
 /// A writer that has waited this long for room is served before anyone else takes
 /// room (draining writers past the budget included): a new connection waits that long
 /// at most before the others make way.
-const PRIORITY_AFTER: Duration = Duration::from_millis(200);
+pub const PRIORITY_AFTER: Duration = Duration::from_millis(200);
 /// How often a writer waiting for a pin looks again for a writer to shed (it is also
 /// woken, one at a time in arrival order, as pins are released).
 const PIN_RETRY: Duration = Duration::from_millis(250);
