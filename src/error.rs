@@ -255,13 +255,12 @@ impl FetchError {
     }
 
     /// How a failed block request counts for a source of `class` (for the
-    /// scheduler): a peer that cannot be reached is dropped for the file at once; a
-    /// server's connection failure only closes what it had outstanding.
+    /// scheduler): a peer that refused the connection is dropped for the file at
+    /// once; a server's connection failure only closes what it had outstanding.
     pub fn source_failure(&self, class: SourceClass) -> Failure {
-        if class == SourceClass::Peer
-            && self.peer_problem() == Some(PeerProblem::Unreachable)
-            && !self.is_connect_timeout()
-        {
+        // A peer that did not connect in time only fails the attempt (see
+        // `is_connect_timeout`).
+        if class == SourceClass::Peer && matches!(self, FetchError::Connect { .. }) {
             return Failure::Unreachable;
         }
         match self {

@@ -322,11 +322,8 @@ impl Writer {
             let fits =
                 !yields && (!over || (self.state.pinned_bytes.get() == 0 && self.draining(now)));
             if fits {
-                if let Some(key) = spot.key.take() {
-                    b.waiting.borrow_mut().remove(&key);
-                    // What room is left may be the next one's.
-                    b.wake_one();
-                }
+                // Leaving the queue (`spot`, as this returns) wakes the next one: what
+                // room is left may be its.
                 if over {
                     // Granted past the budget to a draining writer, which then waits
                     // for no one: it sheds the longest-stalled holder itself, or
@@ -495,7 +492,8 @@ impl Drop for QueueSpot<'_> {
             if let Ok(mut w) = self.budget.waiting.try_borrow_mut() {
                 w.remove(&key);
             }
-            // It may have been woken for room it will not take.
+            // The next in line may take what room there is (this one took its
+            // share, or was woken for room it will not take).
             self.budget.wake_one();
         }
     }

@@ -40,8 +40,7 @@ struct Reader {
     addr: IpAddr,
     /// Where and when its pace is measured from: its last 10 to 20 s (a player that
     /// filled its buffer at link speed reads at the film's rate afterwards).
-    first: u64,
-    started: Instant,
+    pace_from: (u64, Instant),
     /// Where it was [`PACE_WINDOW`] ago at most: the next start of its pace.
     mark: (u64, Instant),
     /// The next block it needs, since when.
@@ -60,8 +59,7 @@ impl Reader {
     fn at(addr: IpAddr, next: u64, now: Instant) -> Reader {
         Reader {
             addr,
-            first: next,
-            started: now,
+            pace_from: (next, now),
             mark: (next, now),
             pos: next,
             at: now,
@@ -104,11 +102,12 @@ impl Reader {
     }
 
     fn pace(&self, block_bytes: f64) -> f64 {
-        let secs = self.at.saturating_duration_since(self.started);
-        if secs < PACE_AFTER || self.pos <= self.first {
+        let (first, started) = self.pace_from;
+        let secs = self.at.saturating_duration_since(started);
+        if secs < PACE_AFTER || self.pos <= first {
             return DEFAULT_PACE_BPS;
         }
-        ((self.pos - self.first) as f64 * block_bytes / secs.as_secs_f64()).max(MIN_PACE_BPS)
+        ((self.pos - first) as f64 * block_bytes / secs.as_secs_f64()).max(MIN_PACE_BPS)
     }
 }
 
@@ -161,7 +160,7 @@ impl Playback {
         r.pos = r.pos.max(next);
         r.at = now;
         if now.saturating_duration_since(r.mark.1) >= PACE_WINDOW {
-            (r.first, r.started) = r.mark;
+            r.pace_from = r.mark;
             r.mark = (r.pos, now);
         }
         r.to_fetch(end, block_bytes, (ahead, max_bytes), now)
